@@ -1,0 +1,55 @@
+"""rshell: a small, fast, secure remote command execution service.
+
+    import rshell
+    with rshell.connect("host:7722") as conn:
+        r = conn.run("uname -a", timeout=10)
+
+Names are imported lazily (PEP 562) so that ``import rshell`` costs almost
+nothing on the CLI's cold path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from rshell.client import Connection, connect
+    from rshell.errors import (
+        AuthenticationFailed,
+        CommandFailed,
+        CommandTimeout,
+        ConnectionFailed,
+        HostKeyError,
+        ProtocolError,
+        RshellError,
+    )
+    from rshell.result import Result
+
+_EXPORTS = {
+    "connect": "rshell.client",
+    "Connection": "rshell.client",
+    "Result": "rshell.result",
+    "RshellError": "rshell.errors",
+    "ConnectionFailed": "rshell.errors",
+    "AuthenticationFailed": "rshell.errors",
+    "HostKeyError": "rshell.errors",
+    "ProtocolError": "rshell.errors",
+    "CommandFailed": "rshell.errors",
+    "CommandTimeout": "rshell.errors",
+}
+
+__all__ = [
+    "AuthenticationFailed", "CommandFailed", "CommandTimeout", "Connection", "ConnectionFailed",
+    "HostKeyError", "ProtocolError", "Result", "RshellError", "connect", "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rshell' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,226 @@
+"""The ``rshell`` and ``rshell-server`` commands: the only importer of click.
+
+Every failure becomes one line on stderr and an exit code taken from the
+error class (2 for usage, 255 for connection/protocol/authentication, the
+remote status otherwise); no traceback reaches a user.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+
+from rshell.errors import EXIT_CONNECTION, EXIT_USAGE, RshellError, UsageError
+from rshell.paths import DEFAULT_PORT, rshell_home
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"rshell: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
+    """Run a click command with rshell's error policy."""
+    try:
+        rv = command.main(list(args), prog_name=prog, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help(), err=True)
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:
+        _fail(f"{exc.format_message()} (see {prog} --help)", EXIT_USAGE)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _fail("aborted", 130)
+    except RshellError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(141)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# ---- rshell ----------------------------------------------------------------------
+
+
+@click.command(context_settings=_CONTEXT, no_args_is_help=True)
+@click.argument("target")
+@click.argument("argv", nargs=-1)
+@click.option("-c", "command", metavar="COMMAND", help="Run one command and exit.")
+@click.option("-f", "batch", metavar="FILE", help="Run one command per line ('-' for stdin).")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), help=f"Port [{DEFAULT_PORT}].")
+@click.option("-i", "identity", metavar="PATH", help="Private key to authenticate with.")
+@click.option("--no-tls", is_flag=True, help="Talk plain TCP (insecure; server must agree).")
+@click.option("--known-hosts", metavar="FILE", help="Host key pins [$RSHELL_HOME/known_hosts].")
+@click.option("--strict-host-keys", is_flag=True, help="Refuse hosts not in known_hosts.")
+@click.option("--accept-new", is_flag=True, help="Pin unknown hosts without asking.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per command on stdout.")
+@click.option("--fail-fast", is_flag=True, help="Batch: stop at the first failure.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not report command errors on stderr.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Per-command limit (s).")
+@click.option(
+    "--connect-timeout", type=click.FloatRange(0, min_open=True), default=10.0,
+    show_default=True, help="Connect, handshake and authentication limit (s).",
+)
+def client_command(
+    target: str, argv: tuple[str, ...], command: str | None, batch: str | None,
+    port: int | None, identity: str | None, no_tls: bool, known_hosts: str | None,
+    strict_host_keys: bool, accept_new: bool, as_json: bool, fail_fast: bool, quiet: bool,
+    timeout: float | None, connect_timeout: float,
+) -> int:
+    """Run commands on an rshell server: a prompt, one command, or a batch.
+
+    \b
+      rshell HOST                   interactive prompt
+      rshell HOST -c 'COMMAND'      one command
+      rshell HOST -- CMD ARG...     one command, argv quoted for the remote shell
+      rshell HOST -f FILE           one command per line ('-f -': stdin)
+      cmds | rshell HOST            batch from stdin
+      rshell keygen [-f PATH] [-t ed25519|ecdsa|rsa]
+      rshell fingerprint [PATH|HOST]
+    """
+    from rshell.client import connect
+
+    if sum(x is not None and x != () for x in (command, batch, argv or None)) > 1:
+        raise UsageError("give only one of -c COMMAND, -f FILE, or -- CMD ARG...")
+    if argv:
+        command = shlex.join(argv)
+    if command is not None and not command.strip():
+        raise UsageError("empty command")
+    if strict_host_keys and accept_new:
+        raise UsageError("--strict-host-keys and --accept-new contradict each other")
+    if batch is None and command is None and not sys.stdin.isatty():
+        batch = "-"
+    lines = _batch_lines(batch) if batch is not None else None
+    conn = connect(target, port=port, connect_timeout=connect_timeout, tls=not no_tls)
+    with conn:
+        if command is not None:
+            return _one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
+        if lines is not None:
+            from rshell.batch import run_batch
+
+            return run_batch(
+                conn, lines, fail_fast=fail_fast, as_json=as_json, quiet=quiet, timeout=timeout
+            )
+        from rshell.repl import interactive
+
+        return interactive(conn, rshell_home() / "history", timeout=timeout)
+
+
+def _batch_lines(batch: str) -> list[str]:
+    if batch == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        return Path(batch).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {batch}: {exc.strerror}") from None
+
+
+def _one_shot(conn: Any, command: str, *, as_json: bool, quiet: bool,
+              timeout: float | None) -> int:
+    from rshell.output import fd_writer, report_error, result_json
+
+    stdin = None if sys.stdin.isatty() else sys.stdin.buffer
+    with _forward_sigint(conn.send_signal):
+        if as_json:
+            result = conn.run(command, stdin=stdin, timeout=timeout)
+            sys.stdout.write(result_json(result) + "\n")
+        else:
+            out = _pipe_safe(fd_writer(1), conn.send_signal)
+            result = conn.run(command, stdin=stdin, timeout=timeout,
+                              on_stdout=out, on_stderr=fd_writer(2))
+            report_error(result, quiet)
+    return int(result.exit_status)
+
+
+def _pipe_safe(write: Callable[[Any], None], send_signal: Callable[[int], None]) -> Any:
+    """Once our stdout is gone (``| head``), tell the command, as a pipe would."""
+    broken = False
+
+    def guarded(data: Any) -> None:
+        nonlocal broken
+        if broken:
+            return
+        try:
+            write(data)
+        except BrokenPipeError:
+            broken = True
+            send_signal(signal.SIGPIPE)
+
+    return guarded
+
+
+class _forward_sigint:
+    """While running a command, Ctrl-C goes to the remote command, not to us."""
+
+    def __init__(self, send: Callable[[int], None]) -> None:
+        self._send = send
+        self._previous: Any = None
+
+    def __enter__(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self._send(signal.SIGINT)
+
+        self._previous = signal.signal(signal.SIGINT, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of ``rshell``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _invoke(client_command, args, "rshell")
+
+
+# ---- rshell-server ---------------------------------------------------------------
+
+
+@click.command(context_settings=_CONTEXT)
+@click.option("--bind", "binds", multiple=True, metavar="HOST:PORT",
+              help="Address to listen on, repeatable [127.0.0.1:7722]; IPv6 as [::1]:7722.")
+@click.option("--state-dir", metavar="DIR",
+              help="Host key and authorized_keys [$RSHELL_HOME/server].")
+@click.option("--authorized-keys", metavar="FILE", help="[STATE_DIR/authorized_keys]")
+@click.option("--no-tls", is_flag=True, help="Serve plain TCP (insecure, loud warning).")
+@click.option("--no-auth", is_flag=True, help="Run commands for anyone who connects (insecure).")
+@click.option("--allow-unauthenticated-remote", is_flag=True,
+              help="Permit --no-auth on a non-loopback address.")
+@click.option("--timeout", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Default per-command time limit in seconds (0 = none).")
+@click.option("--max-output", type=click.IntRange(0), default=0, show_default=True,
+              help="Output bytes per command (0 = unlimited).")
+@click.option("--max-connections", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--auth-timeout", type=click.FloatRange(0, min_open=True), default=10.0,
+              show_default=True, help="Seconds to complete the handshake.")
+@click.option("--shutdown-grace", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Seconds running commands get to finish on SIGTERM.")
+@click.option("--shell", default="/bin/sh", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--audit-log", metavar="FILE", help="Append one JSON line per event.")
+def server_command(**opts: Any) -> int:
+    """Serve rshell commands: run them, stream their output, report their status."""
+    from rshell.daemon_main import run_server
+
+    return run_server(**opts)
+
+
+def server_main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of ``rshell-server``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _invoke(server_command, args, "rshell-server")
+
+
+__all__ = ["main", "server_main", "EXIT_CONNECTION"]

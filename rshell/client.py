@@ -1,0 +1,468 @@
+"""The client API: ``connect()`` and ``Connection.run() -> Result``.
+
+The CLI, the prompt and batch mode are thin layers over this module.  One
+connection runs any number of commands, one at a time.  A single loop per
+command multiplexes the socket, the local stdin source and a wake-up pipe:
+it is the only writer to the socket, so stdin forwarding can never deadlock
+against output, and ``send_signal`` (safe from another thread or a signal
+handler) only queues the signal and wakes the loop.
+
+Must not import click, paramiko, or the server side.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from typing import IO, Any
+
+from rshell.errors import (
+    CommandFailed,
+    CommandTimeout,
+    ConnectionClosed,
+    ConnectionFailed,
+    LocalProtocolError,
+    RshellError,
+)
+from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport
+from rshell.protocol.frames import CHUNK_SIZE
+from rshell.protocol.messages import (
+    Exit,
+    Hello,
+    Message,
+    Run,
+    Signal,
+    Stderr,
+    Stdin,
+    StdinEof,
+    Stdout,
+    Welcome,
+)
+from rshell.protocol.session import ClientProtocol, State
+from rshell.result import Result
+from rshell.transport import Stream, edge, tune
+
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+#: Stop pulling stdin while this much is queued for the server.
+_HIGH_WATER = 4 * CHUNK_SIZE
+#: How long past its own time limit we wait for the server's verdict.
+_BACKSTOP = 5.0
+
+StdinSource = bytes | bytearray | memoryview | str | IO[Any] | Iterable[bytes] | None
+Callback = Callable[[bytes | memoryview], object]
+
+
+def connect(
+    target: str,
+    *,
+    port: int | None = None,
+    connect_timeout: float = 10.0,
+    tls: bool = True,
+) -> Connection:
+    """Open an authenticated session to ``target`` (``host``, ``host:port``, ``[v6]:port``)."""
+    host, parsed_port = parse_hostport(target, port or DEFAULT_PORT)
+    if port is not None and parsed_port == DEFAULT_PORT and ":" not in target.rpartition("]")[2]:
+        parsed_port = port
+    conn = Connection(host, parsed_port)
+    conn._open(connect_timeout, tls)
+    return conn
+
+
+class Connection:
+    """An open session to one server; see ``run``.
+
+    Attributes: ``host``, ``port``, ``cwd`` (the session's directory as of the
+    last command), ``server`` and ``user`` (as the server announced them).
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.address = format_hostport(host, port)
+        self.cwd = ""
+        self.home = ""
+        self.server = ""
+        self.user = ""
+        self._proto = ClientProtocol()
+        self._stream: Stream | None = None
+        self._sel: selectors.BaseSelector | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._signals: deque[int] = deque()
+        self._broken: RshellError | None = None
+
+    # ---- connection lifecycle ----------------------------------------------------
+
+    def _open(self, timeout: float, tls: bool) -> None:
+        deadline = time.monotonic() + timeout
+        with edge(f"connecting to {self.address}"):
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            except socket.gaierror as exc:
+                raise ConnectionFailed(f"cannot resolve {self.host}: {exc.strerror}") from None
+            except BaseException:
+                self.close()
+                raise
+        tune(sock)
+        self._stream = Stream(sock, self.address)
+        sel = self._sel = selectors.DefaultSelector()
+        sel.register(sock, _READ)
+        sel.register(self._wake_r, _READ)
+        try:
+            self._write(Hello(client="rshell/0.1.0"))
+            welcome = self._until_message(deadline, "handshake")
+            if not isinstance(welcome, Welcome):
+                raise LocalProtocolError(
+                    f"server sent {type(welcome).__name__} during the handshake", "unexpected"
+                )
+            self.cwd = self.home = welcome.cwd
+            self.server, self.user = welcome.server, welcome.user
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection; a running command on the server is terminated."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        if self._sel is not None:
+            self._sel.close()
+            self._sel = None
+        if self._wake_r >= 0:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._stream is None
+
+    # ---- commands ------------------------------------------------------------------
+
+    def send_signal(self, signum: int) -> None:
+        """Deliver a signal to the running command; safe from any thread or signal
+        handler.  Ignored when no command is running."""
+        self._signals.append(signum)
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: StdinSource = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        on_stdout: Callback | None = None,
+        on_stderr: Callback | None = None,
+    ) -> Result:
+        """Run one command to completion and return its Result.
+
+        Output streamed to a callback is not kept in the Result (so gigabytes
+        can pass through in constant memory); otherwise it is collected.
+        Any exit status returns a Result; ``check=True`` raises CommandFailed
+        when ``result.ok`` is false.
+        """
+        out = bytearray() if on_stdout is None else None
+        err = bytearray() if on_stderr is None else None
+        events = self._exchange(command, stdin, cwd, env, timeout)
+        try:
+            while True:
+                msg = next(events)
+                if isinstance(msg, Stdout):
+                    if out is None:
+                        on_stdout(msg.data)  # type: ignore[misc]
+                    else:
+                        out += msg.data
+                elif err is None:
+                    on_stderr(msg.data)  # type: ignore[misc]
+                else:
+                    err += msg.data
+        except StopIteration as stop:
+            exit_msg: Exit = stop.value
+        result = self._result(command, exit_msg, bytes(out or b""), bytes(err or b""))
+        if check and not result.ok:
+            raise CommandFailed(result)
+        return result
+
+    def stream(
+        self,
+        command: str,
+        *,
+        stdin: StdinSource = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> RunStream:
+        """Iterate over ``("stdout" | "stderr", bytes)`` chunks as they arrive;
+        the ``result`` attribute is set once the iterator is exhausted."""
+        return RunStream(self, command, self._exchange(command, stdin, cwd, env, timeout))
+
+    def _result(self, command: str, msg: Exit, out: bytes, err: bytes) -> Result:
+        self.cwd = msg.cwd or self.cwd
+        return Result(
+            command=command, exit_code=msg.exit_code, signal=msg.signal, stdout=out,
+            stderr=err, error=msg.error, duration=msg.duration, host=self.address,
+        )
+
+    # ---- the engine ------------------------------------------------------------------
+
+    def _check_usable(self) -> Stream:
+        if self._broken is not None:
+            raise ConnectionFailed(f"connection to {self.address} is unusable: {self._broken}")
+        if self._stream is None:
+            raise ConnectionFailed(f"connection to {self.address} is closed")
+        if self._proto.state is not State.READY:
+            raise RshellError("another command is still running on this connection")
+        return self._stream
+
+    def _exchange(
+        self,
+        command: str,
+        stdin: StdinSource,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+    ) -> Generator[Stdout | Stderr, None, Exit]:
+        stream = self._check_usable()
+        assert self._sel is not None
+        pump = _pump(stdin)
+        self._signals.clear()
+        self._write(Run(command, cwd, dict(env) if env is not None else None, timeout,
+                        pump is not None))
+        deadline = time.monotonic() + timeout + _BACKSTOP if timeout else None
+        registered_fd = None
+        try:
+            while True:
+                if pump is not None:
+                    pump = self._pump_stdin(pump, stream)
+                can_send = self._proto.stdin_credit > 0 and stream.queued < _HIGH_WATER
+                want_fd = pump.fd if pump is not None and can_send else None
+                if want_fd != registered_fd:
+                    if registered_fd is not None:
+                        self._sel.unregister(registered_fd)
+                    if want_fd is not None:
+                        self._sel.register(want_fd, _READ)
+                    registered_fd = want_fd
+                busy = pump is not None and pump.fd is None and can_send
+                msg = self._poll(deadline, busy=busy)
+                while msg is not None:
+                    if isinstance(msg, Exit):
+                        return msg
+                    if isinstance(msg, (Stdout, Stderr)):
+                        yield msg
+                    msg = self._proto.next_event()
+        except GeneratorExit:
+            self._abandon(ConnectionFailed("command abandoned before it finished"))
+            raise
+        except RshellError as exc:
+            self._abandon(exc)
+            raise
+        finally:
+            if registered_fd is not None and self._sel is not None:
+                self._sel.unregister(registered_fd)
+
+    def _abandon(self, exc: RshellError) -> None:
+        """The connection's state is unknown now: nobody may use it again."""
+        self._broken = exc
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _pump_stdin(self, pump: _Pump, stream: Stream) -> _Pump | None:
+        proto = self._proto
+        while proto.stdin_credit > 0 and stream.queued < _HIGH_WATER and pump.ready:
+            data = pump.read(min(proto.stdin_credit, CHUNK_SIZE))
+            if data is None:
+                pump.close()
+                self._write(StdinEof())
+                return None
+            if not data:
+                break
+            self._write(Stdin(data))
+        return pump
+
+    def _write(self, msg: Message) -> None:
+        assert self._stream is not None
+        self._stream.write(self._proto.send(msg))
+        self._stream.flush()
+
+    def _until_message(self, deadline: float, what: str) -> Message:
+        while True:
+            msg = self._poll(deadline, what=what)
+            if msg is not None:
+                return msg
+
+    def _poll(
+        self, deadline: float | None, busy: bool = False, what: str = "command"
+    ) -> Message | None:
+        """Wait for socket, signals or stdin; return the first complete message."""
+        stream = self._stream
+        assert stream is not None and self._sel is not None
+        msg = self._proto.next_event()
+        if msg is not None:
+            return msg
+        if not stream.pending():
+            if busy:
+                wait: float | None = 0.0
+            elif deadline is None:
+                wait = None
+            else:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise CommandTimeout(f"{what} on {self.address} timed out")
+            if stream.queued:
+                self._sel.modify(stream.sock, _READ | _WRITE)
+            events = self._sel.select(wait)
+            if stream.queued:
+                self._sel.modify(stream.sock, _READ)
+            ready = {key.fd for key, _ in events}
+            if self._wake_r in ready:
+                self._on_wake()
+            if stream.queued:
+                stream.flush()
+            if stream.fileno() not in ready:
+                return None
+        data = stream.recv()
+        if data is None:
+            raise ConnectionClosed(f"connection to {self.address} closed by the server")
+        self._proto.receive_data(data)
+        return self._proto.next_event()
+
+    def _on_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while self._signals:
+            signum = self._signals.popleft()
+            if self._proto.state is State.RUNNING:
+                self._write(Signal(signum))
+
+
+class RunStream:
+    """Iterator over one command's output; ``result`` once it is exhausted."""
+
+    def __init__(
+        self, conn: Connection, command: str, events: Generator[Stdout | Stderr, None, Exit]
+    ) -> None:
+        self._conn = conn
+        self._command = command
+        self._events = events
+        self.result: Result | None = None
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        try:
+            while True:
+                msg = next(self._events)
+                yield ("stdout" if isinstance(msg, Stdout) else "stderr"), bytes(msg.data)
+        except StopIteration as stop:
+            self.result = self._conn._result(self._command, stop.value, b"", b"")
+
+
+# ---- stdin sources ---------------------------------------------------------------
+
+
+class _Pump:
+    """Pulls local stdin for a command; ``fd`` is set when select can watch it."""
+
+    fd: int | None = None
+    ready = True
+
+    def read(self, n: int) -> bytes | memoryview | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _BytesPump(_Pump):
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def read(self, n: int) -> memoryview | None:
+        if self._pos >= len(self._view):
+            return None
+        chunk = self._view[self._pos : self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+
+class _FdPump(_Pump):
+    def __init__(self, fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        # epoll cannot watch regular files (they are always readable anyway).
+        self.fd = None if stat.S_ISREG(mode) or stat.S_ISBLK(mode) else fd
+        self._fd = fd
+        self._was_blocking = os.get_blocking(fd)
+        if self.fd is not None:
+            os.set_blocking(fd, False)
+
+    def read(self, n: int) -> bytes | None:
+        try:
+            data = os.read(self._fd, n)
+        except BlockingIOError:
+            return b""
+        return data or None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.set_blocking(self._fd, self._was_blocking)
+
+
+class _FilePump(_Pump):
+    def __init__(self, file: IO[Any]) -> None:
+        self._file = file
+
+    def read(self, n: int) -> bytes | None:
+        data = self._file.read(n)
+        if isinstance(data, str):
+            data = data.encode()
+        return data or None
+
+
+class _IterPump(_Pump):
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it = iter(chunks)
+        self._rest = b""
+
+    def read(self, n: int) -> bytes | None:
+        while not self._rest:
+            try:
+                self._rest = next(self._it)
+            except StopIteration:
+                return None
+        chunk, self._rest = self._rest[:n], self._rest[n:]
+        return chunk
+
+
+def _pump(source: StdinSource) -> _Pump | None:
+    if source is None:
+        return None
+    if isinstance(source, str):
+        return _BytesPump(source.encode())
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _BytesPump(source)
+    if hasattr(source, "read"):
+        try:
+            fd = source.fileno()  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):
+            return _FilePump(source)  # type: ignore[arg-type]
+        return _FdPump(fd)
+    return _IterPump(source)

@@ -1,0 +1,14 @@
+"""The rshell wire protocol, sans-IO: frames, messages and session states.
+
+Nothing in this package touches a socket, a thread or a process; it turns
+bytes into validated messages and messages into bytes.  See docs/PROTOCOL.md.
+"""
+
+from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, MAX_PAYLOAD, FrameDecoder
+from rshell.protocol.messages import PROTOCOL_VERSION, MessageType
+from rshell.protocol.session import ClientProtocol, ServerProtocol, State
+
+__all__ = [
+    "CHUNK_SIZE", "HEADER_SIZE", "MAX_PAYLOAD", "FrameDecoder", "PROTOCOL_VERSION",
+    "MessageType", "ClientProtocol", "ServerProtocol", "State",
+]

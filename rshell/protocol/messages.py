@@ -1,0 +1,286 @@
+"""The rshell messages: one frozen dataclass per message type.
+
+Control messages carry a small UTF-8 JSON object; data messages (stdin,
+stdout, stderr) carry raw bytes; Signal and StdinAck carry a fixed-size
+integer.  ``decode`` validates every field's presence and type, so code above
+this layer never sees a malformed message.  See docs/PROTOCOL.md.
+
+Sans-IO: never imports socket, ssl, threading or subprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from rshell.errors import LocalProtocolError
+from rshell.protocol.frames import encode_frame
+
+PROTOCOL_VERSION = 1
+_U8 = struct.Struct("!B")
+_U32 = struct.Struct("!I")
+
+
+class MessageType(IntEnum):
+    HELLO = 1
+    CHALLENGE = 2
+    AUTH = 3
+    WELCOME = 4
+    RUN = 10
+    STDIN = 11
+    STDIN_EOF = 12
+    SIGNAL = 13
+    STDOUT = 20
+    STDERR = 21
+    STDIN_ACK = 22
+    EXIT = 23
+    ERROR = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Client -> server, first message: the protocol version it speaks."""
+
+    version: int = PROTOCOL_VERSION
+    client: str = "rshell"
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Server -> client: a fresh nonce the client must sign with its key."""
+
+    nonce: bytes
+    server: str = "rshell"
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Client -> server: its public key and a signature over the challenge."""
+
+    public_key: str
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Server -> client: the session is open; commands may follow."""
+
+    server: str
+    cwd: str
+    user: str
+    stdin_window: int
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Client -> server: run one command (while none is running)."""
+
+    command: str
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout: float | None = None
+    stdin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stdin:
+    data: bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class StdinEof:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """Client -> server: deliver this signal to the command's process group."""
+
+    signum: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stdout:
+    data: bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Stderr:
+    data: bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class StdinAck:
+    """Server -> client: this many stdin bytes reached the command; the
+    client may send that many more (flow control, like SSH's window)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """Server -> client: the command is over and reaped."""
+
+    exit_code: int | None
+    signal: int | None = None
+    error: str | None = None
+    cwd: str = ""
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Either direction: a fatal protocol-level error; the sender closes."""
+
+    code: str
+    message: str = ""
+
+
+Message = (
+    Hello | Challenge | Auth | Welcome | Run | Stdin | StdinEof | Signal
+    | Stdout | Stderr | StdinAck | Exit | Error
+)
+
+_DATA: dict[MessageType, type[Stdin | Stdout | Stderr]] = {
+    MessageType.STDIN: Stdin, MessageType.STDOUT: Stdout, MessageType.STDERR: Stderr,
+}
+_KIND = {
+    Hello: MessageType.HELLO, Challenge: MessageType.CHALLENGE, Auth: MessageType.AUTH,
+    Welcome: MessageType.WELCOME, Run: MessageType.RUN, Stdin: MessageType.STDIN,
+    StdinEof: MessageType.STDIN_EOF, Signal: MessageType.SIGNAL, Stdout: MessageType.STDOUT,
+    Stderr: MessageType.STDERR, StdinAck: MessageType.STDIN_ACK, Exit: MessageType.EXIT,
+    Error: MessageType.ERROR,
+}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def encode(msg: Message) -> bytes:
+    """The frame for one message."""
+    kind = _KIND[type(msg)]
+    if isinstance(msg, (Stdin, Stdout, Stderr)):
+        return encode_frame(kind, bytes(msg.data))
+    if isinstance(msg, StdinEof):
+        return encode_frame(kind)
+    if isinstance(msg, Signal):
+        return encode_frame(kind, _U8.pack(msg.signum))
+    if isinstance(msg, StdinAck):
+        return encode_frame(kind, _U32.pack(msg.count))
+    obj: dict[str, Any] = {}
+    for name in msg.__slots__:
+        value = getattr(msg, name)
+        obj[name] = _b64(value) if isinstance(value, bytes) else value
+    return encode_frame(kind, json.dumps(obj, separators=(",", ":")).encode())
+
+
+class _Fields:
+    """Typed access to a decoded JSON object; every miss is a protocol error."""
+
+    def __init__(self, kind: MessageType, payload: bytes | memoryview) -> None:
+        self.kind = kind
+        try:
+            obj = json.loads(bytes(payload))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise self.error("is not valid UTF-8 JSON") from exc
+        if not isinstance(obj, dict):
+            raise self.error("is not a JSON object")
+        self.obj: dict[str, Any] = obj
+
+    def error(self, what: str) -> LocalProtocolError:
+        return LocalProtocolError(f"malformed {self.kind.name} message: {what}", "malformed")
+
+    def get(self, name: str, types: type | tuple[type, ...], *, optional: bool = False) -> Any:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        # bool is an int in Python; never accept it where a number is meant.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+            raise self.error(f"field {name!r} is missing or of the wrong type")
+        return value
+
+    def b64(self, name: str) -> bytes:
+        try:
+            return base64.b64decode(self.get(name, str), validate=True)
+        except binascii.Error as exc:
+            raise self.error(f"field {name!r} is not base64") from exc
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _env(value: Any, f: _Fields) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
+        for k, v in value.items()
+    ):
+        raise f.error("field 'env' must map names to strings")
+    return value
+
+
+def decode(kind_number: int, payload: bytes | memoryview) -> Message:
+    """The message in one frame; LocalProtocolError if it is not one."""
+    try:
+        kind = MessageType(kind_number)
+    except ValueError:
+        raise LocalProtocolError(f"unknown message type {kind_number}", "unknown-type") from None
+    data_cls = _DATA.get(kind)
+    if data_cls is not None:
+        return data_cls(payload)
+    if kind is MessageType.STDIN_EOF:
+        if payload:
+            raise LocalProtocolError("STDIN_EOF carries no payload", "malformed")
+        return StdinEof()
+    if kind in (MessageType.SIGNAL, MessageType.STDIN_ACK):
+        fmt = _U8 if kind is MessageType.SIGNAL else _U32
+        if len(payload) != fmt.size:
+            raise LocalProtocolError(f"{kind.name} payload must be {fmt.size} bytes", "malformed")
+        (number,) = fmt.unpack(payload)
+        return Signal(number) if kind is MessageType.SIGNAL else StdinAck(number)
+    f = _Fields(kind, payload)
+    number = (int, float)
+    if kind is MessageType.HELLO:
+        return Hello(f.get("version", int), f.get("client", str))
+    if kind is MessageType.CHALLENGE:
+        return Challenge(f.b64("nonce"), f.get("server", str))
+    if kind is MessageType.AUTH:
+        return Auth(f.get("public_key", str), f.b64("signature"))
+    if kind is MessageType.WELCOME:
+        return Welcome(
+            f.get("server", str), f.get("cwd", str), f.get("user", str),
+            f.get("stdin_window", int),
+        )
+    if kind is MessageType.RUN:
+        command = f.get("command", str)
+        if "\0" in command:
+            raise f.error("command contains a NUL byte")
+        cwd = f.get("cwd", str, optional=True)
+        if cwd is not None and "\0" in cwd:
+            raise f.error("cwd contains a NUL byte")
+        timeout = f.get("timeout", number, optional=True)
+        if timeout is not None and not 0 <= timeout < 1e9:
+            raise f.error("timeout out of range")
+        return Run(command, cwd, _env(f.obj.get("env"), f), timeout, f.get("stdin", bool))
+    if kind is MessageType.EXIT:
+        return Exit(
+            f.get("exit_code", int, optional=True), f.get("signal", int, optional=True),
+            f.get("error", str, optional=True), f.get("cwd", str), float(f.get("duration", number)),
+        )
+    assert kind is MessageType.ERROR
+    return Error(f.get("code", str), f.get("message", str))
+
+
+__all__ = [
+    "PROTOCOL_VERSION", "MessageType", "Message", "encode", "decode",
+    "Hello", "Challenge", "Auth", "Welcome", "Run", "Stdin", "StdinEof", "Signal",
+    "Stdout", "Stderr", "StdinAck", "Exit", "Error",
+]

@@ -1,0 +1,82 @@
+"""The interactive prompt: readline editing, persistent history, Ctrl-C to the
+remote command.
+
+Must not import click.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from rshell.client import Connection
+from rshell.output import Writer, fd_writer, report_error
+from rshell.result import Result
+
+EXIT_WORDS = frozenset({"exit", "quit", "logout"})
+
+
+def prompt_for(conn: Connection) -> str:
+    home, cwd = conn.home, conn.cwd
+    if home not in ("", "/") and (cwd == home or cwd.startswith(home + "/")):
+        cwd = "~" + cwd[len(home) :]
+    return f"{conn.user}@{conn.host}:{cwd}$ "
+
+
+def interactive(conn: Connection, history: Path, timeout: float | None = None) -> int:
+    """Read, run, print until exit/quit/Ctrl-D; return the last command's status."""
+    import readline
+
+    history.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        readline.read_history_file(history)
+    except (FileNotFoundError, OSError):
+        pass
+    readline.set_history_length(10000)
+    out, err = fd_writer(1), fd_writer(2)
+    status = 0
+    while True:
+        try:
+            line = input(prompt_for(conn))
+        except EOFError:
+            sys.stdout.write("\n")
+            break
+        except KeyboardInterrupt:
+            sys.stdout.write("^C\n")  # like bash: drop the line, new prompt
+            continue
+        command = line.strip()
+        if not command:
+            continue
+        _remember(readline, history)
+        if command in EXIT_WORDS:
+            break
+        result = _run_interruptible(conn, command, timeout, out, err)
+        report_error(result)
+        status = result.exit_status
+    return status
+
+
+def _remember(readline: object, history: Path) -> None:
+    """Append the line just entered now, so history survives a crash."""
+    try:
+        if not history.exists():
+            history.touch(mode=0o600)
+        readline.append_history_file(1, history)  # type: ignore[attr-defined]
+    except OSError:
+        pass
+
+
+def _run_interruptible(
+    conn: Connection, command: str, timeout: float | None, out: Writer, err: Writer
+) -> Result:
+    def forward(signum: int, frame: FrameType | None) -> None:
+        conn.send_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, forward)
+    try:
+        return conn.run(command, timeout=timeout, on_stdout=out, on_stderr=err)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+

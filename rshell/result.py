@@ -1,0 +1,44 @@
+"""The record of one finished command, as ``subprocess.CompletedProcess`` is.
+
+Must not import anything from rshell but errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a command did: its status, its output, and why it failed if it did.
+
+    ``exit_code`` is None when the command never exited normally (it could not
+    start, or a signal ended it); ``signal`` is the terminating signal number;
+    ``error`` holds the ``command error`` reason (timed out, output limit,
+    cannot start, ...).  ``bool(result)`` is ``result.ok``.
+    """
+
+    command: str
+    exit_code: int | None
+    signal: int | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    error: str | None = None
+    duration: float = 0.0
+    host: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.error is None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def exit_status(self) -> int:
+        """The status a shell would report: the code, or 128+N for signal N."""
+        if self.signal:
+            return 128 + self.signal
+        if self.exit_code is not None:
+            return self.exit_code
+        return 1

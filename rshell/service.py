@@ -1,0 +1,517 @@
+"""One server connection: handshake, authentication, commands, and their I/O.
+
+A ``Session`` owns its socket (the only writer to it), its protocol state
+machine and at most one running command.  One ``selectors`` loop multiplexes
+the socket, the child's stdout, stderr and stdin pipes, the child's pidfd and
+a wake-up eventfd, so stdin, signals and output all flow at once and nothing
+blocks on a slow peer.  Output is read in chunks straight into frame buffers
+and sent as it comes; when the client stops reading, the outgoing queue
+passes its high-water mark, the session stops reading the child's pipes, and
+the child blocks: memory stays bounded.
+
+Must not import click or paramiko, and never the client side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import shlex
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
+from rshell.execution import Child, StartError
+from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header_into
+from rshell.protocol.messages import (
+    Error,
+    Exit,
+    Hello,
+    Message,
+    MessageType,
+    Run,
+    Signal,
+    Stdin,
+    StdinAck,
+    StdinEof,
+    Welcome,
+)
+from rshell.protocol.session import DEFAULT_STDIN_WINDOW, ServerProtocol, State
+from rshell.transport import Stream
+
+log = logging.getLogger("rshell.server")
+
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+#: Stop reading the child's output while this much is queued for the client.
+HIGH_WATER = 4 * CHUNK_SIZE
+#: Signals a client may deliver to its command.
+ALLOWED_SIGNALS = frozenset({
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL,
+    signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT, signal.SIGSTOP, signal.SIGTSTP,
+})
+
+
+@dataclass
+class ServerConfig:
+    """Settings every session of one server shares."""
+
+    shell: str = "/bin/sh"
+    timeout: float = 0.0  # default per-command limit; 0 = none
+    max_output: int = 0  # bytes per command; 0 = none
+    auth_timeout: float = 10.0
+    kill_grace: float = 1.0  # SIGTERM -> SIGKILL
+    linger: float = 0.25  # how long to drain pipes held open after the leader exits
+    stdin_window: int = DEFAULT_STDIN_WINDOW
+    server_name: str = "rshell/0.1.0"
+    home: str = field(default_factory=lambda: os.path.expanduser("~"))
+
+
+class _Command:
+    """Book-keeping for the one running command."""
+
+    __slots__ = (
+        "child", "text", "deadline", "kill_at", "linger_at", "reason", "out_bytes",
+        "err_bytes", "stdin_queue", "stdin_eof", "unacked", "timeout",
+    )
+
+    def __init__(self, child: Child, text: str, timeout: float) -> None:
+        self.child = child
+        self.text = text
+        self.timeout = timeout
+        self.deadline = child.started + timeout if timeout else None
+        self.kill_at: float | None = None
+        self.linger_at: float | None = None
+        self.reason: str | None = None
+        self.out_bytes = 0
+        self.err_bytes = 0
+        self.stdin_queue: deque[memoryview] = deque()
+        self.stdin_eof = False
+        self.unacked = 0
+
+
+class Session:
+    """Serve one accepted connection until it ends; see the module docstring.
+
+    Methods for the caller: ``serve()`` (blocks until the connection is over)
+    and ``request_shutdown(grace)`` (thread-safe).
+    """
+
+    def __init__(self, stream: Stream, config: ServerConfig) -> None:
+        self.stream = stream
+        self.peer = stream.peer
+        self.config = config
+        self.proto = ServerProtocol()
+        self.sel = selectors.DefaultSelector()
+        self.cwd = config.home
+        self.prev_cwd = self.cwd
+        self.env = dict(os.environ, RSHELL_CLIENT=self.peer)
+        self.cmd: _Command | None = None
+        self.commands = 0
+        self.closing = False
+        self.shutdown_at: float | None = None
+        self.handshake_deadline: float | None = time.monotonic() + config.auth_timeout
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._masks: dict[int, int] = {}
+        self._spare: bytearray | None = None
+        self._lock = threading.Lock()
+
+    # ---- public -------------------------------------------------------------
+
+    def serve(self) -> None:
+        log.info("connection from %s", self.peer)
+        try:
+            self._set(self.stream.fileno(), _READ, self._on_socket)
+            self._set(self._wake, _READ, self._on_wake)
+            while not self.closing:
+                self._step()
+        except LocalProtocolError as exc:
+            log.warning("%s: protocol error: %s", self.peer, exc)
+            self._send_fatal(Error(exc.code, str(exc)))
+        except ProtocolError as exc:
+            log.warning("%s: %s", self.peer, exc)
+        except ConnectionFailed as exc:
+            log.info("%s: %s", self.peer, exc)
+        except Exception:
+            log.exception("%s: internal error", self.peer)
+            self._send_fatal(Error("internal", "internal server error"))
+        finally:
+            self._cleanup()
+
+    def request_shutdown(self, grace: float) -> None:
+        with self._lock:
+            if self.shutdown_at is None:
+                self.shutdown_at = time.monotonic() + grace
+        try:
+            os.eventfd_write(self._wake, 1)
+        except OSError:
+            pass  # session already closed
+
+    # ---- the loop -------------------------------------------------------------
+
+    def _step(self) -> None:
+        if self.stream.pending():
+            self._on_socket(_READ)
+        timeout = self._next_deadline()
+        for key, mask in self.sel.select(timeout):
+            key.data(mask)
+            if self.closing:
+                return
+        self._check_deadlines(time.monotonic())
+        if self.cmd is not None:
+            self._maybe_finish()
+        self._sync_interest()
+
+    def _set(self, fd: int, mask: int, handler: object) -> None:
+        old = self._masks.get(fd, 0)
+        if mask == old:
+            return
+        if not old:
+            self.sel.register(fd, mask, handler)
+        elif not mask:
+            self.sel.unregister(fd)
+        else:
+            self.sel.modify(fd, mask, handler)
+        if mask:
+            self._masks[fd] = mask
+        else:
+            self._masks.pop(fd, None)
+
+    def _sync_interest(self) -> None:
+        stream = self.stream
+        self._set(stream.fileno(), _READ | (_WRITE if stream.queued else 0), self._on_socket)
+        cmd = self.cmd
+        if cmd is None:
+            return
+        child = cmd.child
+        throttled = stream.queued >= HIGH_WATER
+        if child.stdout is not None:
+            self._set(child.stdout, 0 if throttled else _READ, self._on_stdout)
+        if child.stderr is not None:
+            self._set(child.stderr, 0 if throttled else _READ, self._on_stderr)
+        if child.stdin is not None:
+            self._set(child.stdin, _WRITE if cmd.stdin_queue else 0, self._on_stdin_writable)
+
+    def _next_deadline(self) -> float | None:
+        times = [self.handshake_deadline, self.shutdown_at]
+        if self.cmd is not None:
+            cmd = self.cmd
+            times += [cmd.deadline, cmd.kill_at, cmd.linger_at]
+        pending = [t for t in times if t is not None]
+        if not pending:
+            return None
+        return max(0.0, min(pending) - time.monotonic())
+
+    def _check_deadlines(self, now: float) -> None:
+        if self.handshake_deadline is not None and now >= self.handshake_deadline:
+            log.warning("%s: handshake not completed in %gs", self.peer, self.config.auth_timeout)
+            raise LocalProtocolError("authentication timed out", "auth-timeout")
+        if self.shutdown_at is not None and now >= self.shutdown_at and self.cmd is not None:
+            self._stop_command("server shutting down")
+        cmd = self.cmd
+        if cmd is None:
+            return
+        if cmd.deadline is not None and now >= cmd.deadline:
+            cmd.deadline = None
+            self._stop_command(f"timed out after {cmd.timeout:g} s")
+        if cmd.kill_at is not None and now >= cmd.kill_at:
+            cmd.kill_at = None
+            cmd.child.signal_group(signal.SIGKILL)
+        if cmd.linger_at is not None and now >= cmd.linger_at:
+            # The leader is gone; whatever still holds the pipes loses them.
+            for fd in (cmd.child.stdout, cmd.child.stderr):
+                if fd is not None:
+                    self._close_output(fd)
+
+    # ---- socket ------------------------------------------------------------------
+
+    def _on_socket(self, mask: int) -> None:
+        stream = self.stream
+        if mask & _WRITE:
+            stream.flush()
+        if not mask & _READ:
+            return
+        data = stream.recv()
+        if data is None:
+            raise ConnectionFailed("client disconnected")
+        if not data:
+            return
+        proto = self.proto
+        proto.receive_data(data)
+        while not self.closing:
+            msg = proto.next_event()
+            if msg is None:
+                break
+            self._dispatch(msg)
+        stream.flush()
+
+    def _dispatch(self, msg: Message) -> None:
+        if isinstance(msg, Stdin):
+            self._on_stdin_data(msg.data)
+        elif isinstance(msg, Signal):
+            if self.cmd is not None and msg.signum in ALLOWED_SIGNALS:
+                self.cmd.child.signal_group(msg.signum)
+        elif isinstance(msg, StdinEof):
+            if self.cmd is not None:
+                self.cmd.stdin_eof = True
+                if not self.cmd.stdin_queue:
+                    self.cmd.child.close_stdin()
+        elif isinstance(msg, Run):
+            self._start(msg)
+        elif isinstance(msg, Hello):
+            self._greet()
+        else:  # Auth: issue 3 wires the authorizer in here
+            raise LocalProtocolError(f"unexpected {type(msg).__name__}", "unexpected")
+
+    def _greet(self) -> None:
+        self._send(Welcome(self.config.server_name, self.cwd, _user(), self.config.stdin_window))
+        self.handshake_deadline = None
+
+    def _send(self, msg: Message) -> None:
+        self.stream.write(self.proto.send(msg))
+        self.stream.flush()
+
+    def _send_fatal(self, msg: Error) -> None:
+        try:
+            self.stream.write(self.proto.send(msg))
+            self.stream.sock.setblocking(True)
+            self.stream.sock.settimeout(1.0)
+            self.stream.flush()
+        except (ConnectionFailed, OSError):
+            pass
+
+    def _on_wake(self, mask: int) -> None:
+        try:
+            os.eventfd_read(self._wake)
+        except BlockingIOError:
+            return
+        if self.cmd is None:
+            self._send_fatal(Error("shutdown", "server is shutting down"))
+            self.closing = True
+
+    # ---- commands ----------------------------------------------------------------
+
+    def _start(self, run: Run) -> None:
+        self.commands += 1
+        if self.shutdown_at is not None:
+            self._finish_early(run, Exit(None, error="server shutting down", cwd=self.cwd))
+            return
+        builtin = self._builtin(run)
+        if builtin is not None:
+            self._finish_early(run, builtin)
+            return
+        cwd = os.path.join(self.cwd, run.cwd) if run.cwd else self.cwd
+        env = self.env if run.env is None else dict(self.env, **run.env)
+        limits = [t for t in (self.config.timeout, run.timeout) if t]
+        timeout = min(limits) if limits else 0.0
+        try:
+            child = Child(run.command, shell=self.config.shell, cwd=cwd, env=env, stdin=run.stdin)
+        except StartError as exc:
+            self._finish_early(run, Exit(127, error=str(exc), cwd=self.cwd))
+            return
+        self.cmd = _Command(child, run.command, timeout)
+        self._set(child.pidfd, _READ, self._on_exit)
+
+    def _finish_early(self, run: Run, exit: Exit) -> None:
+        """Answer a command that never became a process (refused, builtin, failed)."""
+        self._send(exit)
+        log.info(
+            "%s: command %r exit=%s error=%s", self.peer, run.command, exit.exit_code, exit.error
+        )
+
+    def _builtin(self, run: Run) -> Exit | None:
+        """``cd [DIR]`` changes the session's directory; anything else is not ours."""
+        try:
+            argv = shlex.split(run.command)
+        except ValueError:
+            return None
+        if not argv or argv[0] != "cd" or len(argv) > 2:
+            return None
+        target = argv[1] if len(argv) == 2 else self.config.home
+        if target == "-":
+            target = self.prev_cwd
+        path = os.path.normpath(os.path.join(self.cwd, os.path.expanduser(target)))
+        if not os.path.isdir(path):
+            problem = "No such file or directory" if not os.path.exists(path) else "Not a directory"
+        elif not os.access(path, os.X_OK):
+            problem = "Permission denied"
+        else:
+            self.prev_cwd, self.cwd = self.cwd, path
+            return Exit(0, cwd=path)
+        self._send_data(MessageType.STDERR, f"cd: {target}: {problem}\n".encode())
+        return Exit(1, cwd=self.cwd)
+
+    def _send_data(self, kind: int, data: bytes) -> None:
+        frame = bytearray(HEADER_SIZE + len(data))
+        pack_header_into(frame, 0, len(data), kind)
+        frame[HEADER_SIZE:] = data
+        self.stream.write(frame)
+
+    def _on_stdout(self, mask: int) -> None:
+        assert self.cmd is not None and self.cmd.child.stdout is not None
+        self._read_output(self.cmd.child.stdout, MessageType.STDOUT)
+
+    def _on_stderr(self, mask: int) -> None:
+        assert self.cmd is not None and self.cmd.child.stderr is not None
+        self._read_output(self.cmd.child.stderr, MessageType.STDERR)
+
+    def _read_output(self, fd: int, kind: int) -> None:
+        cmd = self.cmd
+        assert cmd is not None
+        buf = self._spare or bytearray(HEADER_SIZE + CHUNK_SIZE)
+        self._spare = None
+        view = memoryview(buf)
+        try:
+            n = os.readv(fd, [view[HEADER_SIZE:]])
+        except BlockingIOError:
+            self._spare = buf
+            return
+        if n == 0:
+            self._spare = buf
+            self._close_output(fd)
+            return
+        if cmd.linger_at is not None:
+            cmd.linger_at = time.monotonic() + self.config.linger
+        limit = self.config.max_output
+        total = cmd.out_bytes + cmd.err_bytes + n
+        if limit and total > limit:
+            n -= total - limit
+            self._stop_command("output limit exceeded")
+            for other in (cmd.child.stdout, cmd.child.stderr):
+                if other is not None:
+                    self._close_output(other)
+        if kind == MessageType.STDOUT:
+            cmd.out_bytes += n
+        else:
+            cmd.err_bytes += n
+        if n <= 0:
+            return
+        pack_header_into(buf, 0, n, kind)
+        self.stream.write(view[: HEADER_SIZE + n])
+        if self.stream.flush():
+            self._spare = buf  # the kernel has it all: reuse the buffer
+
+    def _close_output(self, fd: int) -> None:
+        self._set(fd, 0, None)
+        assert self.cmd is not None
+        self.cmd.child.close_output(fd)
+
+    def _on_stdin_data(self, data: bytes | memoryview) -> None:
+        cmd = self.cmd
+        if cmd is None or cmd.child.stdin is None:
+            if cmd is not None and self.proto.state is State.RUNNING:
+                self._send(StdinAck(len(data)))  # nobody reads it: don't stall the sender
+            return
+        cmd.stdin_queue.append(memoryview(data))
+        self._on_stdin_writable(_WRITE)
+
+    def _on_stdin_writable(self, mask: int) -> None:
+        cmd = self.cmd
+        assert cmd is not None
+        queue = cmd.stdin_queue
+        child = cmd.child
+        written = 0
+        while queue and child.stdin is not None:
+            n = child.write_stdin(queue[0])
+            if n < 0:  # the command closed its stdin: drop the rest, but ack it
+                written += sum(len(v) for v in queue)
+                queue.clear()
+                child.close_stdin()
+                break
+            written += n
+            if n < len(queue[0]):
+                queue[0] = queue[0][n:]
+                break
+            queue.popleft()
+        if not queue and cmd.stdin_eof:
+            child.close_stdin()
+        cmd.unacked += written
+        if cmd.unacked and (not queue or cmd.unacked >= self.config.stdin_window // 4):
+            self._send(StdinAck(cmd.unacked))
+            cmd.unacked = 0
+
+    def _on_exit(self, mask: int) -> None:
+        cmd = self.cmd
+        assert cmd is not None
+        self._set(cmd.child.pidfd, 0, None)
+        if cmd.child.exited and (cmd.child.stdout is not None or cmd.child.stderr is not None):
+            cmd.linger_at = time.monotonic() + self.config.linger
+
+    def _stop_command(self, reason: str) -> None:
+        """Begin ending the command: SIGTERM now, SIGKILL after the grace."""
+        cmd = self.cmd
+        assert cmd is not None
+        if cmd.reason is None:
+            cmd.reason = reason
+        if cmd.kill_at is None and not cmd.child.exited:
+            cmd.child.signal_group(signal.SIGTERM)
+            cmd.kill_at = time.monotonic() + self.config.kill_grace
+
+    def _maybe_finish(self) -> None:
+        cmd = self.cmd
+        assert cmd is not None
+        child = cmd.child
+        if not child.exited or child.stdout is not None or child.stderr is not None:
+            return
+        if cmd.reason is not None:
+            child.signal_group(signal.SIGKILL)  # stragglers of a stopped command
+        self._set(child.pidfd, 0, None)
+        if child.stdin is not None:
+            self._set(child.stdin, 0, None)
+        child.reap()
+        duration = time.monotonic() - child.started
+        error = cmd.reason or _silent_failure(child, cmd.out_bytes + cmd.err_bytes)
+        self.cmd = None
+        self._send(Exit(child.exit_code, child.signal, error, self.cwd, round(duration, 6)))
+        log.info(
+            "%s: command %r exit=%s signal=%s error=%s duration=%.3fs stdout=%d stderr=%d",
+            self.peer, cmd.text, child.exit_code, child.signal, error, duration,
+            cmd.out_bytes, cmd.err_bytes,
+        )
+        if self.shutdown_at is not None:
+            self._send_fatal(Error("shutdown", "server is shutting down"))
+            self.closing = True
+
+    def _cleanup(self) -> None:
+        cmd, self.cmd = self.cmd, None
+        if cmd is not None:
+            cmd.child.terminate(self.config.kill_grace)
+            log.info("%s: command %r terminated: connection ended", self.peer, cmd.text)
+        self.sel.close()
+        os.close(self._wake)
+        self.stream.close()
+        log.info("%s: disconnected after %d command(s)", self.peer, self.commands)
+
+
+def _silent_failure(child: Child, output: int) -> str | None:
+    """The ``command error`` reason for a command that failed without a word."""
+    if child.exit_code == 127:
+        return "command not found"
+    if child.exit_code == 126:
+        return "command cannot be executed"
+    if output:
+        return None
+    if child.signal:
+        return f"killed by {_signame(child.signal)} with no output"
+    if child.exit_code:
+        return f"exit status {child.exit_code} with no output"
+    return None
+
+
+def _signame(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())

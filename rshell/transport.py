@@ -1,0 +1,113 @@
+"""Byte streams over plain or TLS sockets, and the edge where OS errors stop.
+
+``Stream`` wraps one connected socket in non-blocking mode with an outgoing
+queue, so its owner can multiplex it with ``selectors`` and never block on a
+slow peer.  ``OSError`` and ``ssl.SSLError`` are translated here into
+``ConnectionFailed``; nothing above this module sees them.
+
+Must not import rshell.protocol's users (service, client) or click/paramiko.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rshell.errors import ConnectionClosed, ConnectionFailed
+
+RECV_SIZE = 1 << 20
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_EOF = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
+
+
+@contextmanager
+def edge(what: str) -> Iterator[None]:
+    """Turn OS and TLS errors raised inside into ConnectionFailed."""
+    try:
+        yield
+    except _EOF as exc:
+        raise ConnectionClosed(f"{what}: connection closed by peer") from exc
+    except ssl.SSLError as exc:
+        raise ConnectionFailed(f"{what}: TLS error: {exc.reason or exc}") from exc
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise ConnectionClosed(f"{what}: connection closed by peer") from exc
+    except TimeoutError as exc:
+        raise ConnectionFailed(f"{what}: timed out") from exc
+    except OSError as exc:
+        raise ConnectionFailed(f"{what}: {exc.strerror or exc}") from exc
+
+
+def tune(sock: socket.socket) -> None:
+    """Per-connection socket options: no Nagle delay on small frames."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Stream:
+    """A connected socket in non-blocking mode, with an outgoing queue.
+
+    Methods for the owner: ``recv`` (bytes, b"" for nothing yet, None at
+    EOF), ``write`` (queue), ``flush`` (send what the kernel takes now),
+    ``pending`` (TLS bytes already decrypted, invisible to select), ``close``.
+    """
+
+    __slots__ = ("sock", "tls", "_out", "queued", "peer")
+
+    def __init__(self, sock: socket.socket, peer: str = "") -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self._out: deque[bytes | bytearray | memoryview] = deque()
+        self.queued = 0
+        self.peer = peer
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self) -> bytes | None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except _WOULD_BLOCK:
+            return b""
+        except _EOF:
+            return None
+        except ConnectionResetError:
+            return None
+        except OSError as exc:
+            with edge(f"reading from {self.peer}"):
+                raise exc
+        return data or None
+
+    def pending(self) -> bool:
+        return self.tls and self.sock.pending() > 0  # type: ignore[attr-defined]
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._out.append(data)
+        self.queued += len(data)
+
+    def flush(self) -> bool:
+        """Send as much as the kernel takes without blocking; True if all sent."""
+        out = self._out
+        send = self.sock.send
+        with edge(f"writing to {self.peer}"):
+            while out:
+                head = out[0]
+                try:
+                    n = send(head)
+                except _WOULD_BLOCK:
+                    return False
+                self.queued -= n
+                if n < len(head):
+                    out[0] = memoryview(head)[n:]
+                    return False
+                out.popleft()
+        return True
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
