@@ -137,3 +137,11 @@ def cli(
         env=base_env(home), timeout=timeout,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
+
+
+def connect(srv: ServerProcess, **kwargs: object) -> object:
+    """``rshell.connect`` to a test server, in the same mode as the CLI helper."""
+    import rshell
+
+    kwargs.setdefault("tls", "--no-tls" not in CLIENT_MODE)
+    return rshell.connect(srv.address, **kwargs)  # type: ignore[arg-type]

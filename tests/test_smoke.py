@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import rshell
-from tests.conftest import CLIENT_MODE, ServerProcess, cli
+from tests.conftest import ServerProcess, cli, connect
 
 
 def test_one_shot_exit_status_and_streams(home: Path, server: ServerProcess) -> None:
@@ -16,6 +15,6 @@ def test_one_shot_exit_status_and_streams(home: Path, server: ServerProcess) -> 
 
 
 def test_api_run(home: Path, server: ServerProcess) -> None:
-    with rshell.connect(server.address, tls="--no-tls" not in CLIENT_MODE) as conn:
+    with connect(server) as conn:
         r = conn.run("printf abc; exit 0")
         assert (r.exit_code, r.stdout, r.ok) == (0, b"abc", True)
