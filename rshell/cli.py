@@ -103,7 +103,15 @@ def client_command(
     if batch is None and command is None and not sys.stdin.isatty():
         batch = "-"
     lines = _batch_lines(batch) if batch is not None else None
-    conn = connect(target, port=port, connect_timeout=connect_timeout, tls=not no_tls)
+    if no_tls:
+        sys.stderr.write("rshell: WARNING: --no-tls: the server is not authenticated and "
+                         "nothing is encrypted\n")
+    conn = connect(
+        target, port=port, identity=identity, passphrase=_ask_passphrase,
+        known_hosts=known_hosts, strict_host_keys=strict_host_keys, accept_new=accept_new,
+        ask=_ask_host if _on_terminal() else None, connect_timeout=connect_timeout,
+        tls=not no_tls,
+    )
     with conn:
         if command is not None:
             return _one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
@@ -116,6 +124,41 @@ def client_command(
         from rshell.repl import interactive
 
         return interactive(conn, rshell_home() / "history", timeout=timeout)
+
+
+def _on_terminal() -> bool:
+    try:
+        with open("/dev/tty"):
+            return sys.stdin.isatty()
+    except OSError:
+        return False
+
+
+def _ask_passphrase(prompt: str) -> str | None:
+    """Ask on the terminal, as ssh does; None when there is none."""
+    import getpass
+
+    try:
+        return getpass.getpass(prompt)
+    except (EOFError, OSError):
+        return None
+
+
+def _ask_host(address: str, fingerprint: str) -> bool:
+    sys.stderr.write(
+        f"The authenticity of host '{address}' can't be established.\n"
+        f"Its host key fingerprint is {fingerprint}.\n"
+    )
+    while True:
+        try:
+            with open("/dev/tty", "r+") as tty:
+                tty.write("Are you sure you want to continue connecting (yes/no)? ")
+                tty.flush()
+                answer = tty.readline().strip().lower()
+        except OSError:
+            return False
+        if answer in ("yes", "no"):
+            return answer == "yes"
 
 
 def _batch_lines(batch: str) -> list[str]:
@@ -178,9 +221,84 @@ class _forward_sigint:
         signal.signal(signal.SIGINT, self._previous)
 
 
+@click.command(context_settings=_CONTEXT)
+@click.option("-f", "path", metavar="PATH", help="Key file [$RSHELL_HOME/id_ed25519].")
+@click.option("-t", "kind", type=click.Choice(["ed25519", "ecdsa", "rsa"]), default="ed25519",
+              show_default=True)
+@click.option("-b", "bits", type=int, help="Bits (RSA >= 2048; ECDSA 256, 384 or 521).")
+@click.option("-N", "new_passphrase", default="", help="Passphrase (empty: none).")
+@click.option("-C", "comment", help="Comment [user@host].")
+def keygen_command(
+    path: str | None, kind: str, bits: int | None, new_passphrase: str, comment: str | None
+) -> int:
+    """Generate a key pair in OpenSSH format (private file mode 0600)."""
+    from rshell import keys
+
+    target = Path(path).expanduser() if path else rshell_home() / f"id_{kind}"
+    key = keys.generate(kind, bits)
+    keys.write_key_pair(target, key, comment or keys.default_comment(), new_passphrase)
+    bits_, name = keys.describe(key.public_key())
+    click.echo(f"Your identification has been saved in {target}")
+    click.echo(f"Your public key has been saved in {target}.pub")
+    click.echo(f"The key fingerprint is:\n{keys.fingerprint(key.public_key())} ({name}, {bits_})")
+    return 0
+
+
+@click.command(context_settings=_CONTEXT)
+@click.argument("what", required=False)
+@click.option("-p", "--port", type=click.IntRange(1, 65535))
+@click.option("--connect-timeout", type=float, default=10.0)
+def fingerprint_command(what: str | None, port: int | None, connect_timeout: float) -> int:
+    """Print a key's fingerprint as `ssh-keygen -lf` does, or a host's.
+
+    WHAT is a key file (private or .pub), or HOST[:PORT] to ask a server
+    for its host key; default: your identity.
+    """
+    from rshell import keys
+
+    path = Path(what).expanduser() if what else rshell_home() / "id_ed25519"
+    if what is None or path.exists():
+        key, comment = _public_key_of(path)
+        bits, name = keys.describe(key)
+        click.echo(f"{bits} {keys.fingerprint(key)} {comment or 'no comment'} ({name})")
+        return 0
+    from rshell.paths import format_hostport, parse_hostport
+    from rshell.probe import host_key_of
+
+    host, p = parse_hostport(what, port or DEFAULT_PORT)
+    key = host_key_of(host, p, connect_timeout)
+    bits, name = keys.describe(key)
+    click.echo(f"{format_hostport(host, p)} {bits} {keys.fingerprint(key)} ({name})")
+    return 0
+
+
+def _public_key_of(path: Path) -> tuple[Any, str]:
+    from rshell import keys
+    from rshell.errors import KeyFileError
+
+    pub = path if path.suffix == ".pub" else Path(f"{path}.pub")
+    try:
+        if pub.exists():
+            return keys.parse_public(pub.read_text())
+        text = path.read_text(errors="replace")
+        if text.split(None, 1)[0:1] and not text.startswith("-----"):
+            return keys.parse_public(text)
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
+    ident = keys.load_identity(path, _ask_passphrase)
+    return ident.key.public_key(), ""
+
+
+_SUBCOMMANDS: dict[str, click.Command] = {
+    "keygen": keygen_command, "fingerprint": fingerprint_command,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of ``rshell``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in _SUBCOMMANDS:
+        _invoke(_SUBCOMMANDS[args[0]], args[1:], f"rshell {args[0]}")
     _invoke(client_command, args, "rshell")
 
 

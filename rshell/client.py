@@ -16,22 +16,30 @@ import os
 import selectors
 import socket
 import stat
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from rshell.errors import (
+    AuthenticationFailed,
     CommandFailed,
     CommandTimeout,
     ConnectionClosed,
     ConnectionFailed,
+    HostKeyError,
+    KeyFileError,
     LocalProtocolError,
+    RemoteProtocolError,
     RshellError,
 )
-from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport
+from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport, rshell_home
 from rshell.protocol.frames import CHUNK_SIZE
 from rshell.protocol.messages import (
+    Auth,
+    Challenge,
     Exit,
     Hello,
     Message,
@@ -44,8 +52,12 @@ from rshell.protocol.messages import (
     Welcome,
 )
 from rshell.protocol.session import ClientProtocol, State
+from rshell.protocol.signing import signed_data
 from rshell.result import Result
 from rshell.transport import Stream, edge, tune
+
+if TYPE_CHECKING:
+    from rshell.keys import Identity
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 #: Stop pulling stdin while this much is queued for the server.
@@ -55,20 +67,39 @@ _BACKSTOP = 5.0
 
 StdinSource = bytes | bytearray | memoryview | str | IO[Any] | Iterable[bytes] | None
 Callback = Callable[[bytes | memoryview], object]
+#: Asked about an unknown host key: (address, fingerprint) -> trust it?
+AskHost = Callable[[str, str], bool]
+Passphrase = str | Callable[[str], str | None] | None
+DEFAULT_IDENTITIES = ("id_ed25519", "~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 
 
 def connect(
     target: str,
     *,
     port: int | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    passphrase: Passphrase = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    strict_host_keys: bool = False,
+    accept_new: bool = False,
+    ask: AskHost | None = None,
     connect_timeout: float = 10.0,
     tls: bool = True,
 ) -> Connection:
-    """Open an authenticated session to ``target`` (``host``, ``host:port``, ``[v6]:port``)."""
+    """Open an authenticated session to ``target`` (``host``, ``host:port``, ``[v6]:port``).
+
+    Uses the CLI's files: the identity (``-i``, else ``$RSHELL_HOME/id_ed25519``,
+    else ``~/.ssh/id_*``) and ``$RSHELL_HOME/known_hosts``.  An unknown host
+    key is refused with ``strict_host_keys``, offered to ``ask`` if given
+    (unless ``accept_new``), and otherwise pinned with a notice on stderr; a
+    changed one is always refused.
+    """
     host, parsed_port = parse_hostport(target, port or DEFAULT_PORT)
-    if port is not None and parsed_port == DEFAULT_PORT and ":" not in target.rpartition("]")[2]:
-        parsed_port = port
     conn = Connection(host, parsed_port)
+    conn._identity_path = identity
+    conn._passphrase = passphrase
+    conn._known_hosts = Path(known_hosts) if known_hosts else rshell_home() / "known_hosts"
+    conn._host_policy = (strict_host_keys, accept_new, ask)
     conn._open(connect_timeout, tls)
     return conn
 
@@ -94,6 +125,13 @@ class Connection:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._signals: deque[int] = deque()
         self._broken: RshellError | None = None
+        self._identity_path: str | os.PathLike[str] | None = None
+        self._passphrase: Passphrase = None
+        self._known_hosts = rshell_home() / "known_hosts"
+        self._host_policy: tuple[bool, bool, AskHost | None] = (False, False, None)
+        #: The server's host key fingerprint, once TLS has proven it (None without TLS).
+        self.host_fingerprint: str | None = None
+        self._host_blob = b""
 
     # ---- connection lifecycle ----------------------------------------------------
 
@@ -108,13 +146,17 @@ class Connection:
                 self.close()
                 raise
         tune(sock)
-        self._stream = Stream(sock, self.address)
-        sel = self._sel = selectors.DefaultSelector()
-        sel.register(sock, _READ)
-        sel.register(self._wake_r, _READ)
         try:
+            if tls:
+                sock = self._tls(sock, deadline)
+            self._stream = Stream(sock, self.address)
+            sel = self._sel = selectors.DefaultSelector()
+            sel.register(sock, _READ)
+            sel.register(self._wake_r, _READ)
             self._write(Hello(client="rshell/0.1.0"))
             welcome = self._until_message(deadline, "handshake")
+            if isinstance(welcome, Challenge):
+                welcome = self._authenticate(welcome, deadline)
             if not isinstance(welcome, Welcome):
                 raise LocalProtocolError(
                     f"server sent {type(welcome).__name__} during the handshake", "unexpected"
@@ -122,8 +164,85 @@ class Connection:
             self.cwd = self.home = welcome.cwd
             self.server, self.user = welcome.server, welcome.user
         except BaseException:
+            sock.close()
             self.close()
             raise
+
+    def _tls(self, sock: socket.socket, deadline: float) -> socket.socket:
+        """TLS 1.3 handshake, then pin the host key the server proved it holds."""
+        from rshell import keys, tls
+
+        with edge(f"TLS handshake with {self.address}"):
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            wrapped = tls.client_context().wrap_socket(sock)
+        try:
+            key = tls.peer_key(wrapped)
+        except ValueError as exc:
+            wrapped.close()
+            raise HostKeyError(f"{self.address}: {exc}") from None
+        self._host_blob = keys.public_blob(key)
+        self.host_fingerprint = keys.fingerprint(key)
+        try:
+            self._check_host_key(self.host_fingerprint)
+        except BaseException:
+            wrapped.close()
+            raise
+        return wrapped
+
+    def _check_host_key(self, fp: str) -> None:
+        from rshell import knownhosts
+
+        path = self._known_hosts
+        strict, accept_new, ask = self._host_policy
+        pin = knownhosts.lookup(path, self.address)
+        if pin is not None:
+            if pin.fingerprint == fp:
+                return
+            raise HostKeyError(
+                f"WARNING: HOST KEY FOR {self.address} HAS CHANGED (now {fp}, pinned "
+                f"{pin.fingerprint}): someone may be intercepting this connection; refusing. "
+                f"If the change is expected, remove line {pin.line} of {path}"
+            )
+        if strict:
+            raise HostKeyError(
+                f"host key for {self.address} ({fp}) is not in {path} and strict host key "
+                "checking is on"
+            )
+        if ask is not None and not accept_new:
+            if not ask(self.address, fp):
+                raise HostKeyError(f"host key for {self.address} not accepted")
+        else:
+            sys.stderr.write(f"rshell: pinned new host key for {self.address} ({fp}) in {path}\n")
+        knownhosts.add(path, self.address, fp)
+
+    def _authenticate(self, challenge: Challenge, deadline: float) -> Message:
+        identity = self._identity()
+        data = signed_data(challenge.nonce, self._host_blob, identity.public_blob)
+        self._write(Auth(identity.public_line, identity.sign(data)))
+        try:
+            return self._until_message(deadline, "authentication")
+        except RemoteProtocolError as exc:
+            if exc.code == "auth-failed":
+                raise AuthenticationFailed(
+                    f"{self.address} refused key {identity.fingerprint} ({identity.path})"
+                ) from None
+            raise
+
+    def _identity(self) -> Identity:
+        from rshell import keys
+
+        passphrase = self._passphrase
+        ask = (lambda _prompt: passphrase) if isinstance(passphrase, str) else passphrase
+        if self._identity_path is not None:
+            return keys.load_identity(self._identity_path, ask)
+        for name in DEFAULT_IDENTITIES:
+            path = rshell_home() / name if "/" not in name else Path(name).expanduser()
+            if path.exists():
+                return keys.load_identity(path, ask)
+        raise KeyFileError(
+            f"no identity found ({rshell_home() / 'id_ed25519'} or ~/.ssh/id_*); "
+            "create one with: rshell keygen"
+        )
 
     def close(self) -> None:
         """Close the connection; a running command on the server is terminated."""

@@ -54,6 +54,43 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _host_identity(state: Path, no_tls: bool) -> tuple[Any, Any, bytes]:
+    """Load (first start: generate) the host key; build the TLS context from it."""
+    from rshell import keys
+
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state / "host_key"
+    fresh = not path.exists()
+    host_key = keys.load_host_key(path)
+    fp = keys.fingerprint(host_key.public_key())
+    if fresh:
+        log.info("generated host key %s (%s)", path, fp)
+    log.info("host key fingerprint %s", fp)
+    if no_tls:
+        return host_key, None, b""
+    from rshell import tls
+
+    return host_key, tls.server_context(host_key, state), keys.public_blob(host_key.public_key())
+
+
+def _provision_authorized_keys(path: Path) -> None:
+    """First start: authorize the current user's rshell key, and nobody else's."""
+    import os
+
+    from rshell import keys
+
+    identity = rshell_home() / "id_ed25519"
+    if not identity.exists():
+        keys.write_key_pair(identity, keys.generate("ed25519"), keys.default_comment())
+        log.info("generated your rshell key pair %s", identity)
+    line = Path(f"{identity}.pub").read_text().strip()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(line + "\n")
+    log.info("created %s holding %s: `rshell localhost` works for this user, and nobody else",
+             path, f"{identity}.pub")
+
+
 def run_server(
     *, binds: tuple[str, ...], state_dir: str | None, authorized_keys: str | None,
     no_tls: bool, no_auth: bool, allow_unauthenticated_remote: bool, timeout: float,
@@ -76,16 +113,27 @@ def run_server(
     if not Path(shell).is_file():
         raise UsageError(f"--shell {shell}: no such file")
     state = Path(state_dir) if state_dir else rshell_home() / "server"
-    del state, authorized_keys, audit_log, max_connections  # wired in by later work
+    host_key, tls_context, host_blob = _host_identity(state, no_tls)
+    authorized = None
+    if not no_auth:
+        from rshell.authkeys import AuthorizedKeys
+
+        path = Path(authorized_keys) if authorized_keys else state / "authorized_keys"
+        if authorized_keys is None and not path.exists():
+            _provision_authorized_keys(path)
+        authorized = AuthorizedKeys(path)
+        log.info("authorized keys: %s", path)
+    del host_key, audit_log, max_connections  # wired in by later work
     if no_tls:
         log.warning("TLS DISABLED (--no-tls): traffic, commands and output travel in clear")
     if no_auth:
         log.warning("AUTHENTICATION DISABLED (--no-auth): anyone who connects runs commands")
     config = ServerConfig(
         shell=shell, timeout=timeout, max_output=max_output, auth_timeout=auth_timeout,
+        authorized=authorized, host_key_blob=host_blob,
     )
     try:
-        daemon = Daemon(addresses, config)
+        daemon = Daemon(addresses, config, tls_context)
     except OSError as exc:
         raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
     stop = threading.Event()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from typing import Any
@@ -32,7 +33,21 @@ class _Handler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         tune(sock)
         host, port = self.client_address[:2]
-        session = Session(Stream(sock, format_hostport(host, port)), self.server.config)
+        peer = format_hostport(host, port)
+        config = self.server.config
+        deadline = time.monotonic() + config.auth_timeout
+        ctx = self.server.daemon.tls_context
+        if ctx is not None:
+            # The TLS handshake runs here, in this connection's thread, never on
+            # the accept loop; it counts against the handshake deadline.
+            try:
+                sock.settimeout(config.auth_timeout)
+                sock = ctx.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("%s: TLS handshake failed: %s", peer, getattr(exc, "reason", exc))
+                sock.close()
+                return
+        session = Session(Stream(sock, peer), config, deadline)
         daemon = self.server.daemon
         if not daemon.track(session):
             session.request_shutdown(0.0)
@@ -74,8 +89,14 @@ class RshellServer(socketserver.ThreadingTCPServer):
 class Daemon:
     """Every listener and every live session of one server process."""
 
-    def __init__(self, binds: list[tuple[str, int]], config: ServerConfig) -> None:
+    def __init__(
+        self,
+        binds: list[tuple[str, int]],
+        config: ServerConfig,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.config = config
+        self.tls_context = tls_context
         self._sessions: set[Session] = set()
         self._cond = threading.Condition()
         self._stopping = False

@@ -23,11 +23,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
 from rshell.execution import Child, StartError
 from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header_into
 from rshell.protocol.messages import (
+    Auth,
+    Challenge,
     Error,
     Exit,
     Hello,
@@ -41,7 +44,11 @@ from rshell.protocol.messages import (
     Welcome,
 )
 from rshell.protocol.session import DEFAULT_STDIN_WINDOW, ServerProtocol, State
+from rshell.protocol.signing import NONCE_SIZE, signed_data
 from rshell.transport import Stream
+
+if TYPE_CHECKING:
+    from rshell.authkeys import AuthorizedKeys, Entry
 
 log = logging.getLogger("rshell.server")
 
@@ -68,6 +75,12 @@ class ServerConfig:
     stdin_window: int = DEFAULT_STDIN_WINDOW
     server_name: str = "rshell/0.1.0"
     home: str = field(default_factory=lambda: os.path.expanduser("~"))
+    #: None means --no-auth: every connection is welcomed without a key.
+    authorized: AuthorizedKeys | None = None
+    #: The host key (SSH wire format) clients bind their signatures to; b"" without TLS.
+    host_key_blob: bytes = b""
+    #: Seconds a failed authentication waits before it is answered.
+    auth_failure_delay: float = 1.0
 
 
 class _Command:
@@ -100,7 +113,9 @@ class Session:
     and ``request_shutdown(grace)`` (thread-safe).
     """
 
-    def __init__(self, stream: Stream, config: ServerConfig) -> None:
+    def __init__(
+        self, stream: Stream, config: ServerConfig, deadline: float | None = None
+    ) -> None:
         self.stream = stream
         self.peer = stream.peer
         self.config = config
@@ -108,12 +123,17 @@ class Session:
         self.sel = selectors.DefaultSelector()
         self.cwd = config.home
         self.prev_cwd = self.cwd
+        self.peer_ip = _peer_ip(stream)
         self.env = dict(os.environ, RSHELL_CLIENT=self.peer)
+        self.nonce = b""
+        self.entry: Entry | None = None
         self.cmd: _Command | None = None
         self.commands = 0
         self.closing = False
         self.shutdown_at: float | None = None
-        self.handshake_deadline: float | None = time.monotonic() + config.auth_timeout
+        self.handshake_deadline: float | None = (
+            deadline if deadline is not None else time.monotonic() + config.auth_timeout
+        )
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._masks: dict[int, int] = {}
         self._spare: bytearray | None = None
@@ -258,13 +278,50 @@ class Session:
             if self.cmd is not None:
                 self.cmd.stdin_eof = True
                 if not self.cmd.stdin_queue:
-                    self.cmd.child.close_stdin()
+                    self._close_stdin()
         elif isinstance(msg, Run):
             self._start(msg)
         elif isinstance(msg, Hello):
-            self._greet()
-        else:  # Auth: issue 3 wires the authorizer in here
+            if self.config.authorized is None:
+                self._greet()
+            else:
+                self.nonce = os.urandom(NONCE_SIZE)
+                self._send(Challenge(self.nonce, self.config.server_name))
+        elif isinstance(msg, Auth):
+            self._authenticate(msg)
+        else:
             raise LocalProtocolError(f"unexpected {type(msg).__name__}", "unexpected")
+
+    def _authenticate(self, msg: Auth) -> None:
+        """Check the key is authorized for this address and signed our challenge."""
+        from rshell import keys
+
+        authorized = self.config.authorized
+        assert authorized is not None
+        fp = "(unparsable key)"
+        try:
+            key, _ = keys.parse_public(msg.public_key)
+        except ValueError as exc:
+            reason = f"unusable public key: {exc}"
+        else:
+            blob = keys.public_blob(key)
+            fp = keys.fingerprint(key)
+            entry = authorized.find(blob)
+            data = signed_data(self.nonce, self.config.host_key_blob, blob)
+            if entry is None:
+                reason = "key not in authorized_keys"
+            elif not entry.allows_address(self.peer_ip):
+                reason = f"from= of {authorized.path} line {entry.line} excludes {self.peer_ip}"
+            elif not keys.verify(key, msg.signature, data):
+                reason = "bad signature"
+            else:
+                self.entry = entry
+                log.info("%s: authenticated with key %s %s", self.peer, fp, entry.comment)
+                self._greet()
+                return
+        log.warning("%s: authentication failed for key %s: %s", self.peer, fp, reason)
+        time.sleep(self.config.auth_failure_delay)  # this session's thread only
+        raise LocalProtocolError("authentication failed", "auth-failed")
 
     def _greet(self) -> None:
         self._send(Welcome(self.config.server_name, self.cwd, _user(), self.config.stdin_window))
@@ -299,16 +356,26 @@ class Session:
         if self.shutdown_at is not None:
             self._finish_early(run, Exit(None, error="server shutting down", cwd=self.cwd))
             return
-        builtin = self._builtin(run)
+        entry = self.entry
+        if entry is not None and entry.restrict and run.env:
+            self._finish_early(run, Exit(126, error="refused: environment not permitted "
+                                         "for this key (restrict)", cwd=self.cwd))
+            return
+        forced = entry.command if entry is not None else None
+        builtin = None if forced is not None else self._builtin(run)
         if builtin is not None:
             self._finish_early(run, builtin)
             return
         cwd = os.path.join(self.cwd, run.cwd) if run.cwd else self.cwd
         env = self.env if run.env is None else dict(self.env, **run.env)
+        command = run.command
+        if forced is not None:
+            env = dict(env, RSHELL_ORIGINAL_COMMAND=run.command)
+            command = forced
         limits = [t for t in (self.config.timeout, run.timeout) if t]
         timeout = min(limits) if limits else 0.0
         try:
-            child = Child(run.command, shell=self.config.shell, cwd=cwd, env=env, stdin=run.stdin)
+            child = Child(command, shell=self.config.shell, cwd=cwd, env=env, stdin=run.stdin)
         except StartError as exc:
             self._finish_early(run, Exit(127, error=str(exc), cwd=self.cwd))
             return
@@ -419,7 +486,7 @@ class Session:
             if n < 0:  # the command closed its stdin: drop the rest, but ack it
                 written += sum(len(v) for v in queue)
                 queue.clear()
-                child.close_stdin()
+                self._close_stdin()
                 break
             written += n
             if n < len(queue[0]):
@@ -427,11 +494,19 @@ class Session:
                 break
             queue.popleft()
         if not queue and cmd.stdin_eof:
-            child.close_stdin()
+            self._close_stdin()
         cmd.unacked += written
         if cmd.unacked and (not queue or cmd.unacked >= self.config.stdin_window // 4):
             self._send(StdinAck(cmd.unacked))
             cmd.unacked = 0
+
+    def _close_stdin(self) -> None:
+        """Unregister before closing: a closed fd's number is soon reused."""
+        assert self.cmd is not None
+        child = self.cmd.child
+        if child.stdin is not None:
+            self._set(child.stdin, 0, None)
+            child.close_stdin()
 
     def _on_exit(self, mask: int) -> None:
         cmd = self.cmd
@@ -458,9 +533,9 @@ class Session:
             return
         if cmd.reason is not None:
             child.signal_group(signal.SIGKILL)  # stragglers of a stopped command
-        self._set(child.pidfd, 0, None)
-        if child.stdin is not None:
-            self._set(child.stdin, 0, None)
+        for fd in (child.pidfd, child.stdin):
+            if fd is not None:
+                self._set(fd, 0, None)
         child.reap()
         duration = time.monotonic() - child.started
         error = cmd.reason or _silent_failure(child, cmd.out_bytes + cmd.err_bytes)
@@ -506,6 +581,13 @@ def _signame(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _peer_ip(stream: Stream) -> str:
+    try:
+        return str(stream.sock.getpeername()[0])
+    except (OSError, IndexError):
+        return ""
 
 
 def _user() -> str:

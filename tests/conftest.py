@@ -22,6 +22,7 @@ BIN = Path(sys.executable).parent
 RSHELL = str(BIN / "rshell")
 RSHELL_SERVER = str(BIN / "rshell-server")
 _LISTEN = re.compile(r"listening on (\S+)")
+_HOST_KEY = re.compile(r"host key fingerprint (\S+)")
 
 
 class ServerProcess:
@@ -37,9 +38,15 @@ class ServerProcess:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self.fingerprint = self.wait_for_log(_HOST_KEY, timeout=20).group(1)
         match = self.wait_for_log(_LISTEN, timeout=20)
         self.address = match.group(1)
         self.port = int(self.address.rsplit(":", 1)[1])
+        if "--no-tls" not in args:
+            # Pin the host key as a user would have on first contact, so that
+            # tests see no "pinned new host key" notice unless they ask for one.
+            with open(home / "known_hosts", "a") as f:
+                f.write(f"{self.address} {self.fingerprint}\n")
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -115,6 +122,8 @@ def start_server(home: Path) -> Iterator[object]:
     yield start
     for srv in started:
         srv.stop(signal.SIGKILL if srv.proc.poll() is None else signal.SIGTERM)
+        # Captured output is shown only for failing tests: the server's side of it.
+        print(f"---- server {srv.address} log ----\n{srv.log}")
 
 
 @pytest.fixture
@@ -122,10 +131,12 @@ def server(start_server: object) -> ServerProcess:
     return start_server()  # type: ignore[operator, no-any-return]
 
 
-#: Flags every test server gets; the secure default needs none.
-SERVER_MODE: list[str] = ["--no-tls", "--no-auth"]
+#: Flags every test server gets: the secure default (TLS 1.3 + key auth) needs
+#: none.  The server's first start generates the host key, the user's key pair
+#: and authorized_keys in the test's RSHELL_HOME, which the client shares.
+SERVER_MODE: list[str] = []
 #: Flags every client invocation gets, to match SERVER_MODE.
-CLIENT_MODE: list[str] = ["--no-tls"]
+CLIENT_MODE: list[str] = []
 
 
 def cli(

@@ -11,8 +11,8 @@ Sans-IO: never imports socket, ssl, threading or subprocess.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import math
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -187,7 +187,8 @@ class _Fields:
         self.kind = kind
         try:
             obj = json.loads(bytes(payload))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # RecursionError: deeply nested arrays are valid JSON but hostile.
             raise self.error("is not valid UTF-8 JSON") from exc
         if not isinstance(obj, dict):
             raise self.error("is not a JSON object")
@@ -208,7 +209,7 @@ class _Fields:
     def b64(self, name: str) -> bytes:
         try:
             return base64.b64decode(self.get(name, str), validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or non-ASCII text
             raise self.error(f"field {name!r} is not base64") from exc
 
 
@@ -224,6 +225,16 @@ def _env(value: Any, f: _Fields) -> dict[str, str] | None:
         for k, v in value.items()
     ):
         raise f.error("field 'env' must map names to strings")
+    return value
+
+
+def _duration(f: _Fields) -> float:
+    try:
+        value = float(f.get("duration", (int, float)))
+    except OverflowError:
+        raise f.error("duration out of range") from None
+    if not math.isfinite(value) or value < 0:
+        raise f.error("duration out of range")
     return value
 
 
@@ -273,7 +284,7 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
     if kind is MessageType.EXIT:
         return Exit(
             f.get("exit_code", int, optional=True), f.get("signal", int, optional=True),
-            f.get("error", str, optional=True), f.get("cwd", str), float(f.get("duration", number)),
+            f.get("error", str, optional=True), f.get("cwd", str), _duration(f),
         )
     assert kind is MessageType.ERROR
     return Error(f.get("code", str), f.get("message", str))

@@ -1,0 +1,263 @@
+"""Keys: generation, loading (OpenSSH formats), fingerprints, signatures.
+
+With tls.py, the only importer of ``cryptography``.  Keys are Ed25519 by
+default, ECDSA (NIST P-256/384/521) and RSA (>= 2048 bits) too, in the
+formats OpenSSH writes, so ``~/.ssh/id_*`` made by ``ssh-keygen`` work.
+Fingerprints are OpenSSH's: ``SHA256:`` + unpadded base64 of the SHA-256 of
+the key's SSH wire encoding.  Private keys readable by group or others are
+refused, as ssh refuses them.
+
+Must not import sockets, the protocol, or anything above layer 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from rshell.errors import KeyFileError
+
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+Passphrase = Callable[[str], str | None]
+
+KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+MIN_RSA_BITS = 2048
+_CURVE_HASH: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512,
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A loaded private key, with its public half as OpenSSH spells it."""
+
+    key: PrivateKey
+    public_line: str  # "ssh-ed25519 AAAA... comment"
+    path: str
+
+    @property
+    def public_blob(self) -> bytes:
+        return public_blob(self.key.public_key())
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        return sign(self.key, data)
+
+
+def public_blob(key: PublicKey) -> bytes:
+    """The key in SSH wire format (what fingerprints and signatures bind)."""
+    line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return base64.b64decode(line.split()[1])
+
+
+def public_line(key: PublicKey, comment: str = "") -> str:
+    line = key.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+    return f"{line} {comment}".rstrip()
+
+
+def fingerprint(key: PublicKey) -> str:
+    digest = hashlib.sha256(public_blob(key)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def describe(key: PublicKey) -> tuple[int, str]:
+    """(bits, TYPE) as ``ssh-keygen -l`` prints them."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return 256, "ED25519"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.curve.key_size, "ECDSA"
+    return key.key_size, "RSA"
+
+
+def parse_public(line: str) -> tuple[PublicKey, str]:
+    """``keytype base64 [comment]`` -> (key, comment); ValueError if unusable."""
+    parts = line.strip().split(None, 2)
+    if len(parts) < 2:
+        raise ValueError("expected 'keytype base64 [comment]'")
+    try:
+        key = serialization.load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"unusable {parts[0]} key: {exc}") from None
+    if not isinstance(key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey,
+                            rsa.RSAPublicKey)):
+        raise ValueError(f"unsupported key type {parts[0]}")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise ValueError(f"RSA key of {key.key_size} bits is too small (minimum {MIN_RSA_BITS})")
+    return key, parts[2] if len(parts) > 2 else ""
+
+
+def sign(key: PrivateKey, data: bytes) -> bytes:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(_CURVE_HASH[key.curve.name]()))
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def verify(key: PublicKey, signature: bytes, data: bytes) -> bool:
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            hash_cls = _CURVE_HASH.get(key.curve.name)
+            if hash_cls is None:
+                return False
+            key.verify(signature, data, ec.ECDSA(hash_cls()))
+        else:
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def generate(kind: str = "ed25519", bits: int | None = None) -> PrivateKey:
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if kind == "ecdsa":
+        curves: dict[int | None, type[ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1]] = {
+            None: ec.SECP256R1, 256: ec.SECP256R1, 384: ec.SECP384R1, 521: ec.SECP521R1,
+        }
+        if bits not in curves:
+            raise KeyFileError(f"ECDSA keys are 256, 384 or 521 bits, not {bits}")
+        return ec.generate_private_key(curves[bits]())
+    if kind == "rsa":
+        size = bits or 3072
+        if size < MIN_RSA_BITS:
+            raise KeyFileError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
+        return rsa.generate_private_key(public_exponent=65537, key_size=size)
+    raise KeyFileError(f"unknown key type {kind!r} (choose {', '.join(KEY_TYPES)})")
+
+
+def write_key_pair(path: Path, key: PrivateKey, comment: str, passphrase: str = "") -> str:
+    """Write PATH (0600, OpenSSH format) and PATH.pub; return the public line.
+
+    The private file is created with O_EXCL and mode 0600 from the start, so
+    it is never readable by anyone else, not even for an instant.
+    """
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase else serialization.NoEncryption()
+    )
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption
+    )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists; not overwriting it") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    line = public_line(key.public_key(), comment)
+    Path(f"{path}.pub").write_text(line + "\n")
+    return line
+
+
+def default_comment() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = None) -> Identity:
+    """Load a private key as ssh would: permissions checked, passphrase asked.
+
+    ``passphrase(prompt)`` is called only if the key is encrypted; None from
+    it (or no callback) means none can be had.
+    """
+    path = Path(path).expanduser()
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"identity file {path} not found (create one: rshell keygen)") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read identity file {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077 and stat.S_ISREG(st.st_mode):
+        raise KeyFileError(
+            f"permissions {stat.S_IMODE(st.st_mode):04o} for {path} are too open: a private "
+            "key must not be accessible by others (chmod 600 it)"
+        )
+    key = _load_private(data, path, passphrase)
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+        raise KeyFileError(f"{path}: RSA key of {key.key_size} bits is too small")
+    comment = ""
+    pub = Path(f"{path}.pub")
+    if pub.is_file():
+        try:
+            _, comment = parse_public(pub.read_text())
+        except (ValueError, OSError):
+            comment = ""
+    return Identity(key, public_line(key.public_key(), comment), str(path))
+
+
+def _load_private(data: bytes, path: Path, passphrase: Passphrase | None) -> PrivateKey:
+    password: bytes | None = None
+    wrong = 0
+    key: object
+    while True:
+        try:
+            if b"BEGIN OPENSSH PRIVATE KEY" in data:
+                key = serialization.load_ssh_private_key(data, password)
+            else:
+                key = serialization.load_pem_private_key(data, password)
+        except TypeError:  # encrypted but no passphrase, or the reverse
+            if password is not None:
+                raise KeyFileError(f"{path} is not encrypted; no passphrase needed") from None
+        except ValueError as exc:
+            if password is None:
+                raise KeyFileError(f"{path}: not a usable private key ({exc})") from None
+            wrong += 1
+            if wrong >= 3:
+                raise KeyFileError(f"{path}: wrong passphrase") from None
+        except UnsupportedAlgorithm as exc:
+            raise KeyFileError(f"{path}: unsupported key ({exc})") from None
+        else:
+            if not isinstance(
+                key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)
+            ):
+                raise KeyFileError(f"{path}: unsupported key type")
+            return key
+        answer = passphrase(f"Enter passphrase for key '{path}': ") if passphrase else None
+        if answer is None:
+            raise KeyFileError(f"{path} is encrypted and no passphrase was given")
+        password = answer.encode()
+
+
+def load_host_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    """The server's host key, generated on first use (mode 0600)."""
+    if not path.exists():
+        key = ed25519.Ed25519PrivateKey.generate()
+        write_key_pair(path, key, "rshell host key")
+    ident = load_identity(path)
+    if not isinstance(ident.key, ed25519.Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: the host key must be Ed25519")
+    return ident.key
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    """PKCS#8 PEM, as OpenSSL (and so the ssl module) loads keys."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
