@@ -34,9 +34,10 @@ from rshell.errors import (
     LocalProtocolError,
     RemoteProtocolError,
     RshellError,
+    UsageError,
 )
 from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport, rshell_home
-from rshell.protocol.frames import CHUNK_SIZE
+from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, MAX_PAYLOAD
 from rshell.protocol.messages import (
     Auth,
     Challenge,
@@ -50,6 +51,7 @@ from rshell.protocol.messages import (
     StdinEof,
     Stdout,
     Welcome,
+    encode,
 )
 from rshell.protocol.session import ClientProtocol, State
 from rshell.protocol.signing import signed_data
@@ -418,6 +420,11 @@ class Connection:
 
     def _write(self, msg: Message) -> None:
         assert self._stream is not None
+        if isinstance(msg, Run):
+            # Refuse locally what the server would refuse by closing on us.
+            frame = encode(msg)
+            if len(frame) > HEADER_SIZE + MAX_PAYLOAD:
+                raise UsageError(f"command, cwd and env exceed {MAX_PAYLOAD} bytes")
         self._stream.write(self._proto.send(msg))
         self._stream.flush()
 

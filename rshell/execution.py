@@ -60,7 +60,10 @@ class Child:
                 bufsize=0,
             )
         except OSError as exc:
-            raise StartError(f"cannot start: {exc.strerror or exc}") from None
+            where = f": {exc.filename}" if exc.filename else ""
+            raise StartError(f"cannot start: {exc.strerror or exc}{where}") from None
+        except ValueError as exc:  # NUL bytes, unencodable text in argv, env or cwd
+            raise StartError(f"cannot start: {exc}") from None
         self.started = time.monotonic()
         self.pid = self.proc.pid
         assert self.proc.stdout is not None and self.proc.stderr is not None

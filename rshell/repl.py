@@ -16,6 +16,7 @@ from rshell.output import Writer, fd_writer, report_error
 from rshell.result import Result
 
 EXIT_WORDS = frozenset({"exit", "quit", "logout"})
+HISTORY_LIMIT = 10000
 
 
 def prompt_for(conn: Connection) -> str:
@@ -34,7 +35,7 @@ def interactive(conn: Connection, history: Path, timeout: float | None = None) -
         readline.read_history_file(history)
     except (FileNotFoundError, OSError):
         pass
-    readline.set_history_length(10000)
+    readline.set_history_length(HISTORY_LIMIT)
     out, err = fd_writer(1), fd_writer(2)
     status = 0
     while True:
@@ -49,13 +50,40 @@ def interactive(conn: Connection, history: Path, timeout: float | None = None) -
         command = line.strip()
         if not command:
             continue
-        _remember(readline, history)
-        if command in EXIT_WORDS:
-            break
-        result = _run_interruptible(conn, command, timeout, out, err)
+        try:
+            _remember(readline, history)
+            leave = _exit_status(command, status)
+            if leave is not None:
+                status = leave
+                break
+            result = _run_interruptible(conn, command, timeout, out, err)
+        except KeyboardInterrupt:  # in the instant before the command was sent
+            sys.stdout.write("^C\n")
+            continue
         report_error(result)
         status = result.exit_status
+    _trim(history, HISTORY_LIMIT)
     return status
+
+
+def _exit_status(command: str, last: int) -> int | None:
+    """``exit``, ``quit``, ``exit N``: the status to leave with, else None."""
+    words = command.split()
+    if words[0] not in EXIT_WORDS or len(words) > 2:
+        return None
+    if len(words) == 1:
+        return last
+    return int(words[1]) & 0xFF if words[1].isdigit() else None
+
+
+def _trim(history: Path, limit: int) -> None:
+    """Keep the file's last ``limit`` lines, so it cannot grow forever."""
+    try:
+        lines = history.read_text(errors="surrogateescape").splitlines(keepends=True)
+        if len(lines) > limit:
+            history.write_text("".join(lines[-limit:]), errors="surrogateescape")
+    except OSError:
+        pass
 
 
 def _remember(readline: object, history: Path) -> None:

@@ -59,6 +59,7 @@ HIGH_WATER = 4 * CHUNK_SIZE
 ALLOWED_SIGNALS = frozenset({
     signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL,
     signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT, signal.SIGSTOP, signal.SIGTSTP,
+    signal.SIGPIPE,  # the client's stdout went away (``rshell h -c yes | head``)
 })
 
 

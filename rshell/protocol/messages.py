@@ -266,10 +266,10 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
     if kind is MessageType.AUTH:
         return Auth(f.get("public_key", str), f.b64("signature"))
     if kind is MessageType.WELCOME:
-        return Welcome(
-            f.get("server", str), f.get("cwd", str), f.get("user", str),
-            f.get("stdin_window", int),
-        )
+        window = f.get("stdin_window", int)
+        if not 0 < window < 1 << 32:  # a StdinAck (u32) must be able to refill it
+            raise f.error("stdin_window out of range")
+        return Welcome(f.get("server", str), f.get("cwd", str), f.get("user", str), window)
     if kind is MessageType.RUN:
         command = f.get("command", str)
         if "\0" in command:
