@@ -1,0 +1,373 @@
+"""Message encoding and validation, with no sockets.
+
+``decode`` is the wall between the network and the rest of rshell: whatever a
+peer sends, it must return a well-typed message or raise LocalProtocolError
+(which the session turns into an Error frame and a clean close).  Any other
+exception would be an unhandled crash in a server or client thread.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rshell.errors import LocalProtocolError
+from rshell.protocol.frames import HEADER_SIZE
+from rshell.protocol.messages import (
+    PROTOCOL_VERSION,
+    Auth,
+    Challenge,
+    Error,
+    Exit,
+    Hello,
+    Message,
+    MessageType,
+    Run,
+    Signal,
+    Stderr,
+    Stdin,
+    StdinAck,
+    StdinEof,
+    Stdout,
+    Welcome,
+    decode,
+    encode,
+)
+
+M = MessageType
+JSON_KINDS = [M.HELLO, M.CHALLENGE, M.AUTH, M.WELCOME, M.RUN, M.EXIT, M.ERROR]
+MESSAGE_CLASSES = (
+    Hello, Challenge, Auth, Welcome, Run, Stdin, StdinEof, Signal, Stdout, Stderr, StdinAck,
+    Exit, Error,
+)
+
+
+def split_frame(frame: bytes) -> tuple[int, bytes]:
+    """(kind, payload) of one encoded frame, checking its length prefix."""
+    length, kind = struct.unpack("!IB", frame[:HEADER_SIZE])
+    assert length == len(frame) - HEADER_SIZE
+    return kind, frame[HEADER_SIZE:]
+
+
+def normalized(msg: Message) -> Message:
+    """Data messages may hold a memoryview; compare them as bytes."""
+    if isinstance(msg, (Stdin, Stdout, Stderr)):
+        return type(msg)(bytes(msg.data))
+    return msg
+
+
+def round_trip(msg: Message) -> Message:
+    return normalized(decode(*split_frame(encode(msg))))
+
+
+def as_json(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+# ---- round trips -------------------------------------------------------------
+
+ROUND_TRIP: list[Message] = [
+    Hello(),
+    Hello(version=7, client="rshell/0.1 \u00e9\u4e2d"),
+    Challenge(nonce=bytes(range(256))),
+    Challenge(nonce=b"", server="host.example"),
+    Auth(public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 me@host", signature=b"\x00\xff" * 32),
+    Welcome(server="rshell 0.1", cwd="/home/u", user="u", stdin_window=2 * 1024 * 1024),
+    Welcome(server="", cwd="/", user="root", stdin_window=0),
+    Run("echo hi"),
+    Run("ls -l 'a b'", cwd="/tmp", env={"LANG": "C", "X": ""}, timeout=2.5, stdin=True),
+    Run("true", cwd="rel/dir", env={}, timeout=0, stdin=False),
+    Run("sleep 1", timeout=999_999_999),
+    Run("printf '\u00e9\\n'", env={"UNICODE_\u00e9": "\u4e2d"}),
+    Stdin(b""),
+    Stdin(bytes(range(256))),
+    StdinEof(),
+    Signal(0),
+    Signal(2),
+    Signal(255),
+    Stdout(b""),
+    Stdout(b"hello\n"),
+    Stdout(b"\x00\xff\xfe" * 1000),
+    Stderr(b""),
+    Stderr(bytes(range(255, -1, -1))),
+    StdinAck(0),
+    StdinAck(65536),
+    StdinAck(2**32 - 1),
+    Exit(0),
+    Exit(3, cwd="/tmp", duration=1.25),
+    Exit(None, signal=9, error="killed: output limit", cwd="/", duration=0.0),
+    Exit(None, error="timeout", cwd="/srv", duration=10),
+    Error("malformed"),
+    Error("version", "unsupported protocol version 2"),
+]
+
+
+@pytest.mark.parametrize("msg", ROUND_TRIP, ids=lambda m: type(m).__name__)
+def test_round_trip(msg: Message) -> None:
+    """decode(encode(m)) == m for every message type and shape."""
+    assert round_trip(msg) == msg
+
+
+@pytest.mark.parametrize("msg", ROUND_TRIP, ids=lambda m: type(m).__name__)
+def test_frame_kind_names_the_message_type(msg: Message) -> None:
+    kind, _ = split_frame(encode(msg))
+    assert MessageType(kind).name.replace("_", "").lower() == type(msg).__name__.lower()
+
+
+def test_every_message_type_is_covered() -> None:
+    """A new message type must come with a round-trip case here."""
+    assert {type(m) for m in ROUND_TRIP} == set(MESSAGE_CLASSES)
+    assert len(MESSAGE_CLASSES) == len(MessageType)
+
+
+def test_hello_defaults_to_current_version() -> None:
+    assert round_trip(Hello()) == Hello(PROTOCOL_VERSION, "rshell")
+
+
+def test_exit_duration_decodes_as_float() -> None:
+    decoded = round_trip(Exit(0, duration=2))
+    assert isinstance(decoded, Exit) and isinstance(decoded.duration, float)
+
+
+def test_data_payload_is_not_interpreted() -> None:
+    """Data bytes pass through untouched, whatever they look like (JSON, UTF-8 or not)."""
+    for payload in (b'{"code":"x"}', b"\xff\xfe\xfd", b"\x00" * 10):
+        for kind, cls in ((M.STDIN, Stdin), (M.STDOUT, Stdout), (M.STDERR, Stderr)):
+            msg = decode(kind, payload)
+            assert type(msg) is cls and bytes(msg.data) == payload
+
+
+def test_fixed_size_payloads_are_big_endian() -> None:
+    assert split_frame(encode(StdinAck(258))) == (M.STDIN_ACK, b"\x00\x00\x01\x02")
+    assert split_frame(encode(Signal(15))) == (M.SIGNAL, b"\x0f")
+    assert split_frame(encode(StdinEof())) == (M.STDIN_EOF, b"")
+
+
+# ---- malformed payloads --------------------------------------------------------
+
+#: A valid JSON object per kind; each malformed case spoils exactly one thing.
+VALID: dict[MessageType, dict[str, Any]] = {
+    M.HELLO: {"version": 1, "client": "rshell"},
+    M.CHALLENGE: {"nonce": "AAEC", "server": "rshell"},
+    M.AUTH: {"public_key": "ssh-ed25519 AAAA", "signature": "AAEC"},
+    M.WELCOME: {"server": "s", "cwd": "/", "user": "u", "stdin_window": 1024},
+    M.RUN: {"command": "ls", "cwd": None, "env": None, "timeout": None, "stdin": False},
+    M.EXIT: {"exit_code": 0, "signal": None, "error": None, "cwd": "/", "duration": 0.5},
+    M.ERROR: {"code": "x", "message": "y"},
+}
+
+
+def with_field(kind: MessageType, **changes: Any) -> bytes:
+    """VALID[kind] with fields replaced; the value ``...`` deletes the field."""
+    obj = dict(VALID[kind])
+    for name, value in changes.items():
+        if value is ...:
+            obj.pop(name, None)
+        else:
+            obj[name] = value
+    return as_json(obj)
+
+
+@pytest.mark.parametrize("kind", JSON_KINDS, ids=lambda k: k.name)
+def test_valid_fixtures_decode(kind: MessageType) -> None:
+    """Guard for the malformed cases below: each spoils a payload that is otherwise good."""
+    assert isinstance(decode(kind, as_json(VALID[kind])), MESSAGE_CLASSES)
+
+
+GENERIC_BAD: dict[str, bytes] = {
+    "empty": b"",
+    "not-json": b"not json",
+    "truncated": b'{"version":',
+    "array": b"[1, 2]",
+    "string": b'"hello"',
+    "number": b"42",
+    "null": b"null",
+    "invalid-utf8": b'{"client":"\xff\xfe"}',
+    "empty-object": b"{}",
+    "trailing-garbage": b'{"code":"x","message":"y"} x',
+}
+
+
+@pytest.mark.parametrize("shape", GENERIC_BAD)
+@pytest.mark.parametrize("kind", JSON_KINDS, ids=lambda k: k.name)
+def test_generic_malformed_json(kind: MessageType, shape: str) -> None:
+    payload = GENERIC_BAD[shape]
+    if shape == "trailing-garbage":
+        payload = as_json(VALID[kind]) + b" x"
+    with pytest.raises(LocalProtocolError) as info:
+        decode(kind, payload)
+    assert info.value.code == "malformed"
+    assert kind.name in str(info.value)
+
+
+def test_deeply_nested_json_is_malformed() -> None:
+    """A 1 MiB frame of '[' must not blow the JSON parser's recursion into a crash."""
+    for kind in JSON_KINDS:
+        with pytest.raises(LocalProtocolError) as info:
+            decode(kind, b"[" * 100_000)
+        assert info.value.code == "malformed"
+
+
+FIELD_BAD: list[tuple[MessageType, dict[str, Any]]] = [
+    (M.HELLO, {"version": "1"}),
+    (M.HELLO, {"version": True}),
+    (M.HELLO, {"version": 1.0}),
+    (M.HELLO, {"version": None}),
+    (M.HELLO, {"version": ...}),
+    (M.HELLO, {"client": 5}),
+    (M.HELLO, {"client": ...}),
+    (M.CHALLENGE, {"nonce": 5}),
+    (M.CHALLENGE, {"nonce": ...}),
+    (M.CHALLENGE, {"nonce": "!!!!"}),
+    (M.CHALLENGE, {"nonce": "AAE"}),
+    (M.CHALLENGE, {"nonce": "AA EC"}),
+    (M.CHALLENGE, {"nonce": "\u00e9\u00e9\u00e9\u00e9"}),
+    (M.CHALLENGE, {"server": None}),
+    (M.AUTH, {"public_key": 1}),
+    (M.AUTH, {"public_key": ...}),
+    (M.AUTH, {"signature": "***"}),
+    (M.AUTH, {"signature": ["AAEC"]}),
+    (M.AUTH, {"signature": "\u4e2d\u4e2d\u4e2d\u4e2d"}),
+    (M.WELCOME, {"stdin_window": True}),
+    (M.WELCOME, {"stdin_window": "1024"}),
+    (M.WELCOME, {"stdin_window": 1.5}),
+    (M.WELCOME, {"stdin_window": ...}),
+    (M.WELCOME, {"cwd": None}),
+    (M.WELCOME, {"user": []}),
+    (M.WELCOME, {"server": {}}),
+    (M.RUN, {"command": None}),
+    (M.RUN, {"command": ...}),
+    (M.RUN, {"command": 5}),
+    (M.RUN, {"command": ["ls"]}),
+    (M.RUN, {"command": "ls\0-l"}),
+    (M.RUN, {"cwd": "/tmp\0"}),
+    (M.RUN, {"cwd": 5}),
+    (M.RUN, {"env": []}),
+    (M.RUN, {"env": "A=1"}),
+    (M.RUN, {"env": {"A": 1}}),
+    (M.RUN, {"env": {"A": None}}),
+    (M.RUN, {"env": {"": "x"}}),
+    (M.RUN, {"env": {"A=B": "x"}}),
+    (M.RUN, {"env": {"A": "x\0y"}}),
+    (M.RUN, {"env": {"A\0": "x"}}),
+    (M.RUN, {"timeout": -1}),
+    (M.RUN, {"timeout": -0.001}),
+    (M.RUN, {"timeout": 1e9}),
+    (M.RUN, {"timeout": 10**30}),
+    (M.RUN, {"timeout": float("nan")}),
+    (M.RUN, {"timeout": float("inf")}),
+    (M.RUN, {"timeout": "5"}),
+    (M.RUN, {"timeout": True}),
+    (M.RUN, {"stdin": "yes"}),
+    (M.RUN, {"stdin": 1}),
+    (M.RUN, {"stdin": None}),
+    (M.RUN, {"stdin": ...}),
+    (M.EXIT, {"exit_code": True}),
+    (M.EXIT, {"exit_code": "0"}),
+    (M.EXIT, {"exit_code": 1.5}),
+    (M.EXIT, {"signal": False}),
+    (M.EXIT, {"signal": "9"}),
+    (M.EXIT, {"error": 5}),
+    (M.EXIT, {"cwd": ...}),
+    (M.EXIT, {"cwd": None}),
+    (M.EXIT, {"duration": "1"}),
+    (M.EXIT, {"duration": True}),
+    (M.EXIT, {"duration": ...}),
+    (M.EXIT, {"duration": 10**400}),
+    (M.EXIT, {"duration": float("nan")}),
+    (M.EXIT, {"duration": float("inf")}),
+    (M.EXIT, {"duration": -1}),
+    (M.ERROR, {"code": None}),
+    (M.ERROR, {"code": 5}),
+    (M.ERROR, {"code": ...}),
+    (M.ERROR, {"message": ...}),
+    (M.ERROR, {"message": ["x"]}),
+]
+
+
+def _field_id(case: tuple[MessageType, dict[str, Any]]) -> str:
+    kind, changes = case
+    return f"{kind.name}-" + "-".join(
+        f"{k}=del" if v is ... else f"{k}={v!r}"[:30] for k, v in changes.items()
+    )
+
+
+@pytest.mark.parametrize("case", FIELD_BAD, ids=_field_id)
+def test_bad_field_is_malformed(case: tuple[MessageType, dict[str, Any]]) -> None:
+    """Missing fields, wrong types (bool is not an int), NULs, bad base64, out of range."""
+    kind, changes = case
+    with pytest.raises(LocalProtocolError) as info:
+        decode(kind, with_field(kind, **changes))
+    assert info.value.code == "malformed"
+
+
+BINARY_BAD: list[tuple[MessageType, bytes]] = [
+    (M.STDIN_EOF, b"x"),
+    (M.STDIN_EOF, b"\x00"),
+    (M.SIGNAL, b""),
+    (M.SIGNAL, b"\x00\x02"),
+    (M.STDIN_ACK, b""),
+    (M.STDIN_ACK, b"\x00\x00\x01"),
+    (M.STDIN_ACK, b"\x00\x00\x00\x00\x01"),
+]
+
+
+@pytest.mark.parametrize(("kind", "payload"), BINARY_BAD)
+def test_fixed_size_payload_of_wrong_length(kind: MessageType, payload: bytes) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        decode(kind, payload)
+    assert info.value.code == "malformed"
+
+
+@pytest.mark.parametrize("number", [0, 5, 14, 24, 29, 31, 99, 255])
+def test_unknown_message_type(number: int) -> None:
+    assert number not in {int(k) for k in MessageType}
+    with pytest.raises(LocalProtocolError) as info:
+        decode(number, b"{}")
+    assert info.value.code == "unknown-type"
+    assert str(number) in str(info.value)
+
+
+def test_memoryview_payloads_are_accepted() -> None:
+    """The frame decoder hands out memoryviews; decode must take them for every kind."""
+    for msg in ROUND_TRIP:
+        kind, payload = split_frame(encode(msg))
+        assert normalized(decode(kind, memoryview(payload))) == msg
+
+
+# ---- property -------------------------------------------------------------------
+
+FIELD_NAMES = sorted({name for obj in VALID.values() for name in obj})
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+#: JSON objects that use the real field names, so validation is reached, not just parsing.
+json_objects = st.dictionaries(
+    st.sampled_from(FIELD_NAMES) | st.text(max_size=8), json_values, max_size=8
+).map(lambda obj: json.dumps(obj).encode())
+payloads = st.binary(max_size=64) | json_objects
+kinds = st.sampled_from(list(MessageType)) | st.integers(0, 255)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=kinds, payload=payloads)
+def test_property_decode_returns_message_or_protocol_error(kind: int, payload: bytes) -> None:
+    """No payload, for any kind number, may escape as anything but LocalProtocolError."""
+    try:
+        msg = decode(kind, payload)
+    except LocalProtocolError as exc:
+        assert exc.code in {"malformed", "unknown-type"}
+        return
+    assert isinstance(msg, MESSAGE_CLASSES)
+    assert int(MessageType(kind)) == kind
