@@ -31,8 +31,8 @@ def _free_port(family: socket.AddressFamily, host: str) -> int:
 def test_ipv4_and_ipv6_binds_both_serve(home: Path, start_server: object) -> None:
     port6 = _free_port(socket.AF_INET6, "::1")
     srv: ServerProcess = start_server("--bind", f"[::1]:{port6}")  # type: ignore[operator]
-    listening = re.findall(r"listening on (\S+)", srv.log)
-    assert f"[::1]:{port6}" in listening and len(listening) == 2
+    srv.wait_for_log(re.escape(f"listening on [::1]:{port6}"))
+    assert len(re.findall(r"listening on (\S+)", srv.log)) == 2
     with open(home / "known_hosts", "a") as f:
         f.write(f"[::1]:{port6} {srv.fingerprint}\n")
     v4 = cli(home, srv.address, "-c", "echo $RSHELL_CLIENT")

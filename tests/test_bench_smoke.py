@@ -1,0 +1,38 @@
+"""The benchmark stays runnable: a tiny plain round-trip run writes sane JSON.
+
+Not a performance test (no figure is judged here); it only guards the
+benchmark script against rotting as rshell changes under it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+def test_bench_quick_roundtrip_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--mode", "plain", "--only", "roundtrip",
+         "--samples", "2", "--batch", "3", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "round trip" in proc.stdout
+    data = json.loads(out.read_text())
+    assert {"when", "machine", "plan", "modes", "duration_s"} <= data.keys()
+    mode = data["modes"]["plain"]
+    assert mode["server_exit"] == 0
+    assert list(mode["figures"]) == ["roundtrip"]
+    fig = mode["figures"]["roundtrip"]
+    for side in ("baseline", "rshell"):
+        stats = fig[side]
+        assert stats["n"] == 2 and len(stats["samples"]) == 2
+        assert 0 < stats["min"] <= stats["median"] <= stats["max"]
+    assert fig["ratio"] > 0
+    assert [t["value"] for t in fig["targets"]] == [1.5, 1.2]
+    assert all(isinstance(t["pass"], bool) for t in fig["targets"])

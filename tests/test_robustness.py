@@ -1,0 +1,399 @@
+"""The server under stress and abuse: huge outputs, many clients, clients that
+vanish mid-command, garbage on the wire and handshakes that never come.
+
+Every test runs against a real ``rshell-server`` subprocess on 127.0.0.1 and
+polls for its conditions with a bounded deadline.  Raw-socket tests speak the
+wire format by hand (4-byte big-endian payload length, 1-byte type, payload)
+through ``raw_connect``, the one place that knows whether the fixtures use TLS.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+import re
+import shlex
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tests.conftest
+from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli, connect
+from tests.proctools import describe, group_members, kill_group, pid_gone, wait_until
+
+# ---- wire helpers ------------------------------------------------------------------
+
+HEADER = struct.Struct("!IB")
+T_HELLO, T_RUN, T_ERROR = 1, 10, 30
+#: How long the server may take to answer garbage and hang up.
+CLOSE_DEADLINE = 5.0
+
+
+def raw_connect(server: ServerProcess, timeout: float = CLOSE_DEADLINE) -> socket.socket:
+    """A socket to the test server that speaks the same transport as the fixtures:
+    plain TCP under ``--no-tls``, otherwise TLS without verification (these tests
+    probe the framing, not the host key)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    if "--no-tls" in tests.conftest.SERVER_MODE:
+        return sock
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx.wrap_socket(sock)
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return HEADER.pack(len(payload), kind) + payload
+
+
+def read_until_closed(sock: socket.socket, timeout: float = CLOSE_DEADLINE) -> bytes:
+    """Everything the server sends until it closes; fails if it has not closed
+    within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"server kept the connection open; got {bytes(data)!r}")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Split a byte string into whole frames; a trailing fragment is a failure."""
+    frames = []
+    pos = 0
+    while pos < len(data):
+        assert len(data) - pos >= HEADER.size, f"truncated header in {data!r}"
+        length, kind = HEADER.unpack_from(data, pos)
+        pos += HEADER.size
+        assert len(data) - pos >= length, f"truncated frame in {data!r}"
+        frames.append((kind, data[pos : pos + length]))
+        pos += length
+    return frames
+
+
+def error_code(data: bytes) -> str:
+    """The ``code`` of the single Error frame ``data`` must consist of."""
+    frames = parse_frames(data)
+    assert [kind for kind, _ in frames] == [T_ERROR], f"expected one Error frame: {data!r}"
+    body = json.loads(frames[0][1])
+    assert isinstance(body.get("code"), str) and body["code"], body
+    return str(body["code"])
+
+
+# ---- large output --------------------------------------------------------------------
+
+SEED = 20240501
+MIB = 1 << 20
+SIZE_MIB = 300
+#: Writes SIZE_MIB MiB of seeded Mersenne Twister output; the same interpreter
+#: runs it on the server side, so the test can recompute the digest.
+GENERATE = shlex.join([
+    sys.executable, "-c",
+    f"import random, sys; r = random.Random({SEED}); w = sys.stdout.buffer.write\n"
+    f"for _ in range({SIZE_MIB}): w(r.randbytes({MIB}))",
+])
+
+
+@functools.cache
+def expected_digest() -> str:
+    rng = random.Random(SEED)
+    h = hashlib.sha256()
+    for _ in range(SIZE_MIB):
+        h.update(rng.randbytes(MIB))
+    return h.hexdigest()
+
+
+def peak_rss(pid: int) -> int:
+    """VmHWM (peak resident set) of ``pid`` in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+    assert match, status
+    return int(match.group(1)) * 1024
+
+
+def test_large_output_streams_complete_and_in_order_through_api(server: ServerProcess) -> None:
+    """300 MiB reach an on_stdout callback whole and in order, and the server
+    never holds it all: the streaming promise of SPEC §3, checked end to end."""
+    h = hashlib.sha256()
+    received = 0
+
+    def sink(chunk: bytes | memoryview) -> None:
+        nonlocal received
+        h.update(chunk)
+        received += len(chunk)
+
+    started = time.monotonic()
+    with connect(server) as conn:
+        result = conn.run(GENERATE, on_stdout=sink, timeout=60)
+    elapsed = time.monotonic() - started
+    assert (result.exit_code, result.error, result.stderr) == (0, None, b"")
+    assert result.stdout == b"", "streamed output must not also be collected"
+    assert received == SIZE_MIB * MIB
+    assert h.hexdigest() == expected_digest()
+    assert elapsed < 15, f"{SIZE_MIB} MiB took {elapsed:.1f}s"
+    assert peak_rss(server.proc.pid) < 200 * MIB, "server buffered the output"
+
+
+def test_large_output_through_cli_to_file(home: Path, server: ServerProcess,
+                                          tmp_path: Path) -> None:
+    """The real CLI writes the same 300 MiB to a file unaltered (no text-mode
+    translation, no lost tail at exit)."""
+    out = tmp_path / "out.bin"
+    started = time.monotonic()
+    with out.open("wb") as f:
+        proc = subprocess.run(
+            [RSHELL, *CLIENT_MODE, server.address, "-c", GENERATE], stdin=subprocess.DEVNULL,
+            stdout=f, stderr=subprocess.PIPE, env=base_env(home), timeout=60,
+        )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    assert b"error" not in proc.stderr.lower(), proc.stderr
+    assert out.stat().st_size == SIZE_MIB * MIB
+    h = hashlib.sha256()
+    with out.open("rb") as f:
+        while block := f.read(4 * MIB):
+            h.update(block)
+    assert h.hexdigest() == expected_digest()
+    assert elapsed < 15, f"{SIZE_MIB} MiB took {elapsed:.1f}s"
+
+
+# ---- many clients ----------------------------------------------------------------------
+
+N_CLIENTS = 50
+
+
+def test_fifty_concurrent_clients(server: ServerProcess, tmp_path: Path) -> None:
+    """50 connections open at once, each running several commands, get exactly
+    their own output, exit status and working directory: sessions share nothing."""
+    barrier = threading.Barrier(N_CLIENTS)
+
+    def client(i: int) -> None:
+        workdir = tmp_path / f"client-{i}"
+        workdir.mkdir()
+        with connect(server, connect_timeout=20) as conn:
+            barrier.wait(timeout=30)  # every connection is open before any command
+            r = conn.run(f"cd {shlex.quote(str(workdir))}")
+            assert (r.exit_code, r.error) == (0, None), r
+            r = conn.run(f"printf 'out-{i}'; printf 'err-{i}' >&2; exit {i % 5}")
+            assert (r.exit_code, r.stdout, r.stderr) == (i % 5, f"out-{i}".encode(),
+                                                         f"err-{i}".encode())
+            n = 5000 + 37 * i
+            r = conn.run(f"seq 1 {n}; pwd")
+            want = "".join(f"{k}\n" for k in range(1, n + 1)) + f"{workdir}\n"
+            assert (r.exit_code, r.stderr) == (0, b"")
+            assert r.stdout == want.encode()
+
+    with ThreadPoolExecutor(N_CLIENTS) as pool:
+        futures = [pool.submit(client, i) for i in range(N_CLIENTS)]
+        failures = []
+        for i, fut in enumerate(futures):
+            exc = fut.exception(timeout=60)
+            if exc is not None:
+                failures.append(f"client {i}: {exc!r}")
+    assert not failures, "\n".join(failures)
+    assert server.proc.poll() is None
+
+
+# ---- clients that vanish -----------------------------------------------------------------
+
+#: Starts two sleepers in the shell's process group and reports the group id.
+SLEEPERS = "sleep 300 & echo $$ > {tmp} && mv {tmp} {final}; sleep 300; wait"
+VANISH_DEADLINE = 5.0
+
+
+def _wait_for_group(pgid: int) -> None:
+    """Until the shell and both sleepers run (so the test proves they die)."""
+    assert wait_until(lambda: len(group_members(pgid)) >= 3, 10), describe(group_members(pgid))
+
+
+def _assert_group_ends(pgid: int) -> None:
+    if not wait_until(lambda: not group_members(pgid), VANISH_DEADLINE):
+        raise AssertionError("remote processes survived their client: " + kill_group(pgid))
+    assert wait_until(lambda: pid_gone(pgid), VANISH_DEADLINE), "the shell was never reaped"
+
+
+def test_killed_cli_leaves_no_remote_process(home: Path, server: ServerProcess,
+                                             tmp_path: Path) -> None:
+    """SIGKILL to the CLI mid-command: the server sees the connection drop and
+    terminates the command's whole process group, background jobs included."""
+    pidfile = tmp_path / "pgid"
+    command = SLEEPERS.format(tmp=shlex.quote(f"{pidfile}.tmp"), final=shlex.quote(str(pidfile)))
+    proc = subprocess.Popen(
+        [RSHELL, *CLIENT_MODE, server.address, "-c", command], env=base_env(home),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(pidfile.exists, 10), "the remote command never started"
+        pgid = int(pidfile.read_text())
+        _wait_for_group(pgid)
+        proc.kill()
+        proc.wait(5)
+        _assert_group_ends(pgid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if pidfile.exists():
+            kill_group(int(pidfile.read_text()))
+    server.wait_for_log(r"terminated: connection ended")
+    assert server.proc.poll() is None
+
+
+def test_closed_api_connection_leaves_no_remote_process(server: ServerProcess) -> None:
+    """Closing a Connection while a command streams ends that command on the
+    server too, and the server keeps serving."""
+    conn = connect(server)
+    stream = conn.stream("sleep 300 & echo $$; sleep 300; wait")
+    kind, chunk = next(iter(stream))
+    assert kind == "stdout"
+    pgid = int(chunk)
+    try:
+        _wait_for_group(pgid)
+        conn.close()
+        _assert_group_ends(pgid)
+    finally:
+        conn.close()
+        kill_group(pgid)
+    with connect(server) as again:
+        assert again.run("echo still-here").stdout == b"still-here\n"
+
+
+# ---- garbage on the wire ---------------------------------------------------------------
+
+_rng = random.Random(4242)
+GARBAGE = {
+    "length-far-above-maximum": (HEADER.pack(0xFFFFFFFF, T_HELLO), {"frame-too-large"}),
+    "unknown-type": (frame(0xEE, _rng.randbytes(16)), {"unknown-type"}),
+    "hello-not-json": (frame(T_HELLO, b"\xff" + _rng.randbytes(40)), {"malformed"}),
+    "random-bytes": (_rng.randbytes(200),
+                     {"frame-too-large", "unknown-type", "malformed", "unexpected"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GARBAGE))
+def test_garbage_gets_protocol_error_and_close(server: ServerProcess, name: str) -> None:
+    """Garbage earns an Error frame with a code, then a closed connection; a
+    session opened before, and one opened after, are undisturbed (SPEC §6)."""
+    payload, codes = GARBAGE[name]
+    with connect(server) as bystander:
+        assert bystander.run("echo before").stdout == b"before\n"
+        with raw_connect(server) as sock:
+            sock.sendall(payload)
+            reply = read_until_closed(sock)
+        assert error_code(reply) in codes
+        assert bystander.run("echo after").stdout == b"after\n"
+    with connect(server) as fresh:
+        assert fresh.run("echo fresh").stdout == b"fresh\n"
+    assert server.proc.poll() is None
+
+
+def test_run_before_handshake_is_refused_and_not_executed(server: ServerProcess,
+                                                          tmp_path: Path) -> None:
+    """A well-formed Run sent before any handshake is a protocol error and never
+    runs: no command runs before authentication (SPEC §6)."""
+    marker = tmp_path / "must-not-exist"
+    run = json.dumps({"command": f"touch {shlex.quote(str(marker))}", "stdin": False})
+    with raw_connect(server) as sock:
+        sock.sendall(frame(T_RUN, run.encode()))
+        reply = read_until_closed(sock)
+    assert error_code(reply) == "unexpected"
+    with connect(server) as conn:  # a full round trip: the refused Run had its chance
+        assert conn.run("echo ok").stdout == b"ok\n"
+    assert not marker.exists()
+
+
+def test_random_garbage_flood(start_server: Any) -> None:
+    """Twenty connections of random bytes at once (some announce frames they
+    never complete): each is closed within auth-timeout plus a margin, with at
+    most an Error frame, and a real client works throughout."""
+    srv: ServerProcess = start_server("--auth-timeout", "1")
+    rng = random.Random(99)
+    blobs = [rng.randbytes(rng.randrange(1, 3000)) for _ in range(5)]  # huge lengths, mostly
+    for _ in range(15):  # plausible headers: known and unknown types, short and long bodies
+        kind = rng.choice([1, 2, 3, 4, 10, 11, 12, 13, 20, 22, 23, 30, rng.randrange(256)])
+        length = rng.choice([0, rng.randrange(64), rng.randrange(4096), rng.randrange(MIB)])
+        body = rng.randbytes(rng.choice([length, rng.randrange(length + 1)]) if length < 4096
+                             else rng.randrange(4096))
+        blobs.append(HEADER.pack(length, kind) + body)
+
+    def abuse(blob: bytes) -> bytes:
+        with raw_connect(srv) as sock:
+            sock.sendall(blob)
+            return read_until_closed(sock, 1 + CLOSE_DEADLINE)
+
+    with connect(srv) as bystander, ThreadPoolExecutor(len(blobs)) as pool:
+        futures = [pool.submit(abuse, blob) for blob in blobs]
+        assert bystander.run("echo during").stdout == b"during\n"
+        replies = [fut.result(timeout=2 + CLOSE_DEADLINE) for fut in futures]
+    for reply in replies:
+        assert [kind for kind, _ in parse_frames(reply)] in ([], [T_ERROR]), reply
+    with connect(srv) as conn:
+        assert conn.run("echo after").stdout == b"after\n"
+    assert srv.proc.poll() is None
+
+
+# ---- stalled handshakes ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("opening", [b"", b"\x00\x00"], ids=["silent", "partial-header"])
+def test_stalled_handshake_is_cut_off(start_server: Any, opening: bytes) -> None:
+    """A peer that connects and then stalls holds a thread and a socket: the
+    server must drop it after --auth-timeout, not before, and serve others."""
+    srv: ServerProcess = start_server("--auth-timeout", "1")
+    started = time.monotonic()
+    with raw_connect(srv) as sock:
+        sock.sendall(opening)
+        with connect(srv) as other:  # a stalled peer blocks nobody
+            assert other.run("echo meanwhile").stdout == b"meanwhile\n"
+        reply = read_until_closed(sock, 1 + CLOSE_DEADLINE)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.9, f"cut off after {elapsed:.2f}s, before --auth-timeout"
+    assert [kind for kind, _ in parse_frames(reply)] in ([], [T_ERROR]), reply
+    srv.wait_for_log(r"handshake not completed|auth.*tim", timeout=5)
+    assert srv.proc.poll() is None
+
+
+# ---- logs --------------------------------------------------------------------------------
+
+def test_log_lines_for_connection_command_and_disconnect(server: ServerProcess) -> None:
+    """Operators reconstruct a session from the log: its connection, each
+    command with exit status and duration, and its end (SPEC §3 Logs)."""
+    with connect(server) as conn:
+        assert conn.run("echo log-marker-7; exit 3").exit_code == 3
+    peer = server.wait_for_log(r"connection from (\S+)").group(1)
+    assert peer.startswith("127.0.0.1:")
+    line = server.wait_for_log(
+        re.escape(peer) + r".*log-marker-7.*exit=3\b.*duration=\d+(\.\d+)?s"
+    ).group(0)
+    server.wait_for_log(re.escape(peer) + r".*disconnect")
+    assert sum("log-marker-7" in x for x in server.log.splitlines()) == 1, server.log
+    assert "connection from" not in line
+
+
+def test_cli_exit_status_survives_abuse(home: Path, server: ServerProcess) -> None:
+    """After oversized-frame abuse, the CLI still gets exact exit statuses:
+    the abusive session's failure did not leak into the server's state."""
+    with raw_connect(server) as sock:
+        sock.sendall(HEADER.pack(0xFFFFFFFF, T_RUN))
+        assert error_code(read_until_closed(sock)) == "frame-too-large"
+    proc = cli(home, server.address, "-c", "echo fine; kill -TERM $$")
+    assert (proc.returncode, proc.stdout) == (128 + signal.SIGTERM, b"fine\n")

@@ -1,0 +1,126 @@
+"""Graceful shutdown (SPEC §3): on SIGTERM or SIGINT the server stops accepting,
+lets running commands finish within --shutdown-grace, then terminates them
+(process group and all), closes idle sessions and exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from rshell import RshellError
+from tests.conftest import ServerProcess, connect
+from tests.proctools import group_members, kill_group, pid_gone, wait_until
+
+#: How long a clean shutdown may take beyond the grace it was given.
+EXIT_DEADLINE = 10.0
+
+
+def refuses_connections(srv: ServerProcess) -> bool:
+    """True when a TCP connect to the server's port is refused (or reset while
+    the listener closes under it): nobody accepts there any more."""
+    try:
+        probe = socket.create_connection(("127.0.0.1", srv.port), timeout=1)
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True
+    probe.close()
+    return False
+
+
+def wait_exit(srv: ServerProcess, timeout: float = EXIT_DEADLINE) -> int:
+    """The server's exit status, without signalling it again."""
+    try:
+        return srv.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("server did not exit; log:\n" + srv.log) from None
+
+
+def test_sigterm_lets_running_command_finish(server: ServerProcess) -> None:
+    """SIGTERM closes the door but not the room: the listener goes at once, the
+    running command completes with its output and exit status, idle sessions
+    are closed, and the server exits 0."""
+    idle = connect(server)
+    busy = connect(server)
+    try:
+        stream = busy.stream("echo started; sleep 2; echo done")
+        chunks = iter(stream)
+        assert next(chunks) == ("stdout", b"started\n")
+        server.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: refuses_connections(server), 3, interval=0.05), (
+            "still accepting connections after SIGTERM"
+        )
+        assert server.proc.poll() is None, "exited without waiting for the running command"
+        rest = list(chunks)
+        assert rest == [("stdout", b"done\n")]
+        result = stream.result
+        assert result is not None
+        assert (result.exit_code, result.signal, result.error) == (0, None, None)
+        assert wait_exit(server) == 0
+        assert server.stop() == 0
+        with pytest.raises(RshellError):
+            idle.run("echo too late")
+    finally:
+        idle.close()
+        busy.close()
+    server.wait_for_log(r"disconnected", timeout=1)
+
+
+def test_sigterm_grace_expires_and_command_is_terminated(start_server: Any) -> None:
+    """A command that outlives --shutdown-grace is terminated with its whole
+    process group; the client learns why, and the server still exits 0."""
+    srv: ServerProcess = start_server("--shutdown-grace", "1")
+    outcome: list[object] = []
+    with connect(srv) as conn:
+        stream = conn.stream("sleep 300 & echo $$; sleep 300; wait")
+        chunks = iter(stream)
+        kind, first = next(chunks)
+        assert kind == "stdout"
+        pgid = int(first)
+        try:
+            assert wait_until(lambda: len(group_members(pgid)) >= 3, 10)
+
+            def drain() -> None:
+                try:
+                    outcome.extend([list(chunks), stream.result])
+                except RshellError as exc:
+                    outcome.append(exc)
+
+            reader = threading.Thread(target=drain, daemon=True)
+            reader.start()
+            started = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            reader.join(EXIT_DEADLINE)
+            elapsed = time.monotonic() - started
+            assert not reader.is_alive(), "the command outlived the shutdown grace"
+            assert 0.8 <= elapsed <= 1 + 5, f"ended {elapsed:.2f}s after SIGTERM, grace 1s"
+            # The session reports the stop as a command error before closing.
+            assert len(outcome) == 2 and outcome[0] == [], outcome
+            assert getattr(outcome[1], "error", None) == "server shutting down", outcome
+            assert wait_exit(srv) == 0
+            assert wait_until(lambda: not group_members(pgid), 5), "survived the shutdown"
+            assert wait_until(lambda: pid_gone(pgid), 5), "the shell was never reaped"
+        finally:
+            survivors = kill_group(pgid)
+    assert survivors == "none", survivors
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_idle_server_exits_zero_promptly(server: ServerProcess, sig: signal.Signals) -> None:
+    """With only idle sessions there is nothing to wait for: a prompt exit 0,
+    whichever of the two signals an init system or a terminal sends."""
+    idle = connect(server)
+    try:
+        started = time.monotonic()
+        server.proc.send_signal(sig)
+        assert wait_exit(server, 5) == 0
+        assert time.monotonic() - started < 3
+        with pytest.raises(RshellError):
+            idle.run("echo too late")
+    finally:
+        idle.close()
