@@ -102,7 +102,7 @@ def run_server(
     from rshell.service import ServerConfig
 
     _setup_logging(log_format)
-    addresses = [parse_hostport(b, DEFAULT_PORT) for b in binds or ("127.0.0.1",)]
+    addresses = [parse_hostport(b, DEFAULT_PORT, listen=True) for b in binds or ("127.0.0.1",)]
     if no_auth and not allow_unauthenticated_remote:
         remote = [h for h, _ in addresses if not _is_loopback(h)]
         if remote:

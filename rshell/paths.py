@@ -19,8 +19,13 @@ def rshell_home() -> Path:
     return Path(env) if env else Path.home() / ".config" / "rshell"
 
 
-def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port``, ``[v6]`` or a bare IPv6 address."""
+def parse_hostport(
+    text: str, default_port: int = DEFAULT_PORT, *, listen: bool = False
+) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port``, ``[v6]`` or a bare IPv6 address.
+
+    Port 0 ("any free port") only makes sense for a listener (``listen``).
+    """
     text = text.strip()
     if not text:
         raise UsageError("empty host")
@@ -33,17 +38,17 @@ def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, in
         if rest:
             if not rest.startswith(":"):
                 raise UsageError(f"unexpected {rest!r} after ']' in {text!r}")
-            port = _port(rest[1:], text)
+            port = _port(rest[1:], text, listen)
     elif text.count(":") == 1:
         host, _, p = text.partition(":")
-        port = _port(p, text)
+        port = _port(p, text, listen)
     if not host:
         raise UsageError(f"no host in {text!r}")
     return host, port
 
 
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+def _port(text: str, whole: str, listen: bool) -> int:
+    if not text.isdigit() or not (0 if listen else 1) <= int(text) <= 65535:
         raise UsageError(f"bad port {text!r} in {whole!r}")
     return int(text)
 
