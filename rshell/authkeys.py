@@ -6,7 +6,7 @@ Honoured options: ``command="..."`` (a forced command), ``from="pattern-list"``
 forwarding), and the ``no-*`` options that only narrow what is allowed.  A
 line with an unknown option or a malformed key is skipped with a warning
 naming the file and line: never a crash, never a grant.  The file is re-read
-whenever its size, mtime or inode changes, so edits apply without a restart.
+whenever its content changes, so edits apply without a restart.
 
 Must not import anything above layer 1 (keys is layer 1 too).
 """
@@ -14,9 +14,9 @@ Must not import anything above layer 1 (keys is layer 1 too).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import ipaddress
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +149,7 @@ class AuthorizedKeys:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: str | None = None
         self._entries: dict[bytes, Entry] = {}
         self._lock = threading.Lock()
 
@@ -159,23 +159,25 @@ class AuthorizedKeys:
             return self._entries.get(blob)
 
     def _refresh(self) -> None:
+        """Re-parse when the content changed: read every time, as sshd does, but
+        parse only on a new digest (a same-size edit within one mtime tick counts)."""
         try:
-            st = os.stat(self.path)
+            data = self.path.read_bytes()
         except FileNotFoundError:
-            if self._stamp is not None or not self._entries:
+            if self._stamp != "missing":
                 log.warning("authorized keys file %s does not exist: nobody can log in",
                             self.path)
+            self._stamp, self._entries = "missing", {}
+            return
+        except OSError as exc:
+            log.warning("cannot read %s: %s: nobody can log in", self.path, exc.strerror)
             self._stamp, self._entries = None, {}
             return
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        stamp = hashlib.sha256(data).hexdigest()
         if stamp == self._stamp:
             return
         entries: dict[bytes, Entry] = {}
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            log.warning("cannot read %s: %s: nobody can log in", self.path, exc.strerror)
-            text = ""
+        text = data.decode("utf-8", errors="replace")
         for number, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
             if not line or line.startswith("#"):

@@ -151,10 +151,10 @@ def _ask_host(address: str, fingerprint: str) -> bool:
     )
     while True:
         try:
-            with open("/dev/tty", "r+") as tty:
-                tty.write("Are you sure you want to continue connecting (yes/no)? ")
-                tty.flush()
-                answer = tty.readline().strip().lower()
+            # Binary and unbuffered: a terminal is not seekable, so "r+" text fails.
+            with open("/dev/tty", "rb+", buffering=0) as tty:
+                tty.write(b"Are you sure you want to continue connecting (yes/no)? ")
+                answer = tty.readline().decode(errors="replace").strip().lower()
         except OSError:
             return False
         if answer in ("yes", "no"):

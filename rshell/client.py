@@ -134,10 +134,14 @@ class Connection:
         #: The server's host key fingerprint, once TLS has proven it (None without TLS).
         self.host_fingerprint: str | None = None
         self._host_blob = b""
+        self._loaded_identity: Identity | None = None
 
     # ---- connection lifecycle ----------------------------------------------------
 
     def _open(self, timeout: float, tls: bool) -> None:
+        # Load (and ask the passphrase of) the identity before the clock runs:
+        # a slow typist must not lose the handshake to --auth-timeout.
+        self._loaded_identity = self._identity(required=False) if tls else None
         deadline = time.monotonic() + timeout
         with edge(f"connecting to {self.address}"):
             try:
@@ -218,7 +222,8 @@ class Connection:
         knownhosts.add(path, self.address, fp)
 
     def _authenticate(self, challenge: Challenge, deadline: float) -> Message:
-        identity = self._identity()
+        identity = self._loaded_identity or self._identity(required=True)
+        assert identity is not None
         data = signed_data(challenge.nonce, self._host_blob, identity.public_blob)
         self._write(Auth(identity.public_line, identity.sign(data)))
         try:
@@ -230,7 +235,9 @@ class Connection:
                 ) from None
             raise
 
-    def _identity(self) -> Identity:
+    def _identity(self, required: bool) -> Identity | None:
+        """The key to sign with; None if there is none and it is not required
+        yet (a --no-auth server never asks)."""
         from rshell import keys
 
         passphrase = self._passphrase
@@ -241,6 +248,8 @@ class Connection:
             path = rshell_home() / name if "/" not in name else Path(name).expanduser()
             if path.exists():
                 return keys.load_identity(path, ask)
+        if not required:
+            return None
         raise KeyFileError(
             f"no identity found ({rshell_home() / 'id_ed25519'} or ~/.ssh/id_*); "
             "create one with: rshell keygen"

@@ -239,7 +239,7 @@ def _load_private(data: bytes, path: Path, passphrase: Passphrase | None) -> Pri
                 raise KeyFileError(f"{path}: unsupported key type")
             return key
         answer = passphrase(f"Enter passphrase for key '{path}': ") if passphrase else None
-        if answer is None:
+        if not answer:  # None, or Enter at the prompt: as ssh, give up on this key
             raise KeyFileError(f"{path} is encrypted and no passphrase was given")
         password = answer.encode()
 

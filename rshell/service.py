@@ -358,11 +358,16 @@ class Session:
             self._finish_early(run, Exit(None, error="server shutting down", cwd=self.cwd))
             return
         entry = self.entry
-        if entry is not None and entry.restrict and run.env:
-            self._finish_early(run, Exit(126, error="refused: environment not permitted "
-                                         "for this key (restrict)", cwd=self.cwd))
-            return
         forced = entry.command if entry is not None else None
+        refusal = None
+        if entry is not None and entry.restrict and run.env:
+            refusal = "environment not permitted for this key (restrict)"
+        elif forced is not None and (run.env or run.cwd):
+            # The client must not steer a forced command (PATH, LD_PRELOAD, ./script).
+            refusal = "environment and cwd not permitted with a forced command"
+        if refusal is not None:
+            self._finish_early(run, Exit(126, error=f"refused: {refusal}", cwd=self.cwd))
+            return
         builtin = None if forced is not None else self._builtin(run)
         if builtin is not None:
             self._finish_early(run, builtin)

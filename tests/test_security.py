@@ -58,7 +58,7 @@ class Wire:
         self.sock = tls.client_context().wrap_socket(raw)
         #: The host key this session's server proved it holds (what a client would pin).
         self.host_blob = keys.public_blob(tls.peer_key(self.sock))
-        self.local = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.local = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self._decoder = FrameDecoder()
 
     def send(self, msg: Message) -> None:
@@ -129,6 +129,7 @@ def closed_within(sock: socket.socket, limit: float) -> float:
 
 
 def other_fingerprint() -> str:
+    """The fingerprint of a fresh key: a host key that is not the server's."""
     return keys.fingerprint(keys.generate("ed25519").public_key())
 
 
@@ -184,7 +185,7 @@ def test_unknown_client_key_is_refused(home: Path, server: ServerProcess, tmp_pa
     side = tmp_path / "side-effect"
     proc = cli(home, server.address, "-i", str(other), "-c", f"touch {side}")
     line = one_line_error(proc)
-    assert fp in line or "refused" in line, line
+    assert "refused key" in line and fp in line, line
     assert not side.exists()
     server.wait_for_log(
         rf"127\.0\.0\.1:\d+: authentication failed for key {re.escape(fp)}: "
@@ -302,6 +303,34 @@ def test_nothing_runs_before_authentication(
     assert not side.exists()
 
 
+def test_command_pipelined_behind_a_failed_auth_never_runs(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A Run sent in the same write as an unauthorized Auth is never processed."""
+    side = tmp_path / "side-effect"
+    stranger = keys.load_identity(_stranger_key(tmp_path))
+    wire = Wire(server.port)
+    try:
+        auth = sign_auth(stranger, wire.hello(), wire.host_blob)
+        wire.sock.sendall(encode(auth) + encode(Run(f"touch {side}")))
+        expect_refusal(wire, "auth-failed")
+    finally:
+        wire.close()
+    server.wait_for_log(
+        rf"{re.escape(wire.local)}: authentication failed for key "
+        rf"{re.escape(stranger.fingerprint)}: key not in authorized_keys"
+    )
+    server.wait_for_log(rf"{re.escape(wire.local)}: disconnected after 0 command")
+    assert not side.exists()
+
+
+def _stranger_key(tmp_path: Path) -> Path:
+    """A fresh key pair that no authorized_keys holds."""
+    path = tmp_path / "stranger_key"
+    keys.write_key_pair(path, keys.generate("ed25519"), "stranger")
+    return path
+
+
 # ---- a relaying man in the middle -------------------------------------------------------
 
 
@@ -347,6 +376,9 @@ class RelayProxy:
         deadline = time.monotonic() + 20
         with victim, real, selectors.DefaultSelector() as sel:
             for s in peers:
+                # Non-blocking reads: a readable socket may carry only a TLS 1.3
+                # session ticket, and a blocking recv would then stall the relay.
+                s.setblocking(False)
                 sel.register(s, selectors.EVENT_READ)
             while not self._stop.is_set() and time.monotonic() < deadline:
                 ready = [s for s in peers if s.pending()]
@@ -354,13 +386,18 @@ class RelayProxy:
                 for src in ready:
                     try:
                         data = src.recv(65536)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        continue
                     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
                         data = b""
                     if not data:
                         return
                     if src is real:
                         self.to_victim += data
-                    peers[src].sendall(data)  # type: ignore[index]
+                    dst = peers[src]  # type: ignore[index]
+                    dst.settimeout(IO_TIMEOUT)
+                    dst.sendall(data)
+                    dst.setblocking(False)
 
     def messages_to_victim(self) -> list[Message]:
         dec = FrameDecoder()
@@ -460,6 +497,7 @@ def test_unknown_host_is_pinned_with_a_notice(
 def test_strict_host_keys_refuses_unknown_host(
     home: Path, server: ServerProcess, tmp_path: Path
 ) -> None:
+    """--strict-host-keys: an unknown host is refused before any command, nothing pinned."""
     known = tmp_path / "known_hosts"
     known.write_text(f"127.0.0.1:1 {other_fingerprint()}\n")
     before = known.read_bytes()
@@ -537,6 +575,7 @@ def test_fingerprint_of_host_and_key_file(home: Path, server: ServerProcess) -> 
 
 
 def test_no_auth_on_non_loopback_is_refused(home: Path) -> None:
+    """--no-auth on 0.0.0.0 is a usage error naming the override; it never listens."""
     proc = subprocess.run(
         [RSHELL_SERVER, "--no-auth", "--bind", "0.0.0.0:0"], env=base_env(home),
         stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
@@ -549,6 +588,7 @@ def test_no_auth_on_non_loopback_is_refused(home: Path) -> None:
 
 
 def test_no_auth_on_non_loopback_with_override_starts(start_server: StartServer) -> None:
+    """The explicit override is honoured, loudly (only started and stopped: never used)."""
     srv = start_server("--no-auth", "--allow-unauthenticated-remote", bind="0.0.0.0:0")
     assert srv.address.startswith("0.0.0.0:")
     srv.wait_for_log(r"WARNING .*AUTHENTICATION DISABLED")
@@ -562,6 +602,7 @@ def test_no_auth_on_non_loopback_with_override_starts(start_server: StartServer)
 def test_opt_outs_warn_at_start(
     home: Path, start_server: StartServer, flag: str, warning: str
 ) -> None:
+    """Each opt-out still works, and says so loudly in the log at every start."""
     srv = start_server(flag)
     srv.wait_for_log(warning)
     args = ["--no-tls"] if flag == "--no-tls" else []
@@ -590,15 +631,20 @@ def test_plain_client_against_tls_server_fails_cleanly(
 
 @pytest.fixture
 def impatient(start_server: StartServer) -> ServerProcess:
+    """A server that gives a handshake one second."""
     return start_server("--auth-timeout", "1")
 
 
 def test_stall_before_tls_is_cut_off(impatient: ServerProcess) -> None:
+    """A TCP peer that never starts TLS does not hold a thread for long."""
     with socket.create_connection(("127.0.0.1", impatient.port), timeout=IO_TIMEOUT) as sock:
+        local = f"127.0.0.1:{sock.getsockname()[1]}"
         assert closed_within(sock, STALL_LIMIT) < STALL_LIMIT
+    impatient.wait_for_log(rf"{re.escape(local)}: TLS handshake failed")
 
 
 def test_stall_after_tls_is_cut_off(impatient: ServerProcess) -> None:
+    """TLS done, no Hello: the handshake deadline (from accept) still applies."""
     wire = Wire(impatient.port)
     try:
         started = time.monotonic()
@@ -611,6 +657,7 @@ def test_stall_after_tls_is_cut_off(impatient: ServerProcess) -> None:
 
 
 def test_stall_after_challenge_is_cut_off(impatient: ServerProcess) -> None:
+    """A Challenge never answered: cut off with an auth-timeout Error."""
     wire = Wire(impatient.port)
     try:
         wire.hello()

@@ -5,6 +5,7 @@ lets running commands finish within --shutdown-grace, then terminates them
 
 from __future__ import annotations
 
+import functools
 import signal
 import socket
 import subprocess
@@ -108,6 +109,20 @@ def test_sigterm_grace_expires_and_command_is_terminated(start_server: Any) -> N
         finally:
             survivors = kill_group(pgid)
     assert survivors == "none", survivors
+
+
+def test_sigterm_is_honoured_while_connections_arrive(start_server: Any) -> None:
+    """A SIGTERM that lands while the server is busy accepting (a session open,
+    new connections coming in) must still start the shutdown: a daemon that
+    ignores its stop signal gets SIGKILLed by its init system mid-command.
+    The race is timing-dependent, so it is tried on several fresh servers."""
+    for attempt in range(20):
+        srv: ServerProcess = start_server()
+        with connect(srv):
+            srv.proc.send_signal(signal.SIGTERM)
+            refused = wait_until(functools.partial(refuses_connections, srv), 3, interval=0.01)
+            assert refused, f"attempt {attempt}: SIGTERM ignored while connections arrived"
+        assert wait_exit(srv) == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
