@@ -434,7 +434,10 @@ class Connection:
             frame = encode(msg)
             if len(frame) > HEADER_SIZE + MAX_PAYLOAD:
                 raise UsageError(f"command, cwd and env exceed {MAX_PAYLOAD} bytes")
-        self._stream.write(self._proto.send(msg))
+            self._proto.send(msg)  # state only; the frame is already made
+        else:
+            frame = self._proto.send(msg)
+        self._stream.write(frame)
         self._stream.flush()
 
     def _until_message(self, deadline: float, what: str) -> Message:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,7 +30,13 @@ class _JsonFormatter(logging.Formatter):
         })
 
 
-def _setup_logging(fmt: str) -> None:
+def _setup_logging(fmt: str) -> Callable[[], None]:
+    """Log through a queue: a session thread only enqueues its record, and a
+    writer thread formats and writes it, off the command's critical path.
+    Returns the function that flushes and stops the writer."""
+    import logging.handlers
+    import queue
+
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -37,10 +44,14 @@ def _setup_logging(fmt: str) -> None:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s rshell-server %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"
         ))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
     root = logging.getLogger("rshell")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(logging.INFO)
     root.propagate = False
+    listener.start()
+    return listener.stop
 
 
 def _is_loopback(host: str) -> bool:
@@ -98,10 +109,28 @@ def run_server(
     shell: str, log_format: str, audit_log: str | None,
 ) -> int:
     """Run until SIGTERM or SIGINT; return 0 after a clean shutdown."""
+    stop_logging = _setup_logging(log_format)
+    try:
+        return _serve(
+            binds=binds, state_dir=state_dir, authorized_keys=authorized_keys, no_tls=no_tls,
+            no_auth=no_auth, allow_unauthenticated_remote=allow_unauthenticated_remote,
+            timeout=timeout, max_output=max_output, max_connections=max_connections,
+            auth_timeout=auth_timeout, shutdown_grace=shutdown_grace, shell=shell,
+            audit_log=audit_log,
+        )
+    finally:
+        stop_logging()
+
+
+def _serve(
+    *, binds: tuple[str, ...], state_dir: str | None, authorized_keys: str | None,
+    no_tls: bool, no_auth: bool, allow_unauthenticated_remote: bool, timeout: float,
+    max_output: int, max_connections: int, auth_timeout: float, shutdown_grace: float,
+    shell: str, audit_log: str | None,
+) -> int:
     from rshell.server import Daemon
     from rshell.service import ServerConfig
 
-    _setup_logging(log_format)
     addresses = [parse_hostport(b, DEFAULT_PORT, listen=True) for b in binds or ("127.0.0.1",)]
     if no_auth and not allow_unauthenticated_remote:
         remote = [h for h, _ in addresses if not _is_loopback(h)]
@@ -136,20 +165,21 @@ def run_server(
         daemon = Daemon(addresses, config, tls_context)
     except OSError as exc:
         raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
-    stop = threading.Event()
+    # The handler only writes to a pipe: taking a lock (Event.set) in a signal
+    # handler deadlocks if the main thread held that lock when the signal hit.
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC)
     received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        stop.set()
+        os.write(wake_w, b"!")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     daemon.start()
     for address in daemon.addresses:
         log.info("listening on %s", address)
-    while not stop.wait(3600):
-        pass
+    os.read(wake_r, 1)
     name = signal.Signals(received[0]).name if received else "signal"
     log.info("%s received: shutting down (grace %gs, %d session(s))",
              name, shutdown_grace, daemon.session_count)

@@ -19,6 +19,8 @@ import os
 import selectors
 import shlex
 import signal
+import struct
+import termios
 import threading
 import time
 from collections import deque
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
 from rshell.execution import Child, StartError
-from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header_into
+from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header, pack_header_into
 from rshell.protocol.messages import (
     Auth,
     Challenge,
@@ -55,6 +57,10 @@ log = logging.getLogger("rshell.server")
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 #: Stop reading the child's output while this much is queued for the client.
 HIGH_WATER = 4 * CHUNK_SIZE
+#: Chunks read from one pipe per wake-up before looking at the others again.
+_DRAIN_ROUNDS = 4
+_SPLICE_MAX = 1 << 20
+_FIONREAD = struct.Struct("i")
 #: Signals a client may deliver to its command.
 ALLOWED_SIGNALS = frozenset({
     signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL,
@@ -89,7 +95,7 @@ class _Command:
 
     __slots__ = (
         "child", "text", "deadline", "kill_at", "linger_at", "reason", "out_bytes",
-        "err_bytes", "stdin_queue", "stdin_eof", "unacked", "timeout",
+        "err_bytes", "stdin_queue", "stdin_eof", "unacked", "timeout", "exit_seen",
     )
 
     def __init__(self, child: Child, text: str, timeout: float) -> None:
@@ -105,6 +111,7 @@ class _Command:
         self.stdin_queue: deque[memoryview] = deque()
         self.stdin_eof = False
         self.unacked = 0
+        self.exit_seen = False  # the pidfd fired: only then is waitid worth a call
 
 
 class Session:
@@ -131,6 +138,7 @@ class Session:
         self.cmd: _Command | None = None
         self.commands = 0
         self.closing = False
+        self.end_reason = ""
         self.shutdown_at: float | None = None
         self.handshake_deadline: float | None = (
             deadline if deadline is not None else time.monotonic() + config.auth_timeout
@@ -155,7 +163,7 @@ class Session:
         except ProtocolError as exc:
             log.warning("%s: %s", self.peer, exc)
         except ConnectionFailed as exc:
-            log.info("%s: %s", self.peer, exc)
+            self.end_reason = str(exc)
         except Exception:
             log.exception("%s: internal error", self.peer)
             self._send_fatal(Error("internal", "internal server error"))
@@ -242,9 +250,14 @@ class Session:
             cmd.kill_at = None
             cmd.child.signal_group(signal.SIGKILL)
         if cmd.linger_at is not None and now >= cmd.linger_at:
-            # The leader is gone; whatever still holds the pipes loses them.
+            # The leader is gone; whatever still holds the pipes loses them
+            # (once the bytes already promised to the client have left them).
             for fd in (cmd.child.stdout, cmd.child.stderr):
-                if fd is not None:
+                if fd is None:
+                    continue
+                if fd in self.stream.splicing:
+                    cmd.linger_at = now + self.config.linger
+                else:
                     self._close_output(fd)
 
     # ---- socket ------------------------------------------------------------------
@@ -397,6 +410,8 @@ class Session:
 
     def _builtin(self, run: Run) -> Exit | None:
         """``cd [DIR]`` changes the session's directory; anything else is not ours."""
+        if not run.command.lstrip().startswith("cd"):
+            return None
         try:
             argv = shlex.split(run.command)
         except ValueError:
@@ -432,8 +447,30 @@ class Session:
         self._read_output(self.cmd.child.stderr, MessageType.STDERR)
 
     def _read_output(self, fd: int, kind: int) -> None:
+        """Move what the pipe holds to the client, a few chunks per wake-up."""
+        stream = self.stream
+        for _ in range(_DRAIN_ROUNDS):
+            if stream.queued >= HIGH_WATER or fd in stream.splicing:
+                return
+            moved = self._pull(fd, kind)
+            cmd = self.cmd
+            if moved < CHUNK_SIZE or cmd is None or fd not in (cmd.child.stdout, cmd.child.stderr):
+                return  # drained, or the pipe was closed (EOF, output limit)
+
+    def _pull(self, fd: int, kind: int) -> int:
+        """One chunk from ``fd``: bytes framed (0: none now or EOF)."""
         cmd = self.cmd
         assert cmd is not None
+        limit = self.config.max_output
+        if self.stream.can_splice:
+            avail = _readable(fd)
+            n = min(avail, _SPLICE_MAX)
+            if n and not (limit and cmd.out_bytes + cmd.err_bytes + n > limit):
+                self._count(cmd, kind, n)
+                self.stream.write(pack_header(n, kind))
+                self.stream.splice_from(fd, n)
+                self.stream.flush()
+                return n
         buf = self._spare or bytearray(HEADER_SIZE + CHUNK_SIZE)
         self._spare = None
         view = memoryview(buf)
@@ -441,14 +478,12 @@ class Session:
             n = os.readv(fd, [view[HEADER_SIZE:]])
         except BlockingIOError:
             self._spare = buf
-            return
+            return 0
         if n == 0:
             self._spare = buf
             self._close_output(fd)
-            return
-        if cmd.linger_at is not None:
-            cmd.linger_at = time.monotonic() + self.config.linger
-        limit = self.config.max_output
+            return 0
+        got = n
         total = cmd.out_bytes + cmd.err_bytes + n
         if limit and total > limit:
             n -= total - limit
@@ -456,16 +491,22 @@ class Session:
             for other in (cmd.child.stdout, cmd.child.stderr):
                 if other is not None:
                     self._close_output(other)
-        if kind == MessageType.STDOUT:
-            cmd.out_bytes += n
-        else:
-            cmd.err_bytes += n
         if n <= 0:
-            return
+            return 0
+        self._count(cmd, kind, n)
         pack_header_into(buf, 0, n, kind)
         self.stream.write(view[: HEADER_SIZE + n])
         if self.stream.flush():
             self._spare = buf  # the kernel has it all: reuse the buffer
+        return got
+
+    def _count(self, cmd: _Command, kind: int, n: int) -> None:
+        if kind == MessageType.STDOUT:
+            cmd.out_bytes += n
+        else:
+            cmd.err_bytes += n
+        if cmd.linger_at is not None:
+            cmd.linger_at = time.monotonic() + self.config.linger
 
     def _close_output(self, fd: int) -> None:
         self._set(fd, 0, None)
@@ -518,7 +559,8 @@ class Session:
         cmd = self.cmd
         assert cmd is not None
         self._set(cmd.child.pidfd, 0, None)
-        if cmd.child.exited and (cmd.child.stdout is not None or cmd.child.stderr is not None):
+        cmd.exit_seen = cmd.child.exited
+        if cmd.exit_seen and (cmd.child.stdout is not None or cmd.child.stderr is not None):
             cmd.linger_at = time.monotonic() + self.config.linger
 
     def _stop_command(self, reason: str) -> None:
@@ -535,7 +577,7 @@ class Session:
         cmd = self.cmd
         assert cmd is not None
         child = cmd.child
-        if not child.exited or child.stdout is not None or child.stderr is not None:
+        if child.stdout is not None or child.stderr is not None or not cmd.exit_seen:
             return
         if cmd.reason is not None:
             child.signal_group(signal.SIGKILL)  # stragglers of a stopped command
@@ -564,7 +606,8 @@ class Session:
         self.sel.close()
         os.close(self._wake)
         self.stream.close()
-        log.info("%s: disconnected after %d command(s)", self.peer, self.commands)
+        log.info("%s: disconnected after %d command(s)%s", self.peer, self.commands,
+                 f" ({self.end_reason})" if self.end_reason else "")
 
 
 def _silent_failure(child: Child, output: int) -> str | None:
@@ -587,6 +630,16 @@ def _signame(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _readable(fd: int) -> int:
+    """Bytes waiting in a pipe (FIONREAD)."""
+    import fcntl
+
+    try:
+        return int(_FIONREAD.unpack(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except OSError:
+        return 0
 
 
 def _peer_ip(stream: Stream) -> str:

@@ -120,7 +120,7 @@ def test_sigterm_is_honoured_while_connections_arrive(start_server: Any) -> None
         srv: ServerProcess = start_server()
         with connect(srv):
             srv.proc.send_signal(signal.SIGTERM)
-            refused = wait_until(functools.partial(refuses_connections, srv), 3, interval=0.01)
+            refused = wait_until(functools.partial(refuses_connections, srv), 3, interval=0.05)
             assert refused, f"attempt {attempt}: SIGTERM ignored while connections arrived"
         assert wait_exit(srv) == 0
 
