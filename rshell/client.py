@@ -37,7 +37,7 @@ from rshell.errors import (
     UsageError,
 )
 from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport, rshell_home
-from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, MAX_PAYLOAD
+from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, MAX_PAYLOAD, BufferDecoder
 from rshell.protocol.messages import (
     Auth,
     Challenge,
@@ -121,7 +121,7 @@ class Connection:
         self.home = ""
         self.server = ""
         self.user = ""
-        self._proto = ClientProtocol()
+        self._proto = ClientProtocol(decoder=BufferDecoder())
         self._stream: Stream | None = None
         self._sel: selectors.BaseSelector | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -476,10 +476,12 @@ class Connection:
                 stream.flush()
             if stream.fileno() not in ready:
                 return None
-        data = stream.recv()
-        if data is None:
+        decoder = self._proto.decoder
+        assert isinstance(decoder, BufferDecoder)
+        n = stream.recv_into(decoder.writable())
+        if n is None:
             raise ConnectionClosed(f"connection to {self.address} closed by the server")
-        self._proto.receive_data(data)
+        decoder.commit(n)
         return self._proto.next_event()
 
     def _on_wake(self) -> None:

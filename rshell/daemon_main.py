@@ -165,22 +165,27 @@ def _serve(
         daemon = Daemon(addresses, config, tls_context)
     except OSError as exc:
         raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
-    # The handler only writes to a pipe: taking a lock (Event.set) in a signal
-    # handler deadlocks if the main thread held that lock when the signal hit.
+    # The kernel may deliver SIGTERM to any thread; the interpreter then runs
+    # the Python handler only when the main thread next executes bytecode.
+    # The C-level handler, though, writes the signal number to the wake-up fd
+    # whichever thread caught it, so the main thread blocks reading that fd.
+    # (A lock, e.g. Event.set, in a handler could also deadlock the main thread.)
     wake_r, wake_w = os.pipe2(os.O_CLOEXEC)
-    received: list[int] = []
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        os.write(wake_w, b"!")
+        pass  # the wake-up fd carries it; this only replaces the default action
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     daemon.start()
     for address in daemon.addresses:
         log.info("listening on %s", address)
-    os.read(wake_r, 1)
-    name = signal.Signals(received[0]).name if received else "signal"
+    received: list[int] = []
+    while not any(s in (signal.SIGTERM, signal.SIGINT) for s in received):
+        received += os.read(wake_r, 64)
+    name = signal.Signals(received[-1]).name
     log.info("%s received: shutting down (grace %gs, %d session(s))",
              name, shutdown_grace, daemon.session_count)
     started = time.monotonic()

@@ -19,8 +19,6 @@ import os
 import selectors
 import shlex
 import signal
-import struct
-import termios
 import threading
 import time
 from collections import deque
@@ -29,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
 from rshell.execution import Child, StartError
-from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header, pack_header_into
+from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header_into
 from rshell.protocol.messages import (
     Auth,
     Challenge,
@@ -59,8 +57,6 @@ _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 HIGH_WATER = 4 * CHUNK_SIZE
 #: Chunks read from one pipe per wake-up before looking at the others again.
 _DRAIN_ROUNDS = 4
-_SPLICE_MAX = 1 << 20
-_FIONREAD = struct.Struct("i")
 #: Signals a client may deliver to its command.
 ALLOWED_SIGNALS = frozenset({
     signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL,
@@ -250,14 +246,9 @@ class Session:
             cmd.kill_at = None
             cmd.child.signal_group(signal.SIGKILL)
         if cmd.linger_at is not None and now >= cmd.linger_at:
-            # The leader is gone; whatever still holds the pipes loses them
-            # (once the bytes already promised to the client have left them).
+            # The leader is gone; whatever still holds the pipes loses them.
             for fd in (cmd.child.stdout, cmd.child.stderr):
-                if fd is None:
-                    continue
-                if fd in self.stream.splicing:
-                    cmd.linger_at = now + self.config.linger
-                else:
+                if fd is not None:
                     self._close_output(fd)
 
     # ---- socket ------------------------------------------------------------------
@@ -450,7 +441,7 @@ class Session:
         """Move what the pipe holds to the client, a few chunks per wake-up."""
         stream = self.stream
         for _ in range(_DRAIN_ROUNDS):
-            if stream.queued >= HIGH_WATER or fd in stream.splicing:
+            if stream.queued >= HIGH_WATER:
                 return
             moved = self._pull(fd, kind)
             cmd = self.cmd
@@ -462,15 +453,6 @@ class Session:
         cmd = self.cmd
         assert cmd is not None
         limit = self.config.max_output
-        if self.stream.can_splice:
-            avail = _readable(fd)
-            n = min(avail, _SPLICE_MAX)
-            if n and not (limit and cmd.out_bytes + cmd.err_bytes + n > limit):
-                self._count(cmd, kind, n)
-                self.stream.write(pack_header(n, kind))
-                self.stream.splice_from(fd, n)
-                self.stream.flush()
-                return n
         buf = self._spare or bytearray(HEADER_SIZE + CHUNK_SIZE)
         self._spare = None
         view = memoryview(buf)
@@ -630,16 +612,6 @@ def _signame(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
-
-
-def _readable(fd: int) -> int:
-    """Bytes waiting in a pipe (FIONREAD)."""
-    import fcntl
-
-    try:
-        return int(_FIONREAD.unpack(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
-    except OSError:
-        return 0
 
 
 def _peer_ip(stream: Stream) -> str:

@@ -10,7 +10,6 @@ Must not import rshell.protocol's users (service, client) or click/paramiko.
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from collections import deque
@@ -20,20 +19,6 @@ from contextlib import contextmanager
 from rshell.errors import ConnectionClosed, ConnectionFailed
 
 RECV_SIZE = 1 << 20
-_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
-
-
-class _Splice:
-    """Queued: move ``left`` bytes from pipe ``fd`` to the socket in the kernel."""
-
-    __slots__ = ("fd", "left")
-
-    def __init__(self, fd: int, n: int) -> None:
-        self.fd = fd
-        self.left = n
-
-    def __len__(self) -> int:
-        return self.left
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _EOF = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
 
@@ -69,19 +54,15 @@ class Stream:
     ``pending`` (TLS bytes already decrypted, invisible to select), ``close``.
     """
 
-    __slots__ = ("sock", "tls", "_out", "queued", "peer", "can_splice", "splicing")
+    __slots__ = ("sock", "tls", "_out", "queued", "peer")
 
     def __init__(self, sock: socket.socket, peer: str = "") -> None:
         sock.setblocking(False)
         self.sock = sock
         self.tls = isinstance(sock, ssl.SSLSocket)
-        self._out: deque[bytes | bytearray | memoryview | _Splice] = deque()
+        self._out: deque[bytes | bytearray | memoryview] = deque()
         self.queued = 0
         self.peer = peer
-        #: Plain TCP can take pipe data without it passing through user space.
-        self.can_splice = not self.tls and hasattr(os, "splice")
-        #: Pipes with bytes promised to the stream: nobody else may read them yet.
-        self.splicing: set[int] = set()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -100,18 +81,27 @@ class Stream:
                 raise exc
         return data or None
 
+    def recv_into(self, buffer: memoryview) -> int | None:
+        """Receive into ``buffer``: the byte count, 0 for nothing yet, None at EOF."""
+        try:
+            n = self.sock.recv_into(buffer)
+        except _WOULD_BLOCK:
+            return 0
+        except _EOF:
+            return None
+        except ConnectionResetError:
+            return None
+        except OSError as exc:
+            with edge(f"reading from {self.peer}"):
+                raise exc
+        return n or None
+
     def pending(self) -> bool:
         return self.tls and self.sock.pending() > 0  # type: ignore[attr-defined]
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._out.append(data)
         self.queued += len(data)
-
-    def splice_from(self, fd: int, n: int) -> None:
-        """Queue ``n`` bytes that are waiting in pipe ``fd`` (plain TCP only)."""
-        self._out.append(_Splice(fd, n))
-        self.queued += n
-        self.splicing.add(fd)
 
     def flush(self) -> bool:
         """Send as much as the kernel takes without blocking; True if all sent."""
@@ -121,17 +111,6 @@ class Stream:
             while out:
                 head = out[0]
                 try:
-                    if isinstance(head, _Splice):
-                        n = os.splice(head.fd, self.sock.fileno(), head.left, flags=_SPLICE_FLAGS)
-                        if n == 0:
-                            raise ConnectionFailed("output pipe drained under a promised frame")
-                        self.queued -= n
-                        head.left -= n
-                        if head.left:
-                            return False
-                        out.popleft()
-                        self.splicing.discard(head.fd)
-                        continue
                     n = send(head)
                 except _WOULD_BLOCK:
                     return False

@@ -112,16 +112,18 @@ def test_sigterm_grace_expires_and_command_is_terminated(start_server: Any) -> N
 
 
 def test_sigterm_is_honoured_while_connections_arrive(start_server: Any) -> None:
-    """A SIGTERM that lands while the server is busy accepting (a session open,
-    new connections coming in) must still start the shutdown: a daemon that
-    ignores its stop signal gets SIGKILLed by its init system mid-command.
+    """A SIGTERM that lands while the server is busy (a command running, an idle
+    session, new connections coming in) must still start the shutdown: a daemon
+    that misses its stop signal gets SIGKILLed by its init system mid-command.
     The race is timing-dependent, so it is tried on several fresh servers."""
-    for attempt in range(20):
-        srv: ServerProcess = start_server()
-        with connect(srv):
+    for attempt in range(15):
+        srv: ServerProcess = start_server("--shutdown-grace", "0")
+        with connect(srv), connect(srv) as busy:
+            chunks = iter(busy.stream("echo started; sleep 10"))
+            assert next(chunks) == ("stdout", b"started\n")
             srv.proc.send_signal(signal.SIGTERM)
             refused = wait_until(functools.partial(refuses_connections, srv), 3, interval=0.05)
-            assert refused, f"attempt {attempt}: SIGTERM ignored while connections arrived"
+            assert refused, f"attempt {attempt}: SIGTERM missed while connections arrived"
         assert wait_exit(srv) == 0
 
 

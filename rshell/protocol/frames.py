@@ -22,7 +22,7 @@ HEADER_SIZE = HEADER.size
 #: Largest payload either side accepts; data messages are chunked below it.
 MAX_PAYLOAD = 1 << 20
 #: Size of the output and stdin chunks we send (well below MAX_PAYLOAD).
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1 << 20
 
 pack_header = HEADER.pack
 pack_header_into = HEADER.pack_into
@@ -115,3 +115,72 @@ class FrameDecoder:
                 need = 0
         self._size -= n
         return b"".join(parts)
+
+
+class BufferDecoder:
+    """Frames decoded in place from one reusable buffer that the caller reads into.
+
+    For the receiving hot path: ``recv_into(decoder.writable())``, then
+    ``commit(n)``, then ``next_frame()`` until None.  No allocation and no
+    copy per frame; in exchange a payload view is valid only until the next
+    ``writable()`` call, which may move the one partial frame to the front.
+    The capacity holds several maximal frames, so that move is rare and never
+    overlaps itself.
+    """
+
+    __slots__ = ("_buf", "_view", "_start", "_end", "max_payload")
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD, frames: int = 4) -> None:
+        self.max_payload = max_payload
+        self._buf = bytearray(frames * (HEADER_SIZE + max_payload))
+        self._view = memoryview(self._buf)
+        self._start = 0  # first byte not yet handed out
+        self._end = 0  # end of the bytes received
+
+    @property
+    def buffered(self) -> int:
+        return self._end - self._start
+
+    def writable(self) -> memoryview:
+        """Free space to receive into (at least one maximal frame's worth)."""
+        start, end = self._start, self._end
+        if start == end:
+            self._start = self._end = 0
+        elif len(self._buf) - start < HEADER_SIZE + self.max_payload:
+            n = end - start
+            tail = self._view[start:end]
+            self._buf[:n] = tail if n <= start else bytes(tail)  # memcpy must not overlap
+            self._start, self._end = 0, n
+        return self._view[self._end :]
+
+    def commit(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last ``writable()``."""
+        self._end += n
+
+    def feed(self, data: bytes) -> None:
+        """Copy ``data`` in (for callers that already hold bytes, and tests)."""
+        view = memoryview(data)
+        while view:
+            space = self.writable()
+            if not space:  # only if the caller never drains next_frame()
+                raise LocalProtocolError("receive buffer full", "frame-too-large")
+            n = min(len(space), len(view))
+            space[:n] = view[:n]
+            self.commit(n)
+            view = view[n:]
+
+    def next_frame(self) -> tuple[int, memoryview] | None:
+        start, end = self._start, self._end
+        if end - start < HEADER_SIZE:
+            return None
+        length, kind = HEADER.unpack_from(self._buf, start)
+        if length > self.max_payload:
+            raise LocalProtocolError(
+                f"frame of {length} bytes exceeds the {self.max_payload} byte limit",
+                "frame-too-large",
+            )
+        stop = start + HEADER_SIZE + length
+        if stop > end:
+            return None
+        self._start = stop
+        return kind, self._view[start + HEADER_SIZE : stop]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from enum import Enum
 
 from rshell.errors import LocalProtocolError, RemoteProtocolError
-from rshell.protocol.frames import MAX_PAYLOAD, FrameDecoder
+from rshell.protocol.frames import MAX_PAYLOAD, BufferDecoder, FrameDecoder
 from rshell.protocol.messages import (
     PROTOCOL_VERSION,
     Auth,
@@ -56,22 +56,25 @@ class State(Enum):
 
 
 class _Endpoint:
-    __slots__ = ("_decoder", "state", "stdin_credit", "stdin_window")
+    __slots__ = ("decoder", "state", "stdin_credit", "stdin_window")
 
-    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
-        self._decoder = FrameDecoder(max_payload)
+    def __init__(
+        self, max_payload: int = MAX_PAYLOAD, decoder: FrameDecoder | BufferDecoder | None = None
+    ) -> None:
+        #: I/O code may receive straight into a BufferDecoder's ``writable()``.
+        self.decoder = decoder if decoder is not None else FrameDecoder(max_payload)
         self.state = State.HELLO
         self.stdin_window = DEFAULT_STDIN_WINDOW
         self.stdin_credit = 0
 
     def receive_data(self, data: bytes) -> None:
-        self._decoder.feed(data)
+        self.decoder.feed(data)
 
     def next_event(self) -> Message | None:
         if self.state is State.CLOSED:
             return None
         try:
-            frame = self._decoder.next_frame()
+            frame = self.decoder.next_frame()
             if frame is None:
                 return None
             msg = decode(*frame)
