@@ -15,8 +15,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+import rshell
 
 BIN = Path(sys.executable).parent
 RSHELL = str(BIN / "rshell")
@@ -150,9 +153,7 @@ def cli(
     )
 
 
-def connect(srv: ServerProcess, **kwargs: object) -> object:
+def connect(srv: ServerProcess, **kwargs: Any) -> rshell.Connection:
     """``rshell.connect`` to a test server, in the same mode as the CLI helper."""
-    import rshell
-
     kwargs.setdefault("tls", "--no-tls" not in CLIENT_MODE)
-    return rshell.connect(srv.address, **kwargs)  # type: ignore[arg-type]
+    return rshell.connect(srv.address, **kwargs)
