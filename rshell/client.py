@@ -13,7 +13,7 @@ Must not import click, paramiko, or the server side.
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import socket
 import stat
 import sys
@@ -37,7 +37,7 @@ from rshell.errors import (
     UsageError,
 )
 from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport, rshell_home
-from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, MAX_PAYLOAD, BufferDecoder
+from rshell.protocol.frames import HEADER_SIZE, MAX_PAYLOAD, STDIN_CHUNK, BufferDecoder
 from rshell.protocol.messages import (
     Auth,
     Challenge,
@@ -61,9 +61,9 @@ from rshell.transport import Stream, edge, tune
 if TYPE_CHECKING:
     from rshell.keys import Identity
 
-_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
 #: Stop pulling stdin while this much is queued for the server.
-_HIGH_WATER = 4 * CHUNK_SIZE
+_HIGH_WATER = 4 * STDIN_CHUNK
 #: How long past its own time limit we wait for the server's verdict.
 _BACKSTOP = 5.0
 
@@ -121,9 +121,9 @@ class Connection:
         self.home = ""
         self.server = ""
         self.user = ""
-        self._proto = ClientProtocol(decoder=BufferDecoder())
+        self._proto = ClientProtocol(decoder=BufferDecoder(frames=8))
         self._stream: Stream | None = None
-        self._sel: selectors.BaseSelector | None = None
+        self._sel: select.epoll | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._signals: deque[int] = deque()
         self._broken: RshellError | None = None
@@ -156,8 +156,8 @@ class Connection:
             if tls:
                 sock = self._tls(sock, deadline)
             self._stream = Stream(sock, self.address)
-            sel = self._sel = selectors.DefaultSelector()
-            sel.register(sock, _READ)
+            sel = self._sel = select.epoll()
+            sel.register(sock.fileno(), _READ)
             sel.register(self._wake_r, _READ)
             self._write(Hello(client="rshell/0.1.0"))
             welcome = self._until_message(deadline, "handshake")
@@ -417,7 +417,7 @@ class Connection:
     def _pump_stdin(self, pump: _Pump, stream: Stream) -> _Pump | None:
         proto = self._proto
         while proto.stdin_credit > 0 and stream.queued < _HIGH_WATER and pump.ready:
-            data = pump.read(min(proto.stdin_credit, CHUNK_SIZE))
+            data = pump.read(min(proto.stdin_credit, STDIN_CHUNK))
             if data is None:
                 pump.close()
                 self._write(StdinEof())
@@ -464,17 +464,18 @@ class Connection:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     raise CommandTimeout(f"{what} on {self.address} timed out")
+            sock_fd = stream.fileno()
             if stream.queued:
-                self._sel.modify(stream.sock, _READ | _WRITE)
-            events = self._sel.select(wait)
+                self._sel.modify(sock_fd, _READ | _WRITE)
+            events = self._sel.poll(-1 if wait is None else wait)
             if stream.queued:
-                self._sel.modify(stream.sock, _READ)
-            ready = {key.fd for key, _ in events}
+                self._sel.modify(sock_fd, _READ)
+            ready = {fd for fd, _ in events}
             if self._wake_r in ready:
                 self._on_wake()
             if stream.queued:
                 stream.flush()
-            if stream.fileno() not in ready:
+            if sock_fd not in ready:
                 return None
         decoder = self._proto.decoder
         assert isinstance(decoder, BufferDecoder)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -30,11 +31,19 @@ class _JsonFormatter(logging.Formatter):
         })
 
 
+class _RawQueueHandler(logging.handlers.QueueHandler):
+    """Enqueue the record as it is: formatting (the costly part) happens in
+    the writer thread.  Our log arguments are immutable values, so nothing
+    can change between the call and the write."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 def _setup_logging(fmt: str) -> Callable[[], None]:
     """Log through a queue: a session thread only enqueues its record, and a
     writer thread formats and writes it, off the command's critical path.
     Returns the function that flushes and stops the writer."""
-    import logging.handlers
     import queue
 
     handler = logging.StreamHandler(sys.stderr)
@@ -47,7 +56,7 @@ def _setup_logging(fmt: str) -> Callable[[], None]:
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, handler)
     root = logging.getLogger("rshell")
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.handlers[:] = [_RawQueueHandler(records)]
     root.setLevel(logging.INFO)
     root.propagate = False
     listener.start()
@@ -102,6 +111,24 @@ def _provision_authorized_keys(path: Path) -> None:
              path, f"{identity}.pub")
 
 
+def _settle_process(home: str) -> None:
+    """Work from the home directory sessions start in, so that their commands
+    take execution's posix_spawn fast path; and make every inherited
+    descriptor close-on-exec, since posix_spawn (unlike Popen) closes none."""
+    try:
+        os.chdir(home)
+    except OSError as exc:
+        log.warning("cannot enter %s (%s); commands start there via the slower path",
+                    home, exc.strerror)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the directory listing's own descriptor, already closed
+
+
 def run_server(
     *, binds: tuple[str, ...], state_dir: str | None, authorized_keys: str | None,
     no_tls: bool, no_auth: bool, allow_unauthenticated_remote: bool, timeout: float,
@@ -141,7 +168,10 @@ def _serve(
             )
     if not Path(shell).is_file():
         raise UsageError(f"--shell {shell}: no such file")
-    state = Path(state_dir) if state_dir else rshell_home() / "server"
+    shell = os.path.abspath(shell)
+    state = (Path(state_dir) if state_dir else rshell_home() / "server").absolute()
+    if authorized_keys is not None:
+        authorized_keys = os.path.abspath(authorized_keys)
     host_key, tls_context, host_blob = _host_identity(state, no_tls)
     authorized = None
     if not no_auth:
@@ -161,6 +191,7 @@ def _serve(
         shell=shell, timeout=timeout, max_output=max_output, auth_timeout=auth_timeout,
         authorized=authorized, host_key_blob=host_blob,
     )
+    _settle_process(config.home)
     try:
         daemon = Daemon(addresses, config, tls_context)
     except OSError as exc:

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 
 from rshell.errors import ConnectionClosed, ConnectionFailed
 
-RECV_SIZE = 1 << 20
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _EOF = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
 
@@ -49,8 +48,8 @@ def tune(sock: socket.socket) -> None:
 class Stream:
     """A connected socket in non-blocking mode, with an outgoing queue.
 
-    Methods for the owner: ``recv`` (bytes, b"" for nothing yet, None at
-    EOF), ``write`` (queue), ``flush`` (send what the kernel takes now),
+    Methods for the owner: ``recv_into`` (a count, 0 for nothing yet, None
+    at EOF), ``write`` (queue), ``flush`` (send what the kernel takes now),
     ``pending`` (TLS bytes already decrypted, invisible to select), ``close``.
     """
 
@@ -66,20 +65,6 @@ class Stream:
 
     def fileno(self) -> int:
         return self.sock.fileno()
-
-    def recv(self) -> bytes | None:
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except _WOULD_BLOCK:
-            return b""
-        except _EOF:
-            return None
-        except ConnectionResetError:
-            return None
-        except OSError as exc:
-            with edge(f"reading from {self.peer}"):
-                raise exc
-        return data or None
 
     def recv_into(self, buffer: memoryview) -> int | None:
         """Receive into ``buffer``: the byte count, 0 for nothing yet, None at EOF."""

@@ -21,8 +21,11 @@ HEADER = struct.Struct("!IB")
 HEADER_SIZE = HEADER.size
 #: Largest payload either side accepts; data messages are chunked below it.
 MAX_PAYLOAD = 1 << 20
-#: Size of the output and stdin chunks we send (well below MAX_PAYLOAD).
+#: Size of the output chunks the server reads and frames (at most MAX_PAYLOAD):
+#: big, so that a gigabyte costs few passes through Python.
 CHUNK_SIZE = 1 << 20
+#: Size of the stdin chunks a client sends (small enough to interleave with signals).
+STDIN_CHUNK = 256 * 1024
 
 pack_header = HEADER.pack
 pack_header_into = HEADER.pack_into
