@@ -319,7 +319,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
               help="Default per-command time limit in seconds (0 = none).")
 @click.option("--max-output", type=click.IntRange(0), default=0, show_default=True,
               help="Output bytes per command (0 = unlimited).")
-@click.option("--max-connections", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--max-connections", type=click.IntRange(1), default=100, show_default=True,
+              help="Simultaneous connections; beyond, 'server busy'.")
+@click.option("--max-unauthenticated", type=click.IntRange(1), default=64, show_default=True,
+              help="Connections still authenticating; beyond, the oldest idle one is cut off.")
+@click.option("--idle-timeout", type=click.FloatRange(0), default=3600.0, show_default=True,
+              help="Close a session idle this long between commands (0 = never).")
+@click.option("--max-commands", type=click.IntRange(1), default=1_000_000, show_default=True,
+              help="Commands per connection before it must reconnect.")
 @click.option("--auth-timeout", type=click.FloatRange(0, min_open=True), default=10.0,
               show_default=True, help="Seconds to complete the handshake.")
 @click.option("--shutdown-grace", type=click.FloatRange(0), default=10.0, show_default=True,

@@ -133,7 +133,8 @@ def run_server(
     *, binds: tuple[str, ...], state_dir: str | None, authorized_keys: str | None,
     no_tls: bool, no_auth: bool, allow_unauthenticated_remote: bool, timeout: float,
     max_output: int, max_connections: int, auth_timeout: float, shutdown_grace: float,
-    shell: str, log_format: str, audit_log: str | None,
+    shell: str, log_format: str, audit_log: str | None, max_unauthenticated: int = 64,
+    idle_timeout: float = 3600.0, max_commands: int = 1_000_000,
 ) -> int:
     """Run until SIGTERM or SIGINT; return 0 after a clean shutdown."""
     stop_logging = _setup_logging(log_format)
@@ -143,7 +144,8 @@ def run_server(
             no_auth=no_auth, allow_unauthenticated_remote=allow_unauthenticated_remote,
             timeout=timeout, max_output=max_output, max_connections=max_connections,
             auth_timeout=auth_timeout, shutdown_grace=shutdown_grace, shell=shell,
-            audit_log=audit_log,
+            audit_log=audit_log, max_unauthenticated=max_unauthenticated,
+            idle_timeout=idle_timeout, max_commands=max_commands,
         )
     finally:
         stop_logging()
@@ -153,7 +155,8 @@ def _serve(
     *, binds: tuple[str, ...], state_dir: str | None, authorized_keys: str | None,
     no_tls: bool, no_auth: bool, allow_unauthenticated_remote: bool, timeout: float,
     max_output: int, max_connections: int, auth_timeout: float, shutdown_grace: float,
-    shell: str, audit_log: str | None,
+    shell: str, audit_log: str | None, max_unauthenticated: int, idle_timeout: float,
+    max_commands: int,
 ) -> int:
     from rshell.server import Daemon
     from rshell.service import ServerConfig
@@ -182,18 +185,25 @@ def _serve(
             _provision_authorized_keys(path)
         authorized = AuthorizedKeys(path)
         log.info("authorized keys: %s", path)
-    del host_key, audit_log, max_connections  # wired in by later work
+    del host_key
+    audit = None
+    if audit_log is not None:
+        from rshell.audit import AuditLog
+
+        audit = AuditLog(os.path.abspath(audit_log))
     if no_tls:
         log.warning("TLS DISABLED (--no-tls): traffic, commands and output travel in clear")
     if no_auth:
         log.warning("AUTHENTICATION DISABLED (--no-auth): anyone who connects runs commands")
     config = ServerConfig(
         shell=shell, timeout=timeout, max_output=max_output, auth_timeout=auth_timeout,
-        authorized=authorized, host_key_blob=host_blob,
+        authorized=authorized, host_key_blob=host_blob, idle_timeout=idle_timeout,
+        max_commands=max_commands, audit=audit,
     )
     _settle_process(config.home)
     try:
-        daemon = Daemon(addresses, config, tls_context)
+        daemon = Daemon(addresses, config, tls_context, max_connections=max_connections,
+                        max_unauthenticated=max_unauthenticated)
     except OSError as exc:
         raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
     # The kernel may deliver SIGTERM to any thread; the interpreter then runs
@@ -210,9 +220,17 @@ def _serve(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from rshell import sweep
+
+    orphans = sweep.kill_orphans()
+    if orphans:
+        log.warning("killed %d process(es) left by a server that died: %s", len(orphans), orphans)
     daemon.start()
     for address in daemon.addresses:
         log.info("listening on %s", address)
+    if audit:
+        audit.event("server-start", addresses=daemon.addresses, pid=os.getpid(),
+                    orphans_killed=orphans)
     received: list[int] = []
     while not any(s in (signal.SIGTERM, signal.SIGINT) for s in received):
         received += os.read(wake_r, 64)
@@ -222,6 +240,9 @@ def _serve(
     started = time.monotonic()
     daemon.stop(shutdown_grace)
     log.info("stopped in %.2fs", time.monotonic() - started)
+    if audit:
+        audit.event("server-stop", signal=name)
+        audit.close()
     return 0
 
 

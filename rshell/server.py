@@ -11,6 +11,7 @@ Must not import click or the client side.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import socketserver
@@ -20,10 +21,14 @@ import time
 from typing import Any
 
 from rshell.paths import format_hostport
+from rshell.protocol.messages import Error, encode
 from rshell.service import ServerConfig, Session
 from rshell.transport import Stream, tune
 
 log = logging.getLogger("rshell.server")
+#: Seconds a connection must have spent authenticating before a newcomer may
+#: take its place (a real client needs milliseconds).
+EVICTABLE_AFTER = 0.5
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -34,27 +39,57 @@ class _Handler(socketserver.BaseRequestHandler):
         tune(sock)
         host, port = self.client_address[:2]
         peer = format_hostport(host, port)
+        daemon = self.server.daemon
         config = self.server.config
         deadline = time.monotonic() + config.auth_timeout
-        ctx = self.server.daemon.tls_context
-        if ctx is not None:
-            # The TLS handshake runs here, in this connection's thread, never on
-            # the accept loop; it counts against the handshake deadline.
-            try:
-                sock.settimeout(config.auth_timeout)
-                sock = ctx.wrap_socket(sock, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                log.warning("%s: TLS handshake failed: %s", peer, getattr(exc, "reason", exc))
-                sock.close()
-                return
-        session = Session(Stream(sock, peer), config, deadline)
-        daemon = self.server.daemon
-        if not daemon.track(session):
-            session.request_shutdown(0.0)
+        token = daemon.tokens.pop(id(self.request))
         try:
-            session.serve()
+            wrapped = _tls_accept(sock, daemon.tls_context, config.auth_timeout, peer)
+            if wrapped is None:
+                return
+            daemon.rebind(token, wrapped)
+            session = Session(
+                Stream(wrapped, peer), config, deadline, lambda: daemon.authenticated(token)
+            )
+            if not daemon.track(session):
+                session.request_shutdown(0.0)
+            try:
+                session.serve()
+            finally:
+                daemon.untrack(session)
         finally:
-            daemon.untrack(session)
+            daemon.release(token)
+
+
+def _tls_accept(
+    sock: socket.socket, ctx: ssl.SSLContext | None, timeout: float, peer: str
+) -> socket.socket | None:
+    """The TLS handshake, in the connection's own thread (never the accept loop)."""
+    if ctx is None:
+        return sock
+    try:
+        sock.settimeout(timeout)
+        return ctx.wrap_socket(sock, server_side=True)
+    except (OSError, ssl.SSLError) as exc:
+        log.warning("%s: TLS handshake failed: %s", peer, getattr(exc, "reason", None) or exc)
+        sock.close()
+        return None
+
+
+def _reject(
+    sock: socket.socket, ctx: ssl.SSLContext | None, reason: str, slots: threading.Semaphore
+) -> None:
+    """Tell a connection we cannot take it why, in its own words (TLS if need be)."""
+    try:
+        wrapped = _tls_accept(sock, ctx, 2.0, "rejected")
+        if wrapped is not None:
+            wrapped.settimeout(2.0)
+            wrapped.sendall(encode(Error("busy", reason)))
+            wrapped.close()
+    except OSError:
+        pass
+    finally:
+        slots.release()
 
 
 class RshellServer(socketserver.ThreadingTCPServer):
@@ -85,6 +120,26 @@ class RshellServer(socketserver.ThreadingTCPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("unhandled error serving %s", client_address)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Admission control (sshd's MaxStartups idea) before any thread or TLS."""
+        token, reason = self.daemon.admit(request)
+        if token is not None:
+            self.daemon.tokens[id(request)] = token
+            super().process_request(request, client_address)
+            return
+        peer = format_hostport(str(client_address[0]), int(client_address[1]))
+        log.warning("%s: rejected: %s", peer, reason)
+        if self.daemon.audit:
+            self.daemon.audit.event("reject", peer=peer, reason=reason)
+        slots = self.daemon.reject_slots
+        if slots.acquire(blocking=False):
+            threading.Thread(
+                target=_reject, args=(request, self.daemon.tls_context, reason, slots),
+                daemon=True,
+            ).start()
+        else:  # a flood: no thread, no TLS, no word; just the door
+            self.shutdown_request(request)
+
 
 class Daemon:
     """Every listener and every live session of one server process."""
@@ -94,9 +149,24 @@ class Daemon:
         binds: list[tuple[str, int]],
         config: ServerConfig,
         tls_context: ssl.SSLContext | None = None,
+        *,
+        max_connections: int = 100,
+        max_unauthenticated: int = 64,
     ) -> None:
         self.config = config
         self.tls_context = tls_context
+        self.audit = config.audit
+        self.max_connections = max_connections
+        self.max_unauthenticated = max_unauthenticated
+        self._open = 0  # admitted connections
+        #: Admitted, not yet authenticated, oldest first: token -> [its socket].
+        self._pending: dict[int, list[socket.socket]] = {}
+        self._since: dict[int, float] = {}
+        self._tokens = itertools.count(1)
+        #: id(accepted socket) -> token, from the accept thread to the handler.
+        self.tokens: dict[int, int] = {}
+        #: Busy answers in flight at once; past that, refused without a word.
+        self.reject_slots = threading.Semaphore(8)
         self._sessions: set[Session] = set()
         self._cond = threading.Condition()
         self._stopping = False
@@ -116,6 +186,59 @@ class Daemon:
             )
             t.start()
             self._threads.append(t)
+
+    def admit(self, sock: socket.socket) -> tuple[int | None, str | None]:
+        """Count a new connection in (a token), or say why not (a reason).
+
+        At the bound on connections still authenticating, the *oldest* of them
+        is cut off to make room if it has lingered there for EVICTABLE_AFTER: a
+        real client authenticates in milliseconds, so what lingers is a slow or
+        idle peer, and a flood of idle sockets cannot lock real users out.  A
+        burst of fresh connections is answered 'busy' instead.
+        """
+        evicted: list[socket.socket] = []
+        with self._cond:
+            if self._stopping:
+                return None, "server is shutting down"
+            if self._open >= self.max_connections:
+                return None, f"server busy: {self._open} connections (max {self.max_connections})"
+            now = time.monotonic()
+            while len(self._pending) >= self.max_unauthenticated:
+                oldest = next(iter(self._pending))
+                if now - self._since[oldest] < EVICTABLE_AFTER:
+                    return None, (f"server busy: {len(self._pending)} connections "
+                                  "authenticating")
+                evicted.append(self._pending.pop(oldest)[0])
+                del self._since[oldest]
+            token = next(self._tokens)
+            self._pending[token] = [sock]
+            self._since[token] = now
+            self._open += 1
+        for victim in evicted:
+            log.warning("cut off a connection still authenticating, to make room")
+            try:  # the base method: on a TLS socket too, only the descriptor is touched
+                socket.socket.shutdown(victim, socket.SHUT_RDWR)
+            except OSError:
+                pass  # it had just finished by itself
+        return token, None
+
+    def rebind(self, token: int, sock: socket.socket) -> None:
+        """The connection's socket is now this (TLS) one."""
+        with self._cond:
+            holder = self._pending.get(token)
+            if holder is not None:
+                holder[0] = sock
+
+    def authenticated(self, token: int) -> None:
+        with self._cond:
+            self._pending.pop(token, None)
+            self._since.pop(token, None)
+
+    def release(self, token: int) -> None:
+        with self._cond:
+            self._open -= 1
+            self._pending.pop(token, None)
+            self._since.pop(token, None)
 
     def track(self, session: Session) -> bool:
         with self._cond:

@@ -14,6 +14,7 @@ Must not import click or paramiko, and never the client side.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import select
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from rshell import sweep
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
 from rshell.execution import Child, StartError
 from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, BufferDecoder, pack_header_into
@@ -49,6 +51,7 @@ from rshell.protocol.signing import NONCE_SIZE, signed_data
 from rshell.transport import Stream
 
 if TYPE_CHECKING:
+    from rshell.audit import AuditLog
     from rshell.authkeys import AuthorizedKeys, Entry
 
 log = logging.getLogger("rshell.server")
@@ -89,6 +92,14 @@ class ServerConfig:
     host_key_blob: bytes = b""
     #: Seconds a failed authentication waits before it is answered.
     auth_failure_delay: float = 1.0
+    #: Seconds without any frame, between commands, before the session is closed (0: never).
+    idle_timeout: float = 3600.0
+    #: Commands one connection may run before it must reconnect.
+    max_commands: int = 1_000_000
+    audit: AuditLog | None = None
+
+
+_SESSION_IDS = itertools.count(1)
 
 
 class _Command:
@@ -123,9 +134,14 @@ class Session:
     """
 
     def __init__(
-        self, stream: Stream, config: ServerConfig, deadline: float | None = None
+        self,
+        stream: Stream,
+        config: ServerConfig,
+        deadline: float | None = None,
+        on_authenticated: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
+        self.on_authenticated = on_authenticated
         self.peer = stream.peer
         self.config = config
         # Receive in place into one reusable buffer: no allocation per read.
@@ -135,7 +151,10 @@ class Session:
         self.cwd = config.home
         self.prev_cwd = self.cwd
         self.peer_ip = _peer_ip(stream)
-        self.env = dict(os.environ, RSHELL_CLIENT=self.peer)
+        self.marker = f"{os.getpid()}:{next(_SESSION_IDS)}"
+        self.env = dict(os.environ, RSHELL_CLIENT=self.peer, **{sweep.MARKER: self.marker})
+        self.audit = config.audit
+        self.idle_deadline: float | None = None
         self.nonce = b""
         self.entry: Entry | None = None
         self.cmd: _Command | None = None
@@ -155,16 +174,21 @@ class Session:
 
     def serve(self) -> None:
         log.info("connection from %s", self.peer)
+        if self.audit:
+            self.audit.event("connect", peer=self.peer)
         try:
             self._set(self.stream.fileno(), _READ, self._on_socket)
             self._set(self._wake, _READ, self._on_wake)
             while not self.closing:
                 self._step()
         except LocalProtocolError as exc:
-            log.warning("%s: protocol error: %s", self.peer, exc)
+            if exc.code != "auth-failed":  # already logged, with the key
+                log.warning("%s: protocol error: %s", self.peer, exc)
+            self.end_reason = f"{exc.code}: {exc}"
             self._send_fatal(Error(exc.code, str(exc)))
         except ProtocolError as exc:
             log.warning("%s: %s", self.peer, exc)
+            self.end_reason = str(exc)
         except ConnectionFailed as exc:
             self.end_reason = str(exc)
         except Exception:
@@ -237,7 +261,9 @@ class Session:
 
     def _next_deadline(self) -> float | None:
         times = [self.handshake_deadline, self.shutdown_at]
-        if self.cmd is not None:
+        if self.cmd is None:
+            times.append(self.idle_deadline)
+        else:
             cmd = self.cmd
             times += [cmd.deadline, cmd.kill_at, cmd.linger_at]
         pending = [t for t in times if t is not None]
@@ -253,6 +279,10 @@ class Session:
             self._stop_command("server shutting down")
         cmd = self.cmd
         if cmd is None:
+            if self.idle_deadline is not None and now >= self.idle_deadline:
+                raise LocalProtocolError(
+                    f"idle for {self.config.idle_timeout:g} s without a command", "idle-timeout"
+                )
             return
         if cmd.deadline is not None and now >= cmd.deadline:
             cmd.deadline = None
@@ -283,6 +313,8 @@ class Session:
         if not n:
             return
         decoder.commit(n)
+        if self.idle_deadline is not None:
+            self.idle_deadline = time.monotonic() + self.config.idle_timeout
         while not self.closing:
             msg = proto.next_event()
             if msg is None:
@@ -339,15 +371,24 @@ class Session:
             else:
                 self.entry = entry
                 log.info("%s: authenticated with key %s %s", self.peer, fp, entry.comment)
+                if self.audit:
+                    self.audit.event("auth", peer=self.peer, ok=True, key=fp,
+                                     comment=entry.comment)
                 self._greet()
                 return
         log.warning("%s: authentication failed for key %s: %s", self.peer, fp, reason)
+        if self.audit:
+            self.audit.event("auth", peer=self.peer, ok=False, key=fp, reason=reason)
         time.sleep(self.config.auth_failure_delay)  # this session's thread only
         raise LocalProtocolError("authentication failed", "auth-failed")
 
     def _greet(self) -> None:
         self._send(Welcome(self.config.server_name, self.cwd, _user(), self.config.stdin_window))
         self.handshake_deadline = None
+        if self.config.idle_timeout:
+            self.idle_deadline = time.monotonic() + self.config.idle_timeout
+        if self.on_authenticated is not None:
+            self.on_authenticated()
 
     def _send(self, msg: Message) -> None:
         self.stream.write(self.proto.send(msg))
@@ -375,6 +416,11 @@ class Session:
 
     def _start(self, run: Run) -> None:
         self.commands += 1
+        if self.commands > self.config.max_commands:
+            raise LocalProtocolError(
+                f"more than {self.config.max_commands} commands on one connection; reconnect",
+                "limit",
+            )
         if self.shutdown_at is not None:
             self._finish_early(run, Exit(None, error="server shutting down", cwd=self.cwd))
             return
@@ -408,6 +454,9 @@ class Session:
             return
         self.cmd = _Command(child, run.command, timeout)
         self._set(child.pidfd, _READ, self._on_exit)
+        if self.audit:
+            self.audit.event("command-start", peer=self.peer, command=run.command, cwd=cwd,
+                             pid=child.pid, forced=forced is not None)
 
     def _finish_early(self, run: Run, exit: Exit) -> None:
         """Answer a command that never became a process (refused, builtin, failed)."""
@@ -415,6 +464,10 @@ class Session:
         log.info(
             "%s: command %r exit=%s error=%s", self.peer, run.command, exit.exit_code, exit.error
         )
+        if self.audit:
+            self.audit.event("command-end", peer=self.peer, command=run.command,
+                             exit_code=exit.exit_code, signal=None, error=exit.error,
+                             stdout_bytes=0, stderr_bytes=0, duration=0.0)
 
     def _builtin(self, run: Run) -> Exit | None:
         """``cd [DIR]`` changes the session's directory; anything else is not ours."""
@@ -599,20 +652,36 @@ class Session:
             self.peer, cmd.text, child.exit_code, child.signal, error, duration,
             cmd.out_bytes, cmd.err_bytes,
         )
+        if self.audit:
+            self.audit.event("command-end", peer=self.peer, command=cmd.text,
+                             exit_code=child.exit_code, signal=child.signal, error=error,
+                             stdout_bytes=cmd.out_bytes, stderr_bytes=cmd.err_bytes,
+                             duration=round(duration, 6))
         if self.shutdown_at is not None:
             self._send_fatal(Error("shutdown", "server is shutting down"))
             self.closing = True
 
     def _cleanup(self) -> None:
         cmd, self.cmd = self.cmd, None
+        self.stream.close()  # first: the client learns at once that we are gone
         if cmd is not None:
             cmd.child.terminate(self.config.kill_grace)
             log.info("%s: command %r terminated: connection ended", self.peer, cmd.text)
+        if self.commands:
+            # Whatever a command daemonized out of its group goes with the session.
+            escaped = sweep.kill_session(self.marker)
+            if escaped:
+                log.warning("%s: killed %d process(es) that left their command's group: %s",
+                            self.peer, len(escaped), escaped)
+                if self.audit:
+                    self.audit.event("sweep", peer=self.peer, pids=escaped)
         self._epoll.close()
         os.close(self._wake)
-        self.stream.close()
         log.info("%s: disconnected after %d command(s)%s", self.peer, self.commands,
                  f" ({self.end_reason})" if self.end_reason else "")
+        if self.audit:
+            self.audit.event("disconnect", peer=self.peer, commands=self.commands,
+                             reason=self.end_reason or None)
 
 
 def _silent_failure(child: Child, output: int) -> str | None:
