@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import select
 import socket
-import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rshell.errors import (
     AuthenticationFailed,
@@ -55,6 +54,7 @@ from rshell.protocol.messages import (
 )
 from rshell.protocol.session import ClientProtocol, State
 from rshell.protocol.signing import signed_data
+from rshell.pumps import Pump, StdinSource, pump_for
 from rshell.result import Result
 from rshell.transport import Stream, edge, tune
 
@@ -67,7 +67,6 @@ _HIGH_WATER = 4 * STDIN_CHUNK
 #: How long past its own time limit we wait for the server's verdict.
 _BACKSTOP = 5.0
 
-StdinSource = bytes | bytearray | memoryview | str | IO[Any] | Iterable[bytes] | None
 Callback = Callable[[bytes | memoryview], object]
 #: Asked about an unknown host key: (address, fingerprint) -> trust it?
 AskHost = Callable[[str, str], bool]
@@ -371,7 +370,7 @@ class Connection:
     ) -> Generator[Stdout | Stderr, None, Exit]:
         stream = self._check_usable()
         assert self._sel is not None
-        pump = _pump(stdin)
+        pump = pump_for(stdin)
         self._signals.clear()
         self._write(Run(command, cwd, dict(env) if env is not None else None, timeout,
                         pump is not None))
@@ -414,7 +413,7 @@ class Connection:
             self._stream.close()
             self._stream = None
 
-    def _pump_stdin(self, pump: _Pump, stream: Stream) -> _Pump | None:
+    def _pump_stdin(self, pump: Pump, stream: Stream) -> Pump | None:
         proto = self._proto
         while proto.stdin_credit > 0 and stream.queued < _HIGH_WATER and pump.ready:
             data = pump.read(min(proto.stdin_credit, STDIN_CHUNK))
@@ -514,96 +513,3 @@ class RunStream:
                 yield ("stdout" if isinstance(msg, Stdout) else "stderr"), bytes(msg.data)
         except StopIteration as stop:
             self.result = self._conn._result(self._command, stop.value, b"", b"")
-
-
-# ---- stdin sources ---------------------------------------------------------------
-
-
-class _Pump:
-    """Pulls local stdin for a command; ``fd`` is set when select can watch it."""
-
-    fd: int | None = None
-    ready = True
-
-    def read(self, n: int) -> bytes | memoryview | None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class _BytesPump(_Pump):
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
-        self._view = memoryview(data).cast("B")
-        self._pos = 0
-
-    def read(self, n: int) -> memoryview | None:
-        if self._pos >= len(self._view):
-            return None
-        chunk = self._view[self._pos : self._pos + n]
-        self._pos += len(chunk)
-        return chunk
-
-
-class _FdPump(_Pump):
-    def __init__(self, fd: int) -> None:
-        mode = os.fstat(fd).st_mode
-        # epoll cannot watch regular files (they are always readable anyway).
-        self.fd = None if stat.S_ISREG(mode) or stat.S_ISBLK(mode) else fd
-        self._fd = fd
-        self._was_blocking = os.get_blocking(fd)
-        if self.fd is not None:
-            os.set_blocking(fd, False)
-
-    def read(self, n: int) -> bytes | None:
-        try:
-            data = os.read(self._fd, n)
-        except BlockingIOError:
-            return b""
-        return data or None
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.set_blocking(self._fd, self._was_blocking)
-
-
-class _FilePump(_Pump):
-    def __init__(self, file: IO[Any]) -> None:
-        self._file = file
-
-    def read(self, n: int) -> bytes | None:
-        data = self._file.read(n)
-        if isinstance(data, str):
-            data = data.encode()
-        return data or None
-
-
-class _IterPump(_Pump):
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._it = iter(chunks)
-        self._rest = b""
-
-    def read(self, n: int) -> bytes | None:
-        while not self._rest:
-            try:
-                self._rest = next(self._it)
-            except StopIteration:
-                return None
-        chunk, self._rest = self._rest[:n], self._rest[n:]
-        return chunk
-
-
-def _pump(source: StdinSource) -> _Pump | None:
-    if source is None:
-        return None
-    if isinstance(source, str):
-        return _BytesPump(source.encode())
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return _BytesPump(source)
-    if hasattr(source, "read"):
-        try:
-            fd = source.fileno()  # type: ignore[union-attr]
-        except (AttributeError, OSError, ValueError):
-            return _FilePump(source)  # type: ignore[arg-type]
-        return _FdPump(fd)
-    return _IterPump(source)

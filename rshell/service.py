@@ -18,7 +18,6 @@ import itertools
 import logging
 import os
 import select
-import shlex
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rshell import sweep
+from rshell import builtins, sweep
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
 from rshell.execution import Child, StartError
 from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, BufferDecoder, pack_header_into
@@ -47,7 +46,7 @@ from rshell.protocol.messages import (
     Welcome,
 )
 from rshell.protocol.session import DEFAULT_STDIN_WINDOW, ServerProtocol, State
-from rshell.protocol.signing import NONCE_SIZE, signed_data
+from rshell.protocol.signing import NONCE_SIZE
 from rshell.transport import Stream
 
 if TYPE_CHECKING:
@@ -348,37 +347,23 @@ class Session:
 
     def _authenticate(self, msg: Auth) -> None:
         """Check the key is authorized for this address and signed our challenge."""
-        from rshell import keys
+        from rshell import auth
 
-        authorized = self.config.authorized
-        assert authorized is not None
-        fp = "(unparsable key)"
-        try:
-            key, _ = keys.parse_public(msg.public_key)
-        except ValueError as exc:
-            reason = f"unusable public key: {exc}"
-        else:
-            blob = keys.public_blob(key)
-            fp = keys.fingerprint(key)
-            entry = authorized.find(blob)
-            data = signed_data(self.nonce, self.config.host_key_blob, blob)
-            if entry is None:
-                reason = "key not in authorized_keys"
-            elif not entry.allows_address(self.peer_ip):
-                reason = f"from= of {authorized.path} line {entry.line} excludes {self.peer_ip}"
-            elif not keys.verify(key, msg.signature, data):
-                reason = "bad signature"
-            else:
-                self.entry = entry
-                log.info("%s: authenticated with key %s %s", self.peer, fp, entry.comment)
-                if self.audit:
-                    self.audit.event("auth", peer=self.peer, ok=True, key=fp,
-                                     comment=entry.comment)
-                self._greet()
-                return
-        log.warning("%s: authentication failed for key %s: %s", self.peer, fp, reason)
+        assert self.config.authorized is not None
+        verdict = auth.check(
+            self.config.authorized, msg, self.nonce, self.config.host_key_blob, self.peer_ip
+        )
+        entry, fp = verdict.entry, verdict.fingerprint
+        if entry is not None:
+            self.entry = entry
+            log.info("%s: authenticated with key %s %s", self.peer, fp, entry.comment)
+            if self.audit:
+                self.audit.event("auth", peer=self.peer, ok=True, key=fp, comment=entry.comment)
+            self._greet()
+            return
+        log.warning("%s: authentication failed for key %s: %s", self.peer, fp, verdict.reason)
         if self.audit:
-            self.audit.event("auth", peer=self.peer, ok=False, key=fp, reason=reason)
+            self.audit.event("auth", peer=self.peer, ok=False, key=fp, reason=verdict.reason)
         time.sleep(self.config.auth_failure_delay)  # this session's thread only
         raise LocalProtocolError("authentication failed", "auth-failed")
 
@@ -471,27 +456,13 @@ class Session:
 
     def _builtin(self, run: Run) -> Exit | None:
         """``cd [DIR]`` changes the session's directory; anything else is not ours."""
-        if not run.command.lstrip().startswith("cd"):
+        result = builtins.cd(run.command, self.cwd, self.prev_cwd, self.config.home)
+        if result is None:
             return None
-        try:
-            argv = shlex.split(run.command)
-        except ValueError:
-            return None
-        if not argv or argv[0] != "cd" or len(argv) > 2:
-            return None
-        target = argv[1] if len(argv) == 2 else self.config.home
-        if target == "-":
-            target = self.prev_cwd
-        path = os.path.normpath(os.path.join(self.cwd, os.path.expanduser(target)))
-        if not os.path.isdir(path):
-            problem = "No such file or directory" if not os.path.exists(path) else "Not a directory"
-        elif not os.access(path, os.X_OK):
-            problem = "Permission denied"
-        else:
-            self.prev_cwd, self.cwd = self.cwd, path
-            return Exit(0, cwd=path)
-        self._send_data(MessageType.STDERR, f"cd: {target}: {problem}\n".encode())
-        return Exit(1, cwd=self.cwd)
+        self.cwd, self.prev_cwd = result.cwd, result.previous
+        if result.stderr:
+            self._send_data(MessageType.STDERR, result.stderr.encode())
+        return Exit(result.exit_code, cwd=self.cwd)
 
     def _send_data(self, kind: int, data: bytes) -> None:
         frame = bytearray(HEADER_SIZE + len(data))

@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "errors": 0, "result": 0, "paths": 0,
     # 1: pure building blocks
     "protocol": 1, "execution": 1, "keys": 1, "tls": 1, "knownhosts": 1, "authkeys": 1,
-    "audit": 1, "sweep": 1,
+    "audit": 1, "sweep": 1, "builtins": 1, "pumps": 1,
     # 2: streams and authentication
     "transport": 2, "auth": 2,
     # 3: one connection's worth of behaviour

@@ -1,0 +1,45 @@
+"""The commands a session answers itself instead of running: ``cd``.
+
+A process's directory dies with it, so ``cd`` must change the session's
+own; anything more than ``cd [DIR]`` (``cd /x && make``) runs in the shell
+as usual.  Must not import anything above layer 0.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CdResult:
+    """Where the session now is (unchanged on failure), and the shell-style outcome."""
+
+    cwd: str
+    previous: str
+    exit_code: int
+    stderr: str = ""
+
+
+def cd(command: str, cwd: str, previous: str, home: str) -> CdResult | None:
+    """The outcome of ``command`` if it is ``cd [DIR]``, else None."""
+    if not command.lstrip().startswith("cd"):
+        return None  # the common case, without the cost of shlex
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    if not argv or argv[0] != "cd" or len(argv) > 2:
+        return None
+    target = argv[1] if len(argv) == 2 else home
+    if target == "-":
+        target = previous
+    path = os.path.normpath(os.path.join(cwd, os.path.expanduser(target)))
+    if not os.path.isdir(path):
+        problem = "No such file or directory" if not os.path.exists(path) else "Not a directory"
+    elif not os.access(path, os.X_OK):
+        problem = "Permission denied"
+    else:
+        return CdResult(path, cwd, 0)
+    return CdResult(cwd, previous, 1, f"cd: {target}: {problem}\n")
