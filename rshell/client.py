@@ -392,6 +392,9 @@ class Connection:
                 msg = self._poll(deadline, busy=busy)
                 while msg is not None:
                     if isinstance(msg, Exit):
+                        decoder = self._proto.decoder
+                        assert isinstance(decoder, BufferDecoder)
+                        decoder.release()  # an idle connection keeps no megabytes
                         return msg
                     if isinstance(msg, (Stdout, Stderr)):
                         yield msg

@@ -64,6 +64,7 @@ HIGH_WATER = 4 * CHUNK_SIZE
 #: Chunks read from one pipe per wake-up before looking at the others again.
 _DRAIN_ROUNDS = 4
 _DEFAULT_PIPE_SIZE = 65536
+_SMALL_READ = _DEFAULT_PIPE_SIZE
 #: Signals a client may deliver to its command.
 ALLOWED_SIGNALS = frozenset({
     signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL,
@@ -106,7 +107,7 @@ class _Command:
 
     __slots__ = (
         "child", "text", "deadline", "kill_at", "linger_at", "reason", "out_bytes",
-        "err_bytes", "stdin_queue", "stdin_eof", "unacked", "timeout", "exit_seen",
+        "err_bytes", "stdin_queue", "stdin_eof", "unacked", "timeout", "exit_seen", "big",
     )
 
     def __init__(self, child: Child, text: str, timeout: float) -> None:
@@ -123,6 +124,7 @@ class _Command:
         self.stdin_eof = False
         self.unacked = 0
         self.exit_seen = False  # the pidfd fired: only then is waitid worth a call
+        self.big = False  # it filled a pipe: read it in big chunks
 
 
 class Session:
@@ -494,7 +496,9 @@ class Session:
         cmd = self.cmd
         assert cmd is not None
         limit = self.config.max_output
-        buf = self._spare or bytearray(HEADER_SIZE + CHUNK_SIZE)
+        # Small first: most commands print little, and an idle session should
+        # hold no megabyte; a pipe that fills gets the big buffer from then on.
+        buf = self._spare or bytearray(HEADER_SIZE + (CHUNK_SIZE if cmd.big else _SMALL_READ))
         self._spare = None
         view = memoryview(buf)
         try:
@@ -507,8 +511,11 @@ class Session:
             self._close_output(fd)
             return 0
         got = n
-        if n == _DEFAULT_PIPE_SIZE:
+        if n == _DEFAULT_PIPE_SIZE and not cmd.big:
             Child.widen(fd)
+            cmd.big = True
+            self._spare = None
+            got = CHUNK_SIZE  # keep draining
         total = cmd.out_bytes + cmd.err_bytes + n
         if limit and total > limit:
             n -= total - limit
@@ -521,7 +528,7 @@ class Session:
         self._count(cmd, kind, n)
         pack_header_into(buf, 0, n, kind)
         self.stream.write(view[: HEADER_SIZE + n])
-        if self.stream.flush():
+        if self.stream.flush() and (len(buf) > HEADER_SIZE + _SMALL_READ) == cmd.big:
             self._spare = buf  # the kernel has it all: reuse the buffer
         return got
 
@@ -547,7 +554,7 @@ class Session:
         queue = cmd.stdin_queue
         queue.append(memoryview(data))
         self._on_stdin_writable(_WRITE)
-        if queue and queue[-1].obj is not None and isinstance(queue[-1].obj, bytearray):
+        if queue and not isinstance(queue[-1].obj, bytes):
             # What the pipe did not take must outlive the receive buffer it is in.
             queue[-1] = memoryview(bytes(queue[-1]))
 
@@ -617,6 +624,10 @@ class Session:
         duration = time.monotonic() - child.started
         error = cmd.reason or _silent_failure(child, cmd.out_bytes + cmd.err_bytes)
         self.cmd = None
+        self._spare = None
+        decoder = self.proto.decoder
+        assert isinstance(decoder, BufferDecoder)
+        decoder.release()
         self._send(Exit(child.exit_code, child.signal, error, self.cwd, round(duration, 6)))
         log.info(
             "%s: command %r exit=%s signal=%s error=%s duration=%.3fs stdout=%d stderr=%d",

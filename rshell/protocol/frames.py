@@ -12,6 +12,7 @@ Sans-IO: never imports socket, ssl, threading or subprocess.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections import deque
 
@@ -131,14 +132,18 @@ class BufferDecoder:
     overlaps itself.
     """
 
-    __slots__ = ("_buf", "_view", "_start", "_end", "max_payload")
+    __slots__ = ("_buf", "_view", "_start", "_end", "_peak", "max_payload")
 
     def __init__(self, max_payload: int = MAX_PAYLOAD, frames: int = 4) -> None:
         self.max_payload = max_payload
-        self._buf = bytearray(frames * (HEADER_SIZE + max_payload))
+        # Anonymous memory, not bytearray: bytearray(n) zero-fills (and so makes
+        # resident) every page at once, while these pages cost nothing until a
+        # big frame touches them, and ``release`` hands them back.
+        self._buf = mmap.mmap(-1, frames * (HEADER_SIZE + max_payload))
         self._view = memoryview(self._buf)
         self._start = 0  # first byte not yet handed out
         self._end = 0  # end of the bytes received
+        self._peak = 0  # highest offset written since the last release
 
     @property
     def buffered(self) -> int:
@@ -151,14 +156,25 @@ class BufferDecoder:
             self._start = self._end = 0
         elif len(self._buf) - start < HEADER_SIZE + self.max_payload:
             n = end - start
-            tail = self._view[start:end]
-            self._buf[:n] = tail if n <= start else bytes(tail)  # memcpy must not overlap
+            self._buf.move(0, start, n)  # memmove: overlap is fine
             self._start, self._end = 0, n
         return self._view[self._end :]
 
     def commit(self, n: int) -> None:
         """``n`` bytes were written at the start of the last ``writable()``."""
         self._end += n
+        if self._end > self._peak:
+            self._peak = self._end
+
+    def release(self, keep: int = 1 << 16) -> None:
+        """Return the pages a burst of big frames touched, if nothing is buffered.
+
+        For the end of a command: idle connections then cost only ``keep`` bytes.
+        """
+        if self._start == self._end and self._peak > keep:
+            self._start = self._end = 0
+            self._buf.madvise(mmap.MADV_DONTNEED, keep, len(self._buf) - keep)
+            self._peak = keep
 
     def feed(self, data: bytes) -> None:
         """Copy ``data`` in (for callers that already hold bytes, and tests)."""
@@ -176,7 +192,7 @@ class BufferDecoder:
         start, end = self._start, self._end
         if end - start < HEADER_SIZE:
             return None
-        length, kind = HEADER.unpack_from(self._buf, start)
+        length, kind = HEADER.unpack_from(self._view, start)
         if length > self.max_payload:
             raise LocalProtocolError(
                 f"frame of {length} bytes exceeds the {self.max_payload} byte limit",
