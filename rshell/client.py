@@ -181,12 +181,11 @@ class Connection:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             wrapped = tls.client_context().wrap_socket(sock)
         try:
-            key = tls.peer_key(wrapped)
+            self._host_blob = tls.peer_key_blob(wrapped)
         except ValueError as exc:
             wrapped.close()
             raise HostKeyError(f"{self.address}: {exc}") from None
-        self._host_blob = keys.public_blob(key)
-        self.host_fingerprint = keys.fingerprint(key)
+        self.host_fingerprint = keys.blob_fingerprint(self._host_blob)
         try:
             self._check_host_key(self.host_fingerprint)
         except BaseException:

@@ -1,6 +1,8 @@
 """Keys: generation, loading (OpenSSH formats), fingerprints, signatures.
 
-With tls.py, the only importer of ``cryptography``.  Keys are Ed25519 by
+With tls.py, the only importer of ``cryptography``; its ``serialization``
+module (20+ ms to import) is loaded only off the client's common path: an
+unencrypted OpenSSH Ed25519 key, the default, is parsed here directly.  Keys are Ed25519 by
 default, ECDSA (NIST P-256/384/521) and RSA (>= 2048 bits) too, in the
 formats OpenSSH writes, so ``~/.ssh/id_*`` made by ``ssh-keygen`` work.
 Fingerprints are OpenSSH's: ``SHA256:`` + unpadded base64 of the SHA-256 of
@@ -16,12 +18,13 @@ import base64
 import hashlib
 import os
 import stat
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from rshell.errors import KeyFileError
@@ -47,32 +50,48 @@ class Identity:
 
     @property
     def public_blob(self) -> bytes:
-        return public_blob(self.key.public_key())
+        return base64.b64decode(self.public_line.split()[1])
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.key.public_key())
+        return blob_fingerprint(self.public_blob)
 
     def sign(self, data: bytes) -> bytes:
         return sign(self.key, data)
 
 
+def _string(data: bytes) -> bytes:
+    return struct.pack("!I", len(data)) + data
+
+
+def ed25519_blob(raw: bytes) -> bytes:
+    """The SSH wire format of a raw 32-byte Ed25519 public key."""
+    return _string(b"ssh-ed25519") + _string(raw)
+
+
 def public_blob(key: PublicKey) -> bytes:
     """The key in SSH wire format (what fingerprints and signatures bind)."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ed25519_blob(key.public_bytes_raw())
+    from cryptography.hazmat.primitives import serialization
+
     line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return base64.b64decode(line.split()[1])
 
 
 def public_line(key: PublicKey, comment: str = "") -> str:
-    line = key.public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
-    return f"{line} {comment}".rstrip()
+    blob = public_blob(key)
+    kind = blob[4 : 4 + struct.unpack_from("!I", blob)[0]].decode()
+    return f"{kind} {base64.b64encode(blob).decode()} {comment}".rstrip()
+
+
+def blob_fingerprint(blob: bytes) -> str:
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def fingerprint(key: PublicKey) -> str:
-    digest = hashlib.sha256(public_blob(key)).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    return blob_fingerprint(public_blob(key))
 
 
 def describe(key: PublicKey) -> tuple[int, str]:
@@ -86,6 +105,8 @@ def describe(key: PublicKey) -> tuple[int, str]:
 
 def parse_public(line: str) -> tuple[PublicKey, str]:
     """``keytype base64 [comment]`` -> (key, comment); ValueError if unusable."""
+    from cryptography.hazmat.primitives import serialization
+
     parts = line.strip().split(None, 2)
     if len(parts) < 2:
         raise ValueError("expected 'keytype base64 [comment]'")
@@ -149,6 +170,8 @@ def write_key_pair(path: Path, key: PrivateKey, comment: str, passphrase: str = 
     The private file is created with O_EXCL and mode 0600 from the start, so
     it is never readable by anyone else, not even for an instant.
     """
+    from cryptography.hazmat.primitives import serialization
+
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase.encode())
         if passphrase else serialization.NoEncryption()
@@ -198,20 +221,70 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = 
             f"permissions {stat.S_IMODE(st.st_mode):04o} for {path} are too open: a private "
             "key must not be accessible by others (chmod 600 it)"
         )
-    key = _load_private(data, path, passphrase)
+    key = _plain_ed25519(data) or _load_private(data, path, passphrase)
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
         raise KeyFileError(f"{path}: RSA key of {key.key_size} bits is too small")
     comment = ""
     pub = Path(f"{path}.pub")
-    if pub.is_file():
-        try:
-            _, comment = parse_public(pub.read_text())
-        except (ValueError, OSError):
-            comment = ""
+    try:
+        fields = pub.read_text().split(None, 2)
+        comment = fields[2].strip() if len(fields) > 2 else ""
+    except (OSError, UnicodeDecodeError):
+        comment = ""
     return Identity(key, public_line(key.public_key(), comment), str(path))
 
 
+def _plain_ed25519(data: bytes) -> ed25519.Ed25519PrivateKey | None:
+    """An unencrypted OpenSSH Ed25519 key, read without ``serialization``;
+    None for anything else (which the general loader then handles)."""
+    text = data.strip()
+    head, tail = b"-----BEGIN OPENSSH PRIVATE KEY-----", b"-----END OPENSSH PRIVATE KEY-----"
+    if not (text.startswith(head) and text.endswith(tail)):
+        return None
+    try:
+        raw = base64.b64decode(b"".join(text[len(head) : -len(tail)].split()), validate=True)
+        fields = _SshReader(raw, b"openssh-key-v1\0")
+        cipher, kdf, _opts, count = fields.string(), fields.string(), fields.string(), fields.u32()
+        if cipher != b"none" or kdf != b"none" or count != 1:
+            return None
+        fields.string()  # the public blob, repeated inside
+        private = _SshReader(fields.string())
+        if private.u32() != private.u32() or private.string() != b"ssh-ed25519":
+            return None
+        pub, secret = private.string(), private.string()
+        if len(pub) != 32 or len(secret) != 64 or secret[32:] != pub:
+            return None
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(secret[:32])
+    except (ValueError, struct.error, IndexError):
+        return None
+    return key if key.public_key().public_bytes_raw() == pub else None
+
+
+class _SshReader:
+    """Sequential reads of SSH wire types from bytes."""
+
+    def __init__(self, data: bytes, magic: bytes = b"") -> None:
+        if not data.startswith(magic):
+            raise ValueError("bad magic")
+        self.data, self.pos = data, len(magic)
+
+    def u32(self) -> int:
+        (value,) = struct.unpack_from("!I", self.data, self.pos)
+        self.pos += 4
+        return int(value)
+
+    def string(self) -> bytes:
+        n = self.u32()
+        if self.pos + n > len(self.data):
+            raise ValueError("truncated")
+        value = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return value
+
+
 def _load_private(data: bytes, path: Path, passphrase: Passphrase | None) -> PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+
     password: bytes | None = None
     wrong = 0
     key: object
@@ -257,6 +330,8 @@ def load_host_key(path: Path) -> ed25519.Ed25519PrivateKey:
 
 def private_pem(key: PrivateKey) -> bytes:
     """PKCS#8 PEM, as OpenSSL (and so the ssl module) loads keys."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),

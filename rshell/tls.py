@@ -15,16 +15,25 @@ import os
 import ssl
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.x509.oid import NameOID
+from rshell.keys import private_pem
 
-from rshell.keys import PublicKey, private_pem
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from rshell.keys import PublicKey
+
+#: DER SubjectPublicKeyInfo of an Ed25519 key, up to the 32 key bytes
+#: (RFC 8410): SEQUENCE { SEQUENCE { OID 1.3.101.112 } BIT STRING (33 bytes) }.
+_ED25519_SPKI = bytes.fromhex("302a300506032b6570032100")
 
 
 def _certificate(key: ed25519.Ed25519PrivateKey) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rshell host key")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -70,8 +79,24 @@ def client_context() -> ssl.SSLContext:
     return ctx
 
 
+def peer_key_blob(sock: ssl.SSLSocket) -> bytes:
+    """The SSH wire blob of the Ed25519 key in the certificate the peer proved it
+    holds, found in the DER directly: the client's cold path needs no X.509
+    parser (``cryptography.x509`` costs tens of milliseconds to import)."""
+    from rshell.keys import ed25519_blob
+
+    der = sock.getpeercert(binary_form=True) or b""
+    at = der.find(_ED25519_SPKI)
+    if at < 0 or der.find(_ED25519_SPKI, at + 1) >= 0 or len(der) < at + 12 + 32:
+        raise ValueError("the server's certificate does not carry exactly one Ed25519 key")
+    return ed25519_blob(der[at + 12 : at + 44])
+
+
 def peer_key(sock: ssl.SSLSocket) -> PublicKey:
     """The public key in the certificate the peer proved it holds."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     der = sock.getpeercert(binary_form=True)
     if not der:
         raise ValueError("the server presented no certificate")
