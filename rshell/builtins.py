@@ -35,8 +35,15 @@ def cd(command: str, cwd: str, previous: str, home: str) -> CdResult | None:
     target = argv[1] if len(argv) == 2 else home
     if target == "-":
         target = previous
-    path = os.path.normpath(os.path.join(cwd, os.path.expanduser(target)))
-    if not os.path.isdir(path):
+    try:
+        path = os.path.normpath(os.path.join(cwd, os.path.expanduser(target)))
+    except ValueError:  # ~user that cannot be encoded: there is no such user
+        path = os.path.normpath(os.path.join(cwd, target))
+    try:
+        is_dir = os.path.isdir(path)
+    except ValueError:
+        is_dir = False
+    if not is_dir:
         problem = "No such file or directory" if not os.path.exists(path) else "Not a directory"
     elif not os.access(path, os.X_OK):
         problem = "Permission denied"

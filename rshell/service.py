@@ -463,7 +463,7 @@ class Session:
             return None
         self.cwd, self.prev_cwd = result.cwd, result.previous
         if result.stderr:
-            self._send_data(MessageType.STDERR, result.stderr.encode())
+            self._send_data(MessageType.STDERR, _os_bytes(result.stderr))
         return Exit(result.exit_code, cwd=self.cwd)
 
     def _send_data(self, kind: int, data: bytes) -> None:
@@ -679,6 +679,14 @@ def _silent_failure(child: Child, output: int) -> str | None:
     if child.exit_code:
         return f"exit status {child.exit_code} with no output"
     return None
+
+
+def _os_bytes(text: str) -> bytes:
+    """Text that came from the client's bytes (``surrogateescape``), as those bytes."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no byte stands for
+        return text.encode("utf-8", "backslashreplace")
 
 
 def _signame(signum: int) -> str:
