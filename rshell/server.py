@@ -18,6 +18,7 @@ import socketserver
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rshell.paths import format_hostport
@@ -44,10 +45,12 @@ class _Handler(socketserver.BaseRequestHandler):
         deadline = time.monotonic() + config.auth_timeout
         token = daemon.tokens.pop(id(self.request))
         try:
-            wrapped = _tls_accept(sock, daemon.tls_context, config.auth_timeout, peer)
+            wrapped = _tls_accept(
+                sock, daemon.tls_context, config.auth_timeout, peer,
+                lambda tls_sock: daemon.rebind(token, tls_sock),
+            )
             if wrapped is None:
                 return
-            daemon.rebind(token, wrapped)
             session = Session(
                 Stream(wrapped, peer), config, deadline, lambda: daemon.authenticated(token)
             )
@@ -62,18 +65,31 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 def _tls_accept(
-    sock: socket.socket, ctx: ssl.SSLContext | None, timeout: float, peer: str
+    sock: socket.socket,
+    ctx: ssl.SSLContext | None,
+    timeout: float,
+    peer: str,
+    rebind: Callable[[socket.socket], None] | None = None,
 ) -> socket.socket | None:
-    """The TLS handshake, in the connection's own thread (never the accept loop)."""
+    """The TLS handshake, in the connection's own thread (never the accept loop).
+
+    Wrapping detaches the plain socket object, so whoever may need to cut this
+    connection off (admission control) is told of the TLS one *before* the
+    handshake, which is where a silent peer lingers.
+    """
     if ctx is None:
         return sock
+    sock.settimeout(timeout)
+    wrapped = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    if rebind is not None:
+        rebind(wrapped)
     try:
-        sock.settimeout(timeout)
-        return ctx.wrap_socket(sock, server_side=True)
+        wrapped.do_handshake()
     except (OSError, ssl.SSLError) as exc:
         log.warning("%s: TLS handshake failed: %s", peer, getattr(exc, "reason", None) or exc)
-        sock.close()
+        wrapped.close()
         return None
+    return wrapped
 
 
 def _reject(
@@ -82,9 +98,18 @@ def _reject(
     """Tell a connection we cannot take it why, in its own words (TLS if need be)."""
     try:
         wrapped = _tls_accept(sock, ctx, 2.0, "rejected")
-        if wrapped is not None:
+        if wrapped is None:
+            return
+        try:
             wrapped.settimeout(2.0)
             wrapped.sendall(encode(Error("busy", reason)))
+            # Close gently: closing with the client's Hello unread would send a
+            # reset that can destroy the answer before the client reads it.
+            socket.socket.shutdown(wrapped, socket.SHUT_WR)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and socket.socket.recv(wrapped, 4096):
+                pass
+        finally:
             wrapped.close()
     except OSError:
         pass

@@ -625,6 +625,8 @@ class Session:
         error = cmd.reason or _silent_failure(child, cmd.out_bytes + cmd.err_bytes)
         self.cmd = None
         self._spare = None
+        if self.idle_deadline is not None:  # idleness counts from the command's end
+            self.idle_deadline = time.monotonic() + self.config.idle_timeout
         decoder = self.proto.decoder
         assert isinstance(decoder, BufferDecoder)
         decoder.release()
