@@ -9,8 +9,10 @@ import json
 import logging
 import logging.handlers
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,27 +42,66 @@ class _RawQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+#: How long the log writer lets records gather before one write (a burst of
+#: commands then costs one wake-up and one syscall, not one each).
+_LOG_COALESCE = 0.02
+
+
+class _LogWriter(threading.Thread):
+    """Formats and writes queued records in batches, off the sessions' threads."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None],
+                 formatter: logging.Formatter) -> None:
+        super().__init__(name="log writer", daemon=True)
+        self.records = records
+        self.formatter = formatter
+
+    def run(self) -> None:
+        get, get_now = self.records.get, self.records.get_nowait
+        while True:
+            first = get()
+            if first is None:
+                return
+            time.sleep(_LOG_COALESCE)
+            batch, done = [first], False
+            while True:
+                try:
+                    record = get_now()
+                except queue.Empty:
+                    break
+                if record is None:
+                    done = True
+                    break
+                batch.append(record)
+            text = "".join(self.formatter.format(r) + "\n" for r in batch)
+            try:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass  # stderr gone: the audit log, if any, still has the facts
+            if done:
+                return
+
+    def stop(self) -> None:
+        self.records.put(None)
+        self.join(5)
+
+
 def _setup_logging(fmt: str) -> Callable[[], None]:
     """Log through a queue: a session thread only enqueues its record, and a
-    writer thread formats and writes it, off the command's critical path.
-    Returns the function that flushes and stops the writer."""
-    import queue
-
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s rshell-server %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"
-        ))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, handler)
+    writer thread formats and writes records in batches, off the command's
+    critical path.  Returns the function that flushes and stops the writer."""
+    formatter: logging.Formatter = _JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s rshell-server %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"
+    )
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    writer = _LogWriter(records, formatter)
     root = logging.getLogger("rshell")
     root.handlers[:] = [_RawQueueHandler(records)]
     root.setLevel(logging.INFO)
     root.propagate = False
-    listener.start()
-    return listener.stop
+    writer.start()
+    return writer.stop
 
 
 def _is_loopback(host: str) -> bool:
