@@ -13,8 +13,10 @@ figure is a median with its p10/p90 and min/max spread.
 
 Figures: ``roundtrip`` (``true`` over one open connection vs an in-process
 ``subprocess.run``), ``throughput`` (1 GiB of command output vs a raw Python
-TCP or TLS 1.3 loopback transfer), ``cold`` (``rshell ADDR -c true`` as a
-whole process vs ``python -c pass``).  See benchmarks/README.md.
+TCP or TLS 1.3 loopback transfer, and, for information, vs the "relay
+ceiling": the same command's output relayed pipe -> socket by a minimal
+loop), ``cold`` (``rshell ADDR -c true`` as a whole process vs
+``python -c pass``).  See benchmarks/README.md.
 
 It starts its own ``rshell-server`` on 127.0.0.1:0 with a temporary
 ``RSHELL_HOME`` (never the user's files), talks to 127.0.0.1 only, and stops
@@ -56,8 +58,16 @@ FIGURES = ("roundtrip", "throughput", "cold")
 SH_TRUE = ["/bin/sh", "-c", "true"]
 #: Chunk the raw baseline sends and receives, preallocated once.
 RAW_CHUNK = MiB
+#: The relay ceiling's pipe (F_SETPIPE_SZ, as rshell's server widens its pipes;
+#: 1 MiB is also the default /proc/sys/fs/pipe-max-size) and its read buffer: a
+#: read from a pipe never returns more than the pipe holds, so a bigger buffer
+#: would never fill.
+RELAY_PIPE = MiB
+_F_SETPIPE_SZ = 1031  # Linux
 _LISTEN = re.compile(r"listening on (\S+)")
-_SIZE = struct.Struct("!Q")
+#: What the receiver asks the sender for: a byte count and a command (empty:
+#: the raw baseline, from a buffer; else the relay ceiling, that command's output).
+_REQUEST = struct.Struct("!QI")
 
 
 class BenchError(Exception):
@@ -148,14 +158,18 @@ def alternate(
     baseline: Callable[[], float], rshell: Callable[[], float], n: int
 ) -> tuple[list[float], list[float]]:
     """A B A B ...: both sides see the same drift."""
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(n):
-        gc.collect()
-        a.append(baseline())
-        gc.collect()
-        b.append(rshell())
+    a, b = interleave([baseline, rshell], n)
     return a, b
+
+
+def interleave(sides: list[Callable[[], float]], n: int) -> list[list[float]]:
+    """A B C A B C ...: every side sees the same drift."""
+    samples: list[list[float]] = [[] for _ in sides]
+    for _ in range(n):
+        for side, out in zip(sides, samples, strict=True):
+            gc.collect()
+            out.append(side())
+    return samples
 
 
 def figure_result(
@@ -394,7 +408,7 @@ def time_generator(command: str, size: int) -> dict[str, float]:
     try:
         import fcntl
 
-        fcntl.fcntl(fd, 1031, MiB)  # F_SETPIPE_SZ, as rshell's server does
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, RELAY_PIPE)  # as rshell's server does
     except OSError:
         pass
     got = 0
@@ -424,8 +438,10 @@ def pick_generator(size: int, forced: str) -> tuple[str, dict[str, Any]]:
 
 
 class RawPeer:
-    """The baseline's sender: this script in ``--raw-sender`` mode, in its own
-    process (as rshell's server is), serving one transfer per connection."""
+    """The baselines' sender: this script in ``--raw-sender`` mode, in its own
+    process (as rshell's server is), serving one transfer per connection: from
+    a buffer (the raw transfer), or a command's output relayed from a pipe (the
+    relay ceiling)."""
 
     def __init__(self, tls_files: tuple[Path, Path] | None) -> None:
         argv = [sys.executable, str(Path(__file__).resolve()), "--raw-sender"]
@@ -448,8 +464,10 @@ class RawPeer:
         self.buf = bytearray(RAW_CHUNK)
         self.info: dict[str, str] = {}
 
-    def transfer(self, size: int) -> float:
-        """Seconds from connect to the last of ``size`` bytes received."""
+    def transfer(self, size: int, command: str = "") -> float:
+        """Seconds from connect to the last of ``size`` bytes received: sent from
+        a buffer, or, given a ``command``, that command's output relayed."""
+        request = _REQUEST.pack(size, len(cmd := command.encode())) + cmd
         view = memoryview(self.buf)
         start = time.perf_counter()
         sock: socket.socket = socket.create_connection((LOOPBACK, self.port), timeout=60)
@@ -459,13 +477,14 @@ class RawPeer:
                 sock = tls
                 cipher = tls.cipher()
                 self.info = {"version": str(tls.version()), "cipher": cipher[0] if cipher else "?"}
-            sock.sendall(_SIZE.pack(size))
+            sock.sendall(request)
             got = 0
             recv_into = sock.recv_into
             while got < size:
                 n = recv_into(view)
                 if not n:
-                    raise BenchError(f"raw sender closed after {got} of {size} bytes")
+                    what = f"relay of {command!r}" if command else "raw sender"
+                    raise BenchError(f"{what} closed after {got} of {size} bytes")
                 got += n
             elapsed = time.perf_counter() - start
         finally:
@@ -477,8 +496,11 @@ class RawPeer:
 
 
 def raw_sender_main(cert: str | None, key: str | None) -> int:
-    """Accept, read the size asked for, send that many bytes from one preallocated
-    buffer with ``sendall``, close; until killed."""
+    """Accept, read the request, send that many bytes, close; until killed.
+
+    With no command, from one preallocated buffer with ``sendall`` (the raw
+    transfer).  With a command, the relay ceiling: run it as rshell's server
+    does (``/bin/sh -c``, stdout a pipe), and relay the pipe to the socket."""
     srv = socket.create_server((LOOPBACK, 0))
     ctx = None
     if cert and key:
@@ -486,20 +508,25 @@ def raw_sender_main(cert: str | None, key: str | None) -> int:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.load_cert_chain(cert, key)
     print(srv.getsockname()[1], flush=True)
-    view = memoryview(bytearray(RAW_CHUNK))
+    view = memoryview(bytearray(max(RAW_CHUNK, RELAY_PIPE)))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         conn, _ = srv.accept()
+        # Every transfer gets TCP_NODELAY, as rshell's sockets do: over TLS,
+        # where each 16 KiB record is a write of its own, it is faster, and a
+        # baseline must be the best a raw Python transfer can do.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if ctx is not None:
                 conn = ctx.wrap_socket(conn, server_side=True)
-            head = b""
-            while len(head) < _SIZE.size:
-                more = conn.recv(_SIZE.size - len(head))
-                if not more:
-                    break
-                head += more
-            left = _SIZE.unpack(head)[0] if len(head) == _SIZE.size else 0
+            head = recv_exact(conn, _REQUEST.size)
+            if len(head) < _REQUEST.size:
+                continue
+            left, cmd_len = _REQUEST.unpack(head)
+            command = recv_exact(conn, cmd_len).decode()
+            if command:
+                relay_command(command, conn, view[:RELAY_PIPE])
+                continue
             while left:
                 n = min(left, RAW_CHUNK)
                 conn.sendall(view[:n])
@@ -508,6 +535,47 @@ def raw_sender_main(cert: str | None, key: str | None) -> int:
             pass  # the receiver went away; serve the next one
         finally:
             conn.close()
+
+
+def recv_exact(conn: socket.socket, size: int) -> bytes:
+    """``size`` bytes, or fewer if the peer closed first."""
+    data = b""
+    while len(data) < size:
+        more = conn.recv(size - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def relay_command(command: str, conn: socket.socket, view: memoryview) -> None:
+    """The relay ceiling: ``command`` writes into a 1 MiB pipe; a loop of
+    ``readv`` into one preallocated pipe-sized buffer and ``sendall`` moves it
+    to the socket, with nothing else per chunk (no framing, no polling, no
+    accounting).  A server that runs commands behind a pipe cannot do less."""
+    import fcntl
+
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(r, _F_SETPIPE_SZ, RELAY_PIPE)  # before the command starts writing
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size: the default pipe still works
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                                stdout=w)
+    finally:
+        os.close(w)
+    try:
+        readv, send, bufs = os.readv, conn.sendall, [view]
+        while n := readv(r, bufs):
+            send(view[:n])
+    finally:
+        os.close(r)  # an unfinished command gets SIGPIPE
+        try:
+            proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
@@ -546,7 +614,9 @@ def bench_throughput(
     conn: Any, mode: Mode, plan: Plan, workdir: Path, generator: str, conn_info: dict[str, str],
 ) -> dict[str, Any]:
     """1 GiB of command output through rshell, counted by a callback, vs the same
-    byte count over a raw Python socket (TCP, or TLS 1.3 in TLS mode)."""
+    byte count over a raw Python socket (TCP, or TLS 1.3 in TLS mode), and vs the
+    relay ceiling: the same command's output relayed pipe -> socket by a minimal
+    loop over the same kind of socket (what any pipe-based server can reach)."""
     size = plan.tp_size
     gen_name, probes = pick_generator(size, generator)
     command = probes[gen_name]["command"]
@@ -575,27 +645,41 @@ def bench_throughput(
         def baseline(n: int = size) -> float:
             return n / peer.transfer(n) / 1e6
 
+        def relay(n: int = size, cmd: str = command) -> float:
+            return n / peer.transfer(n, cmd) / 1e6
+
         small = min(size, 64 * MiB)
         warm_cmd = generator_commands(small)[gen_name]
         baseline(small)
+        relay(small, warm_cmd)
         rshell(small, warm_cmd)
-        progress(f"{mode.name}: throughput, {plan.tp_samples} x {size // MiB} MiB each side")
-        base, rsh = alternate(baseline, rshell, plan.tp_samples)
+        progress(f"{mode.name}: throughput, {plan.tp_samples} x {size // MiB} MiB each: "
+                 "raw, relay ceiling, rshell")
+        base, rel, rsh = interleave([baseline, relay, rshell], plan.tp_samples)
     finally:
         peer.stop()
+    socket_what = ("raw Python TLS 1.3 loopback socket" if mode.client_tls
+                   else "raw Python TCP loopback socket")
     result = figure_result(
         "throughput", mode.name, "MB/s", base, rsh, size_bytes=size,
-        baseline_what=("raw Python TLS 1.3 loopback socket" if mode.client_tls
-                       else "raw Python TCP loopback socket")
+        baseline_what=socket_what
         + " (sender process: sendall from a 1 MiB buffer; receiver: recv_into)",
         rshell_what=f"conn.run({command!r}, on_stdout=<count bytes>)",
         generator={"chosen": gen_name, "candidates": probes},
     )
+    result["relay_ceiling"] = relay_result(base, rel, rsh, command, socket_what)
     notes = []
     if result["rshell"]["median"] >= 0.8 * ceiling:
         notes.append(f"rshell reached {result['rshell']['median'] / ceiling:.0%} of what the "
                      f"generator alone delivers into a pipe ({ceiling:.0f} MB/s): the generator "
                      "may be the bottleneck")
+    reach = result["relay_ceiling"]["of_baseline"]
+    beyond = [f"{t['op']} {t['value']}" + (" (later)" if i else "")
+              for i, t in enumerate(result["targets"]) if reach < t["value"]]
+    if beyond:
+        notes.append(f"the relay ceiling reaches {reach:.2f} of the raw transfer, below the "
+                     f"target {' and '.join(beyond)}: no server that runs the command "
+                     "behind a pipe can meet it on this machine")
     if mode.client_tls:
         result["tls"] = {"baseline": peer.info, "rshell": conn_info}
         if conn_info and peer.info and conn_info.get("cipher") != peer.info.get("cipher"):
@@ -603,6 +687,25 @@ def bench_throughput(
                          f"{peer.info.get('cipher')}")
     result["notes"] = notes
     return result
+
+
+def relay_result(
+    base: list[float], rel: list[float], rsh: list[float], command: str, socket_what: str,
+) -> dict[str, Any]:
+    """rshell against the relay ceiling (informational, no target), and the
+    ceiling against the raw transfer (what the pipe hop alone costs)."""
+    stats, rs = summarize(rel), summarize(rsh)
+    paired = [r / c for c, r in zip(rel, rsh, strict=True)]  # the relay runs just before
+    return {
+        "what": f"{command!r} into a {RELAY_PIPE // MiB} MiB pipe, relayed by a sender "
+                f"process (readv into a {RELAY_PIPE // MiB} MiB buffer, sendall) over a "
+                f"{socket_what} with TCP_NODELAY; receiver: recv_into",
+        "relay": stats,
+        "ratio": rs["median"] / stats["median"],
+        "paired_ratio": {k: v for k, v in summarize(paired).items() if k != "samples"},
+        "of_baseline": stats["median"] / statistics.median(base),
+        "target": "(ceiling)",
+    }
 
 
 # ---- figure 3: cold one-shot ------------------------------------------------------------
@@ -707,7 +810,8 @@ def _cell(stats: dict[str, Any]) -> str:
 
 
 def format_table(mode: str, data: dict[str, Any]) -> str:
-    """figure | baseline | rshell | ratio | target | result | later target."""
+    """figure | baseline | rshell | ratio | target | result | later target; the
+    throughput figure gets a second row, rshell against the relay ceiling."""
     head = ("figure", "unit", "baseline med [p10-p90]", "rshell med [p10-p90]", "ratio",
             "target", "result", "later")
     rows = [head]
@@ -722,6 +826,10 @@ def format_table(mode: str, data: dict[str, Any]) -> str:
                  if len(tg) > 1 else "")
         rows.append((label, fig["unit"], _cell(fig["baseline"]), _cell(fig["rshell"]),
                      f"{fig['ratio']:.2f}", current, verdict, later))
+        if "relay_ceiling" in fig:
+            rc = fig["relay_ceiling"]
+            rows.append(("  vs relay ceiling", fig["unit"], _cell(rc["relay"]),
+                         _cell(fig["rshell"]), f"{rc['ratio']:.2f}", rc["target"], "-", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [f"mode {mode}:"]
     for i, row in enumerate(rows):

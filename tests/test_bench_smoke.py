@@ -36,3 +36,29 @@ def test_bench_quick_roundtrip_writes_json(tmp_path: Path) -> None:
     assert fig["ratio"] > 0
     assert [t["value"] for t in fig["targets"]] == [1.5, 1.2]
     assert all(isinstance(t["pass"], bool) for t in fig["targets"])
+
+
+def test_bench_tiny_throughput_has_relay_ceiling(tmp_path: Path) -> None:
+    """Both modes, a 16 MiB stream: the raw, relay-ceiling and rshell samples
+    are all taken, and the ceiling is reported beside the raw ratio."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--mode", "both", "--only", "throughput",
+         "--size", "16M", "--samples", "2", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("vs relay ceiling") == 2
+    data = json.loads(out.read_text())
+    for name in ("plain", "tls"):
+        mode = data["modes"][name]
+        assert mode["server_exit"] == 0
+        fig = mode["figures"]["throughput"]
+        assert fig["size_bytes"] == 16 << 20
+        assert fig["ratio"] > 0 and fig["targets"][0]["value"] == 0.7
+        ceiling = fig["relay_ceiling"]
+        assert ceiling["target"] == "(ceiling)"
+        assert ceiling["relay"]["n"] == 2 and fig["rshell"]["n"] == 2
+        assert 0 < ceiling["relay"]["min"] <= ceiling["relay"]["max"]
+        assert ceiling["ratio"] == fig["rshell"]["median"] / ceiling["relay"]["median"]
+        assert ceiling["of_baseline"] > 0 and ceiling["paired_ratio"]["n"] == 2
