@@ -81,15 +81,64 @@ def client_context() -> ssl.SSLContext:
 
 def peer_key_blob(sock: ssl.SSLSocket) -> bytes:
     """The SSH wire blob of the Ed25519 key in the certificate the peer proved it
-    holds, found in the DER directly: the client's cold path needs no X.509
-    parser (``cryptography.x509`` costs tens of milliseconds to import)."""
+    holds.  The client's cold path needs no X.509 library (``cryptography.x509``
+    costs tens of milliseconds to import): ``certificate_ed25519`` walks the DER
+    to the one field TLS binds, subjectPublicKeyInfo."""
     from rshell.keys import ed25519_blob
 
-    der = sock.getpeercert(binary_form=True) or b""
-    at = der.find(_ED25519_SPKI)
-    if at < 0 or der.find(_ED25519_SPKI, at + 1) >= 0 or len(der) < at + 12 + 32:
-        raise ValueError("the server's certificate does not carry exactly one Ed25519 key")
-    return ed25519_blob(der[at + 12 : at + 44])
+    return ed25519_blob(certificate_ed25519(sock.getpeercert(binary_form=True) or b""))
+
+
+def certificate_ed25519(der: bytes) -> bytes:
+    """The raw Ed25519 key in a certificate's own subjectPublicKeyInfo.
+
+    Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+    serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo,
+    ... }, ... }.  Only that position counts: a key found anywhere else (an
+    extension, a name) is data an attacker chose, and is never read.
+    """
+    try:
+        cert, rest = _der(der, 0, 0x30)
+        if rest != len(der):
+            raise ValueError("trailing bytes")
+        tbs, _ = _der(der, cert[0], 0x30)
+        fields: list[tuple[int, int, int]] = []  # (tag, start of TLV, end)
+        at = tbs[0]
+        while at < tbs[1] and len(fields) < 7:
+            tag = der[at]
+            (_, end) = _der(der, at, tag)
+            fields.append((tag, at, end))
+            at = end
+        if fields and fields[0][0] == 0xA0:  # explicit [0] version
+            fields = fields[1:]
+        if len(fields) < 6:
+            raise ValueError("short tbsCertificate")
+        tag, spki_start, spki_end = fields[5]
+        spki = der[spki_start:spki_end]
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"the server's certificate cannot be read ({exc})") from None
+    if tag != 0x30 or len(spki) != len(_ED25519_SPKI) + 32 or not spki.startswith(_ED25519_SPKI):
+        raise ValueError("the server's certificate does not carry an Ed25519 host key")
+    return spki[len(_ED25519_SPKI) :]
+
+
+def _der(data: bytes, at: int, tag: int) -> tuple[tuple[int, int], int]:
+    """The TLV at ``at`` with this tag: ((content start, content end), TLV end)."""
+    if data[at] != tag:
+        raise ValueError(f"expected tag {tag:#x}, found {data[at]:#x}")
+    first = data[at + 1]
+    if first < 0x80:
+        length, start = first, at + 2
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 4:
+            raise ValueError("bad length")
+        length = int.from_bytes(data[at + 2 : at + 2 + count], "big")
+        start = at + 2 + count
+    end = start + length
+    if end > len(data):
+        raise ValueError("truncated")
+    return (start, end), end
 
 
 def peer_key(sock: ssl.SSLSocket) -> PublicKey:
