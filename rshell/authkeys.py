@@ -17,6 +17,8 @@ import fnmatch
 import hashlib
 import ipaddress
 import logging
+import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,12 +146,25 @@ def _matches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, pattern: str) ->
     return fnmatch.fnmatchcase(str(ip), pattern.lower())
 
 
+def _writable_by_others(path: Path) -> str:
+    """sshd's StrictModes: the file and its directory must not be writable by
+    group or others (anyone who can edit the list can let themselves in)."""
+    for where in (path, path.parent):
+        try:
+            st = os.stat(where)
+        except OSError:
+            continue
+        if st.st_mode & 0o022 and not (where.is_dir() and st.st_mode & stat.S_ISVTX):
+            return f"{where} has mode {stat.S_IMODE(st.st_mode):04o}"
+    return ""
+
+
 class AuthorizedKeys:
     """The file, re-parsed whenever it changes; thread-safe."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: str | None = None
+        self._stamp: str | None = None  # content digest, or "missing" / "loose"
         self._entries: dict[bytes, Entry] = {}
         self._lock = threading.Lock()
 
@@ -161,6 +176,13 @@ class AuthorizedKeys:
     def _refresh(self) -> None:
         """Re-parse when the content changed: read every time, as sshd does, but
         parse only on a new digest (a same-size edit within one mtime tick counts)."""
+        loose = _writable_by_others(self.path)
+        if loose:
+            if self._stamp != "loose":
+                log.error("%s is writable by others (%s): ignored, nobody can log in until "
+                          "it is fixed (chmod go-w)", self.path, loose)
+            self._stamp, self._entries = "loose", {}
+            return
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:

@@ -5,11 +5,10 @@ Must not import click.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 
 from rshell.client import Connection
-from rshell.output import fd_writer, report_error, result_json
+from rshell.output import fd_writer, report_error, write_json_line
 
 
 def commands(lines: Iterable[str]) -> Iterable[str]:
@@ -36,8 +35,7 @@ def run_batch(
     for command in commands(lines):
         if as_json:
             result = conn.run(command, timeout=timeout)
-            sys.stdout.write(result_json(result) + "\n")
-            sys.stdout.flush()
+            write_json_line(result)
         else:
             result = conn.run(command, timeout=timeout, on_stdout=out, on_stderr=err)
             report_error(result, quiet)

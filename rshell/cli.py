@@ -7,10 +7,12 @@ remote status otherwise); no traceback reaches a user.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -23,31 +25,41 @@ from rshell.paths import DEFAULT_PORT, rshell_home
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"rshell: {message}\n")
-    sys.stderr.flush()
+def _fail(message: str, code: int, prog: str = "rshell") -> NoReturn:
+    line = " ".join(message.split("\n"))  # one line, always
+    try:
+        sys.stderr.write(f"{prog.split()[0]}: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass  # no stderr to write to: the exit status still says it
     sys.exit(code)
 
 
 def _invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
-    """Run a click command with rshell's error policy."""
+    """Run a click command with rshell's error policy: one line, no traceback."""
+    fail = functools.partial(_fail, prog=prog)
     try:
         rv = command.main(list(args), prog_name=prog, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help(), err=True)
         sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
-        _fail(f"{exc.format_message()} (see {prog} --help)", EXIT_USAGE)
+        fail(f"{exc.format_message()} (see {prog} --help)", EXIT_USAGE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
-        _fail("aborted", 130)
+        fail("aborted", 130)
     except RshellError as exc:
-        _fail(str(exc), exc.exit_code)
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(141)
+    except OSError as exc:  # a local file or device: not a crash, one line
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"{exc.strerror or exc}{where}", EXIT_CONNECTION)
+    except UnicodeError as exc:
+        fail(f"cannot decode or encode text: {exc}", EXIT_CONNECTION)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -62,6 +74,8 @@ def _invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
 @click.option("-p", "--port", type=click.IntRange(1, 65535), help=f"Port [{DEFAULT_PORT}].")
 @click.option("-i", "identity", metavar="PATH", help="Private key to authenticate with.")
 @click.option("--no-tls", is_flag=True, help="Talk plain TCP (insecure; server must agree).")
+@click.option("--no-auth", is_flag=True,
+              help="Offer no key (only a --no-auth server will take you).")
 @click.option("--known-hosts", metavar="FILE", help="Host key pins [$RSHELL_HOME/known_hosts].")
 @click.option("--strict-host-keys", is_flag=True, help="Refuse hosts not in known_hosts.")
 @click.option("--accept-new", is_flag=True, help="Pin unknown hosts without asking.")
@@ -75,7 +89,8 @@ def _invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
 )
 def client_command(
     target: str, argv: tuple[str, ...], command: str | None, batch: str | None,
-    port: int | None, identity: str | None, no_tls: bool, known_hosts: str | None,
+    port: int | None, identity: str | None, no_tls: bool, no_auth: bool,
+    known_hosts: str | None,
     strict_host_keys: bool, accept_new: bool, as_json: bool, fail_fast: bool, quiet: bool,
     timeout: float | None, connect_timeout: float,
 ) -> int:
@@ -100,30 +115,48 @@ def client_command(
         raise UsageError("empty command")
     if strict_host_keys and accept_new:
         raise UsageError("--strict-host-keys and --accept-new contradict each other")
-    if batch is None and command is None and not sys.stdin.isatty():
+    if batch is None and command is None and not _stdin_is_tty():
         batch = "-"
     lines = _batch_lines(batch) if batch is not None else None
     if no_tls:
         sys.stderr.write("rshell: WARNING: --no-tls: the server is not authenticated and "
                          "nothing is encrypted\n")
-    conn = connect(
-        target, port=port, identity=identity, passphrase=_ask_passphrase,
-        known_hosts=known_hosts, strict_host_keys=strict_host_keys, accept_new=accept_new,
-        ask=_ask_host if _on_terminal() else None, connect_timeout=connect_timeout,
-        tls=not no_tls,
-    )
+    if no_auth:
+        sys.stderr.write("rshell: WARNING: --no-auth: offering no key; only a server that "
+                         "lets anyone run commands will accept this\n")
+
+    def open_connection() -> Any:
+        return connect(
+            target, port=port, identity=identity, passphrase=_ask_passphrase,
+            known_hosts=known_hosts, strict_host_keys=strict_host_keys, accept_new=accept_new,
+            ask=_ask_host if _on_terminal() else None, connect_timeout=connect_timeout,
+            tls=not no_tls, auth=not no_auth, on_warning=_warn,
+        )
+
+    conn = open_connection()
     with conn:
         if command is not None:
             return _one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
         if lines is not None:
             from rshell.batch import run_batch
 
-            return run_batch(
-                conn, lines, fail_fast=fail_fast, as_json=as_json, quiet=quiet, timeout=timeout
-            )
+            with _forward_sigint(conn.send_signal):
+                return run_batch(conn, lines, fail_fast=fail_fast, as_json=as_json,
+                                 quiet=quiet, timeout=timeout)
         from rshell.repl import interactive
 
-        return interactive(conn, rshell_home() / "history", timeout=timeout)
+        return interactive(conn, rshell_home() / "history", timeout=timeout,
+                           reconnect=open_connection)
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"rshell: WARNING: {message}\n")
+    sys.stderr.flush()
+
+
+def _stdin_is_tty() -> bool:
+    """True on a terminal; a closed stdin (``<&-``) is not one."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def _on_terminal() -> bool:
@@ -135,9 +168,18 @@ def _on_terminal() -> bool:
 
 
 def _ask_passphrase(prompt: str) -> str | None:
-    """Ask on the terminal, as ssh does; None when there is none."""
+    """Ask on the controlling terminal, as ssh does; None when there is none.
+
+    Never from stdin: that is the command's data (``... | rshell h -c cat``),
+    and getpass would fall back to it, echoing and eating it.
+    """
     import getpass
 
+    try:
+        with open("/dev/tty", "r+b", buffering=0):
+            pass
+    except OSError:
+        return None
     try:
         return getpass.getpass(prompt)
     except (EOFError, OSError):
@@ -161,24 +203,36 @@ def _ask_host(address: str, fingerprint: str) -> bool:
             return answer == "yes"
 
 
-def _batch_lines(batch: str) -> list[str]:
+def _batch_lines(batch: str) -> Iterator[str]:
+    """Lines as they come (a command runs as soon as its line is there); bytes
+    that are not UTF-8 survive as surrogates and reach the server unchanged."""
     if batch == "-":
-        return sys.stdin.read().splitlines()
-    try:
-        return Path(batch).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-    except OSError as exc:
-        raise UsageError(f"cannot read {batch}: {exc.strerror}") from None
+        if sys.stdin is None:
+            raise UsageError("no standard input to read commands from")
+        source: Any = sys.stdin.buffer
+    else:
+        try:
+            source = open(batch, "rb")  # noqa: SIM115 - closed by the generator
+        except OSError as exc:
+            raise UsageError(f"cannot read {batch}: {exc.strerror}") from None
+    return _decoded_lines(source)
+
+
+def _decoded_lines(source: Any) -> Iterator[str]:
+    with source:
+        for raw in iter(source.readline, b""):
+            yield raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
 
 
 def _one_shot(conn: Any, command: str, *, as_json: bool, quiet: bool,
               timeout: float | None) -> int:
-    from rshell.output import fd_writer, report_error, result_json
+    from rshell.output import fd_writer, report_error, write_json_line
 
-    stdin = None if sys.stdin.isatty() else sys.stdin.buffer
+    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
     with _forward_sigint(conn.send_signal):
         if as_json:
             result = conn.run(command, stdin=stdin, timeout=timeout)
-            sys.stdout.write(result_json(result) + "\n")
+            write_json_line(result)
         else:
             out = _pipe_safe(fd_writer(1), conn.send_signal)
             result = conn.run(command, stdin=stdin, timeout=timeout,
@@ -205,14 +259,21 @@ def _pipe_safe(write: Callable[[Any], None], send_signal: Callable[[int], None])
 
 
 class _forward_sigint:
-    """While running a command, Ctrl-C goes to the remote command, not to us."""
+    """While running a command, Ctrl-C goes to the remote command, not to us;
+    three presses within two seconds abort locally (the connection closes, so
+    the server terminates the command), for a command that ignores SIGINT."""
 
     def __init__(self, send: Callable[[int], None]) -> None:
         self._send = send
         self._previous: Any = None
+        self._presses: list[float] = []
 
     def __enter__(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
+            now = time.monotonic()
+            self._presses = [t for t in self._presses if now - t < 2.0] + [now]
+            if len(self._presses) >= 3:
+                raise KeyboardInterrupt
             self._send(signal.SIGINT)
 
         self._previous = signal.signal(signal.SIGINT, handler)
@@ -233,9 +294,13 @@ def keygen_command(
 ) -> int:
     """Generate a key pair in OpenSSH format (private file mode 0600)."""
     from rshell import keys
+    from rshell.errors import KeyFileError
 
     target = Path(path).expanduser() if path else rshell_home() / f"id_{kind}"
-    key = keys.generate(kind, bits)
+    try:
+        key = keys.generate(kind, bits)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
     keys.write_key_pair(target, key, comment or keys.default_comment(), new_passphrase)
     bits_, name = keys.describe(key.public_key())
     click.echo(f"Your identification has been saved in {target}")
@@ -257,7 +322,7 @@ def fingerprint_command(what: str | None, port: int | None, connect_timeout: flo
     from rshell import keys
 
     path = Path(what).expanduser() if what else rshell_home() / "id_ed25519"
-    if what is None or path.exists():
+    if what is None or path.exists() or "/" in what:
         key, comment = _public_key_of(path)
         bits, name = keys.describe(key)
         click.echo(f"{bits} {keys.fingerprint(key)} {comment or 'no comment'} ({name})")
@@ -299,7 +364,34 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in _SUBCOMMANDS:
         _invoke(_SUBCOMMANDS[args[0]], args[1:], f"rshell {args[0]}")
-    _invoke(client_command, args, "rshell")
+    _invoke(client_command, _command_words(args), "rshell")
+
+
+#: Client options that take a value (the next word, unless attached).
+_VALUE_OPTIONS = frozenset({
+    "-c", "-f", "-p", "--port", "-i", "--known-hosts", "--timeout", "--connect-timeout",
+})
+
+
+def _command_words(args: list[str]) -> list[str]:
+    """As ssh reads ``ssh host ls -l /``: options may come before or right after
+    the target, and the first other word after it starts the remote command,
+    whose own dashes are its own (as if ``--`` stood before it)."""
+    target_seen = False
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            return args
+        if word.startswith("-") and word != "-":
+            attached = "=" in word or (not word.startswith("--") and len(word) > 2)
+            i += 1 if attached or word not in _VALUE_OPTIONS else 2
+            continue
+        if target_seen:
+            return [*args[:i], "--", *args[i:]]
+        target_seen = True
+        i += 1
+    return args
 
 
 # ---- rshell-server ---------------------------------------------------------------

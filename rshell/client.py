@@ -86,6 +86,8 @@ def connect(
     ask: AskHost | None = None,
     connect_timeout: float = 10.0,
     tls: bool = True,
+    auth: bool = True,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Connection:
     """Open an authenticated session to ``target`` (``host``, ``host:port``, ``[v6]:port``).
 
@@ -93,16 +95,39 @@ def connect(
     else ``~/.ssh/id_*``) and ``$RSHELL_HOME/known_hosts``.  An unknown host
     key is refused with ``strict_host_keys``, offered to ``ask`` if given
     (unless ``accept_new``), and otherwise pinned with a notice on stderr; a
-    changed one is always refused.
+    changed one is always refused.  ``auth=False`` offers no key (for a
+    ``--no-auth`` server); a server that asks for none while we offer one is
+    reported through ``on_warning`` (default: stderr).
     """
     host, parsed_port = parse_hostport(target, port or DEFAULT_PORT)
+    if port is not None and parse_hostport(target, 0, listen=True)[1] not in (0, port):
+        raise UsageError(f"-p {port} contradicts the port in {target!r}")
     conn = Connection(host, parsed_port)
+    conn._auth = auth
+    conn._warn = on_warning or _stderr_warning
     conn._identity_path = identity
     conn._passphrase = passphrase
     conn._known_hosts = Path(known_hosts) if known_hosts else rshell_home() / "known_hosts"
     conn._host_policy = (strict_host_keys, accept_new, ask)
     conn._open(connect_timeout, tls)
     return conn
+
+
+def _stderr_warning(message: str) -> None:
+    sys.stderr.write(f"rshell: WARNING: {message}\n")
+
+
+def _check_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Refuse locally what the server would refuse by dropping the connection."""
+    if env is None:
+        return None
+    checked = dict(env)
+    for name, value in checked.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise UsageError(f"env must map str to str, not {name!r}: {value!r}")
+        if not name or "=" in name or "\0" in name + value:
+            raise UsageError(f"invalid environment variable {name!r}")
+    return checked
 
 
 class Connection:
@@ -134,13 +159,17 @@ class Connection:
         self.host_fingerprint: str | None = None
         self._host_blob = b""
         self._loaded_identity: Identity | None = None
+        self._auth = True
+        self._warn: Callable[[str], None] = _stderr_warning
+        self._asked = False  # the user was asked about the host key just now
 
     # ---- connection lifecycle ----------------------------------------------------
 
     def _open(self, timeout: float, tls: bool) -> None:
         # Load (and ask the passphrase of) the identity before the clock runs:
         # a slow typist must not lose the handshake to --auth-timeout.
-        self._loaded_identity = self._identity(required=False) if tls else None
+        if self._auth and self._loaded_identity is None:
+            self._loaded_identity = self._identity(required=False)
         deadline = time.monotonic() + timeout
         with edge(f"connecting to {self.address}"):
             try:
@@ -154,14 +183,37 @@ class Connection:
         try:
             if tls:
                 sock = self._tls(sock, deadline)
+                if self._asked:
+                    # Answering took the user's time, not the handshake's: the
+                    # server's clock ran on, so start afresh with the key pinned.
+                    self._asked = False
+                    sock.close()
+                    return self._open(timeout, tls)
             self._stream = Stream(sock, self.address)
             sel = self._sel = select.epoll()
             sel.register(sock.fileno(), _READ)
             sel.register(self._wake_r, _READ)
             self._write(Hello(client="rshell/0.1.0"))
-            welcome = self._until_message(deadline, "handshake")
+            try:
+                welcome = self._until_message(deadline, "handshake")
+            except ConnectionClosed:
+                if tls:
+                    raise
+                raise ConnectionClosed(
+                    f"{self.address} closed the connection during the handshake (does it "
+                    "expect TLS? then drop --no-tls)"
+                ) from None
             if isinstance(welcome, Challenge):
+                if not self._auth:
+                    raise AuthenticationFailed(
+                        f"{self.address} requires a key, and --no-auth offers none"
+                    )
                 welcome = self._authenticate(welcome, deadline)
+            elif self._auth:
+                self._warn(
+                    f"{self.address} did not ask who you are (it runs with --no-auth): "
+                    "anyone who can reach it runs commands there"
+                )
             if not isinstance(welcome, Welcome):
                 raise LocalProtocolError(
                     f"server sent {type(welcome).__name__} during the handshake", "unexpected"
@@ -177,9 +229,17 @@ class Connection:
         """TLS 1.3 handshake, then pin the host key the server proved it holds."""
         from rshell import keys, tls
 
-        with edge(f"TLS handshake with {self.address}"):
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            wrapped = tls.client_context().wrap_socket(sock)
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            with edge(f"TLS handshake with {self.address}"):
+                wrapped = tls.client_context().wrap_socket(sock)
+        except ConnectionFailed as exc:
+            if "WRONG_VERSION_NUMBER" in str(exc) or "record layer" in str(exc):
+                raise ConnectionFailed(
+                    f"{self.address} does not speak TLS (a --no-tls server? then use "
+                    "--no-tls too, knowing nothing is encrypted)"
+                ) from None
+            raise
         try:
             self._host_blob = tls.peer_key_blob(wrapped)
         except ValueError as exc:
@@ -215,6 +275,7 @@ class Connection:
         if ask is not None and not accept_new:
             if not ask(self.address, fp):
                 raise HostKeyError(f"host key for {self.address} not accepted")
+            self._asked = True
         else:
             sys.stderr.write(f"rshell: pinned new host key for {self.address} ({fp}) in {path}\n")
         knownhosts.add(path, self.address, fp)
@@ -371,8 +432,7 @@ class Connection:
         assert self._sel is not None
         pump = pump_for(stdin)
         self._signals.clear()
-        self._write(Run(command, cwd, dict(env) if env is not None else None, timeout,
-                        pump is not None))
+        self._write(Run(command, cwd, _check_env(env), timeout, pump is not None))
         deadline = time.monotonic() + timeout + _BACKSTOP if timeout else None
         registered_fd = None
         try:

@@ -152,6 +152,9 @@ def _provision_authorized_keys(path: Path) -> None:
              path, f"{identity}.pub")
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _settle_process(home: str) -> None:
     """Work from the home directory sessions start in, so that their commands
     take execution's posix_spawn fast path; and make every inherited
@@ -259,8 +262,10 @@ def _serve(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         pass  # the wake-up fd carries it; this only replaces the default action
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # SIGHUP too (a closed terminal, a dropped login): a graceful stop, never
+    # the default death that would leave running commands orphaned.
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, on_signal)
     from rshell import sweep
 
     orphans = sweep.kill_orphans()
@@ -273,7 +278,7 @@ def _serve(
         audit.event("server-start", addresses=daemon.addresses, pid=os.getpid(),
                     orphans_killed=orphans)
     received: list[int] = []
-    while not any(s in (signal.SIGTERM, signal.SIGINT) for s in received):
+    while not any(s in _STOP_SIGNALS for s in received):
         received += os.read(wake_r, 64)
     name = signal.Signals(received[-1]).name
     log.info("%s received: shutting down (grace %gs, %d session(s))",

@@ -30,7 +30,12 @@ def fd_writer(fd: int) -> Writer:
 
 
 def result_json(result: Result) -> str:
-    """One ``--json`` line; undecodable bytes are escaped, never fatal."""
+    """One ``--json`` line; undecodable bytes are escaped, never fatal.
+
+    ASCII-only JSON: every character outside it is a \\u escape, so the line
+    is valid whatever the terminal's encoding and whatever the command held
+    (a surrogate standing for an undecodable byte included).
+    """
     return json.dumps(
         {
             "host": result.host,
@@ -42,8 +47,13 @@ def result_json(result: Result) -> str:
             "error": result.error,
             "duration_s": round(result.duration, 6),
         },
-        ensure_ascii=False,
     )
+
+
+def write_json_line(result: Result) -> None:
+    """Print one ``--json`` object, flushed (a consumer may be reading live)."""
+    sys.stdout.write(result_json(result) + "\n")
+    sys.stdout.flush()
 
 
 def report_error(result: Result, quiet: bool = False) -> None:

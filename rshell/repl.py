@@ -6,12 +6,15 @@ Must not import click.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from rshell.client import Connection
+from rshell.errors import RemoteProtocolError
 from rshell.output import Writer, fd_writer, report_error
 from rshell.result import Result
 
@@ -26,8 +29,17 @@ def prompt_for(conn: Connection) -> str:
     return f"{conn.user}@{conn.host}:{cwd}$ "
 
 
-def interactive(conn: Connection, history: Path, timeout: float | None = None) -> int:
-    """Read, run, print until exit/quit/Ctrl-D; return the last command's status."""
+def interactive(
+    conn: Connection,
+    history: Path,
+    timeout: float | None = None,
+    reconnect: Callable[[], Connection] | None = None,
+) -> int:
+    """Read, run, print until exit/quit/Ctrl-D; return the last command's status.
+
+    A session the server closed for idleness while the user sat at the prompt
+    is reopened (``reconnect``) and the command sent again: it never ran.
+    """
     import readline
 
     history.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +68,18 @@ def interactive(conn: Connection, history: Path, timeout: float | None = None) -
             if leave is not None:
                 status = leave
                 break
-            result = _run_interruptible(conn, command, timeout, out, err)
+            try:
+                result = _run_interruptible(conn, command, timeout, out, err)
+            except RemoteProtocolError as exc:
+                if exc.code != "idle-timeout" or reconnect is None:
+                    raise
+                sys.stderr.write("rshell: the session was idle too long; reconnecting\n")
+                cwd = conn.cwd
+                conn.close()
+                conn = reconnect()
+                if cwd != conn.cwd:
+                    conn.run(f"cd {shlex.quote(cwd)}")
+                result = _run_interruptible(conn, command, timeout, out, err)
         except KeyboardInterrupt:  # in the instant before the command was sent
             sys.stdout.write("^C\n")
             continue

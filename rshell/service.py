@@ -153,7 +153,8 @@ class Session:
         self.prev_cwd = self.cwd
         self.peer_ip = _peer_ip(stream)
         self.marker = f"{os.getpid()}:{next(_SESSION_IDS)}"
-        self.env = dict(os.environ, RSHELL_CLIENT=self.peer, **{sweep.MARKER: self.marker})
+        self._groups: set[int] = set()  # process groups of this session's commands
+        self.env = command_environment(config, self.peer, self.marker)
         self.audit = config.audit
         self.idle_deadline: float | None = None
         self.nonce = b""
@@ -440,6 +441,7 @@ class Session:
             self._finish_early(run, Exit(127, error=str(exc), cwd=self.cwd))
             return
         self.cmd = _Command(child, run.command, timeout)
+        self._groups.add(child.pid)
         self._set(child.pidfd, _READ, self._on_exit)
         if self.audit:
             self.audit.event("command-start", peer=self.peer, command=run.command, cwd=cwd,
@@ -653,7 +655,7 @@ class Session:
             log.info("%s: command %r terminated: connection ended", self.peer, cmd.text)
         if self.commands:
             # Whatever a command daemonized out of its group goes with the session.
-            escaped = sweep.kill_session(self.marker)
+            escaped = sweep.kill_session(self.marker, self._groups)
             if escaped:
                 log.warning("%s: killed %d process(es) that left their command's group: %s",
                             self.peer, len(escaped), escaped)
@@ -666,6 +668,25 @@ class Session:
         if self.audit:
             self.audit.event("disconnect", peer=self.peer, commands=self.commands,
                              reason=self.end_reason or None)
+
+
+#: Variables of the server's own environment that commands inherit, as sshd
+#: passes its locale and time zone; everything else (the server's secrets, its
+#: RSHELL_HOME, its OLDPWD) stays out.
+_PASSED_ENV = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def command_environment(config: ServerConfig, peer: str, marker: str) -> dict[str, str]:
+    """A login-like environment: who, where, which shell, the locale; the client
+    and the session marker (see sweep.py)."""
+    env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
+    user = _user()
+    env.setdefault("PATH", _DEFAULT_PATH)
+    env.update(HOME=config.home, USER=user, LOGNAME=user, SHELL=config.shell,
+               RSHELL_CLIENT=peer)
+    env[sweep.MARKER] = marker
+    return env
 
 
 def _silent_failure(child: Child, output: int) -> str | None:

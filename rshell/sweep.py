@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 MARKER = "RSHELL_SESSION"
 _PREFIX = MARKER.encode() + b"="
@@ -41,17 +41,22 @@ def _marked() -> Iterator[tuple[int, str]]:
         )
 
 
-def kill_session(marker: str) -> list[int]:
-    """SIGKILL every process carrying exactly this marker; return their pids."""
-    killed = []
+def kill_session(marker: str, groups: Collection[int] = ()) -> list[int]:
+    """SIGKILL every process carrying exactly this marker; return the pids of
+    those that had left ``groups`` (the session's command groups, whose
+    members were already being killed and so are no news)."""
+    escaped = []
     for pid, value in _marked():
-        if value == marker:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except OSError:
-                pass
-    return killed
+        if value != marker:
+            continue
+        try:
+            group = os.getpgid(pid)
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+        if group not in groups:
+            escaped.append(pid)
+    return escaped
 
 
 def kill_orphans() -> list[int]:
