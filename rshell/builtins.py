@@ -8,7 +8,9 @@ as usual.  Must not import anything above layer 0.
 from __future__ import annotations
 
 import os
+import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -22,8 +24,16 @@ class CdResult:
     stderr: str = ""
 
 
-def cd(command: str, cwd: str, previous: str, home: str) -> CdResult | None:
-    """The outcome of ``command`` if it is ``cd [DIR]``, else None."""
+_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
+
+
+def cd(
+    command: str, cwd: str, previous: str, home: str, env: Mapping[str, str] | None = None
+) -> CdResult | None:
+    """The outcome of ``command`` if it is ``cd [DIR]``, else None.
+
+    ``$NAME`` and ``${NAME}`` expand from the command environment, ``~`` to a
+    home, as a shell would (quoting as in ``shlex``)."""
     if not command.lstrip().startswith("cd"):
         return None  # the common case, without the cost of shlex
     try:
@@ -35,6 +45,8 @@ def cd(command: str, cwd: str, previous: str, home: str) -> CdResult | None:
     target = argv[1] if len(argv) == 2 else home
     if target == "-":
         target = previous
+    elif env is not None and "$" in target:
+        target = _VARIABLE.sub(lambda m: env.get(m.group(1).strip("{}"), ""), target)
     try:
         path = os.path.normpath(os.path.join(cwd, os.path.expanduser(target)))
     except ValueError:  # ~user that cannot be encoded: there is no such user

@@ -460,7 +460,8 @@ class Session:
 
     def _builtin(self, run: Run) -> Exit | None:
         """``cd [DIR]`` changes the session's directory; anything else is not ours."""
-        result = builtins.cd(run.command, self.cwd, self.prev_cwd, self.config.home)
+        env = dict(self.env, PWD=self.cwd, OLDPWD=self.prev_cwd)
+        result = builtins.cd(run.command, self.cwd, self.prev_cwd, self.config.home, env)
         if result is None:
             return None
         self.cwd, self.prev_cwd = result.cwd, result.previous

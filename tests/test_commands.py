@@ -538,3 +538,13 @@ def test_server_logs_each_command(server: ServerProcess) -> None:
     with connect(server) as conn:
         conn.run("exit 5")
     server.wait_for_log(r"command 'exit 5' exit=5")
+
+
+def test_cd_expands_variables_like_a_shell(server: ServerProcess) -> None:
+    """``cd $HOME`` and ``cd ${OLDPWD}`` work as in a shell; unknown names expand empty."""
+    with connect(server) as conn:
+        home = conn.cwd
+        assert conn.run("cd /tmp").ok
+        assert conn.run("cd $HOME").ok and conn.cwd == home
+        assert conn.run("cd ${OLDPWD}").ok and conn.cwd == "/tmp"
+        assert conn.run("pwd").stdout == b"/tmp\n"
