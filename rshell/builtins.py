@@ -27,6 +27,35 @@ class CdResult:
 _VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
 
 
+def _expand(command: str, env: Mapping[str, str]) -> str:
+    """``$NAME``/``${NAME}`` replaced as a shell would: not inside single
+    quotes; values quoted so that shlex keeps each one a single word."""
+    out: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(command):
+        ch = command[i]
+        if ch == "\\" and quote != "'" and i + 1 < len(command):
+            out.append(command[i : i + 2])
+            i += 2
+            continue
+        if ch in "'\"" and quote in ("", ch):
+            quote = "" if quote == ch else ch
+        elif ch == "$" and quote != "'":
+            match = _VARIABLE.match(command, i)
+            if match:
+                value = env.get(match.group(1).strip("{}"), "")
+                if quote == '"':
+                    out.append(re.sub(r'(["\\$`])', r"\\\1", value))
+                else:
+                    out.append(shlex.quote(value) if value else "")  # unquoted: gone
+                i = match.end()
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def cd(
     command: str, cwd: str, previous: str, home: str, env: Mapping[str, str] | None = None
 ) -> CdResult | None:
@@ -37,7 +66,7 @@ def cd(
     if not command.lstrip().startswith("cd"):
         return None  # the common case, without the cost of shlex
     try:
-        argv = shlex.split(command)
+        argv = shlex.split(_expand(command, env) if env is not None else command)
     except ValueError:
         return None
     if not argv or argv[0] != "cd" or len(argv) > 2:
@@ -45,10 +74,10 @@ def cd(
     target = argv[1] if len(argv) == 2 else home
     if target == "-":
         target = previous
-    elif env is not None and "$" in target:
-        target = _VARIABLE.sub(lambda m: env.get(m.group(1).strip("{}"), ""), target)
+    tilde = command.lstrip()[2:].lstrip().startswith("~")  # unquoted, as a shell wants it
     try:
-        path = os.path.normpath(os.path.join(cwd, os.path.expanduser(target)))
+        path = os.path.normpath(os.path.join(cwd, os.path.expanduser(target) if tilde
+                                             else target))
     except ValueError:  # ~user that cannot be encoded: there is no such user
         path = os.path.normpath(os.path.join(cwd, target))
     try:

@@ -8,6 +8,7 @@ remote status otherwise); no traceback reaches a user.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import signal
 import sys
@@ -359,8 +360,20 @@ _SUBCOMMANDS: dict[str, click.Command] = {
 }
 
 
+def _sane_descriptors() -> None:
+    """Open /dev/null on a closed 0, 1 or 2, as ssh does: otherwise the next
+    pipe or socket we open would take that number, and writing "to stderr"
+    would write into it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of ``rshell``."""
+    _sane_descriptors()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in _SUBCOMMANDS:
         _invoke(_SUBCOMMANDS[args[0]], args[1:], f"rshell {args[0]}")
@@ -371,6 +384,18 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 _VALUE_OPTIONS = frozenset({
     "-c", "-f", "-p", "--port", "-i", "--known-hosts", "--timeout", "--connect-timeout",
 })
+
+
+def _takes_next_word(option: str) -> bool:
+    """Whether ``option`` consumes the following word as its value: ``-p``,
+    ``--port``, and a short cluster ending in one (``-qc``), but not ``-p22``,
+    ``--port=22`` or ``-cls`` (whose value is attached)."""
+    if option.startswith("--"):
+        return "=" not in option and option in _VALUE_OPTIONS
+    for at, letter in enumerate(option[1:], 1):
+        if f"-{letter}" in _VALUE_OPTIONS:
+            return at == len(option) - 1
+    return False
 
 
 def _command_words(args: list[str]) -> list[str]:
@@ -384,8 +409,7 @@ def _command_words(args: list[str]) -> list[str]:
         if word == "--":
             return args
         if word.startswith("-") and word != "-":
-            attached = "=" in word or (not word.startswith("--") and len(word) > 2)
-            i += 1 if attached or word not in _VALUE_OPTIONS else 2
+            i += 2 if _takes_next_word(word) else 1
             continue
         if target_seen:
             return [*args[:i], "--", *args[i:]]
