@@ -202,8 +202,8 @@ def _serve(
     shell: str, audit_log: str | None, max_unauthenticated: int, idle_timeout: float,
     max_commands: int,
 ) -> int:
+    from rshell.commands import ServerConfig
     from rshell.server import Daemon
-    from rshell.service import ServerConfig
 
     addresses = [parse_hostport(b, DEFAULT_PORT, listen=True) for b in binds or ("127.0.0.1",)]
     if no_auth and not allow_unauthenticated_remote:

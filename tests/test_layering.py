@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     # 2: streams and authentication
     "transport": 2, "auth": 2,
     # 3: one connection's worth of behaviour
-    "service": 3, "server": 3, "client": 3, "ssh": 3, "probe": 3,
+    "service": 3, "commands": 3, "server": 3, "client": 3, "ssh": 3, "probe": 3,
     # 4: front ends over the client / server
     "output": 4, "repl": 4, "batch": 4, "daemon_main": 4,
     # 5: the command line
