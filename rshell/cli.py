@@ -424,6 +424,8 @@ def _command_words(args: list[str]) -> list[str]:
 @click.command(context_settings=_CONTEXT)
 @click.option("--bind", "binds", multiple=True, metavar="HOST:PORT",
               help="Address to listen on, repeatable [127.0.0.1:7722]; IPv6 as [::1]:7722.")
+@click.option("--ssh-bind", "ssh_binds", multiple=True, metavar="HOST:PORT",
+              help="Also serve SSH-2 (OpenSSH clients) here, repeatable.")
 @click.option("--state-dir", metavar="DIR",
               help="Host key and authorized_keys [$RSHELL_HOME/server].")
 @click.option("--authorized-keys", metavar="FILE", help="[STATE_DIR/authorized_keys]")

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from rshell.errors import UsageError
-from rshell.paths import DEFAULT_PORT, parse_hostport, rshell_home
+from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport, rshell_home
 
 log = logging.getLogger("rshell.server")
 
@@ -155,6 +155,20 @@ def _provision_authorized_keys(path: Path) -> None:
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+def _ssh_listeners(
+    addresses: list[tuple[str, int]], config: Any, host_key: Path
+) -> list[Any]:
+    """The --ssh-bind listeners (paramiko is imported only when asked for)."""
+    if not addresses:
+        return []
+    from rshell.ssh import SshServer
+
+    try:
+        return [SshServer(address, config, str(host_key)) for address in addresses]
+    except OSError as exc:
+        raise UsageError(f"cannot listen for ssh: {exc.strerror or exc}") from None
+
+
 def _settle_process(home: str) -> None:
     """Work from the home directory sessions start in, so that their commands
     take execution's posix_spawn fast path; and make every inherited
@@ -179,6 +193,7 @@ def run_server(
     max_output: int, max_connections: int, auth_timeout: float, shutdown_grace: float,
     shell: str, log_format: str, audit_log: str | None, max_unauthenticated: int = 64,
     idle_timeout: float = 3600.0, max_commands: int = 1_000_000,
+    ssh_binds: tuple[str, ...] = (),
 ) -> int:
     """Run until SIGTERM or SIGINT; return 0 after a clean shutdown."""
     stop_logging = _setup_logging(log_format)
@@ -189,7 +204,7 @@ def run_server(
             timeout=timeout, max_output=max_output, max_connections=max_connections,
             auth_timeout=auth_timeout, shutdown_grace=shutdown_grace, shell=shell,
             audit_log=audit_log, max_unauthenticated=max_unauthenticated,
-            idle_timeout=idle_timeout, max_commands=max_commands,
+            idle_timeout=idle_timeout, max_commands=max_commands, ssh_binds=ssh_binds,
         )
     finally:
         stop_logging()
@@ -200,14 +215,16 @@ def _serve(
     no_tls: bool, no_auth: bool, allow_unauthenticated_remote: bool, timeout: float,
     max_output: int, max_connections: int, auth_timeout: float, shutdown_grace: float,
     shell: str, audit_log: str | None, max_unauthenticated: int, idle_timeout: float,
-    max_commands: int,
+    max_commands: int, ssh_binds: tuple[str, ...],
 ) -> int:
     from rshell.commands import ServerConfig
     from rshell.server import Daemon
 
-    addresses = [parse_hostport(b, DEFAULT_PORT, listen=True) for b in binds or ("127.0.0.1",)]
+    addresses = [parse_hostport(b, DEFAULT_PORT, listen=True)
+                 for b in binds or (() if ssh_binds else ("127.0.0.1",))]
+    ssh_addresses = [parse_hostport(b, 22, listen=True) for b in ssh_binds]
     if no_auth and not allow_unauthenticated_remote:
-        remote = [h for h, _ in addresses if not _is_loopback(h)]
+        remote = [h for h, _ in addresses + ssh_addresses if not _is_loopback(h)]
         if remote:
             raise UsageError(
                 f"--no-auth on non-loopback address {remote[0]} refused; add "
@@ -266,6 +283,7 @@ def _serve(
     # the default death that would leave running commands orphaned.
     for signum in _STOP_SIGNALS:
         signal.signal(signum, on_signal)
+    ssh_servers = _ssh_listeners(ssh_addresses, config, state / "host_key")
     from rshell import sweep
 
     orphans = sweep.kill_orphans()
@@ -274,6 +292,11 @@ def _serve(
     daemon.start()
     for address in daemon.addresses:
         log.info("listening on %s", address)
+    for srv in ssh_servers:
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5},
+                         daemon=True, name="ssh accept").start()
+        log.info("ssh listening on %s",
+                 format_hostport(str(srv.server_address[0]), int(srv.server_address[1])))
     if audit:
         audit.event("server-start", addresses=daemon.addresses, pid=os.getpid(),
                     orphans_killed=orphans)
@@ -284,6 +307,9 @@ def _serve(
     log.info("%s received: shutting down (grace %gs, %d session(s))",
              name, shutdown_grace, daemon.session_count)
     started = time.monotonic()
+    for srv in ssh_servers:
+        srv.shutdown()
+        srv.server_close()
     daemon.stop(shutdown_grace)
     log.info("stopped in %.2fs", time.monotonic() - started)
     if audit:

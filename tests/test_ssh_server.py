@@ -1,0 +1,168 @@
+"""The real OpenSSH client against ``rshell-server --ssh-bind``: exec requests
+with exit codes, separate stderr, stdin with EOF, a checksummed stream, the
+same host key and authorized_keys (forced command, refusal), a refused pty,
+a line-oriented shell, ControlMaster multiplexing, and channel close ending
+the command's process group."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RSHELL, ServerProcess, base_env
+
+SSH = shutil.which("ssh")
+pytestmark = pytest.mark.skipif(SSH is None, reason="OpenSSH client missing (.ci/run installs it)")
+
+
+@pytest.fixture
+def ssh_server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    srv = start_server("--ssh-bind", "127.0.0.1:0")
+    srv.ssh_port = int(srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1))  # type: ignore[attr-defined]
+    return srv
+
+
+def ssh(
+    srv: ServerProcess, *args: str, key: Path | None = None, input: bytes | None = None,
+    timeout: float = 60, extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[bytes]:
+    """The real ssh client, non-interactive, pinned to a private known_hosts."""
+    home = srv.home
+    cmd = [
+        str(SSH), "-p", str(srv.ssh_port),  # type: ignore[attr-defined]
+        "-i", str(key or home / "id_ed25519"), "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+        "-o", f"UserKnownHostsFile={home / 'ssh_known_hosts'}", "-o", "LogLevel=ERROR",
+        "-F", "/dev/null", *extra, "tester@127.0.0.1", *args,
+    ]
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def test_exit_status_and_separate_streams(ssh_server: ServerProcess) -> None:
+    proc = ssh(ssh_server, "echo out; echo err >&2; exit 3")
+    assert proc.returncode == 3
+    assert proc.stdout == b"out\n"
+    assert proc.stderr == b"err\n"
+
+
+def test_stdin_is_forwarded_with_eof(ssh_server: ServerProcess) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    proc = ssh(ssh_server, "sha256sum", input=data)
+    assert proc.returncode == 0
+    assert proc.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_large_stream_arrives_whole(ssh_server: ServerProcess) -> None:
+    """About 200 MB of deterministic output (seq), checksummed against the same
+    output made locally: complete and in order."""
+    count = 24_000_000
+    proc = ssh(ssh_server, f"seq 1 {count}", timeout=120)
+    local = subprocess.run(["seq", "1", str(count)], capture_output=True, check=True).stdout
+    assert proc.returncode == 0
+    assert len(proc.stdout) == len(local) > 190_000_000
+    assert hashlib.sha256(proc.stdout).digest() == hashlib.sha256(local).digest()
+
+
+def test_host_key_fingerprint_is_the_one_rshell_prints(ssh_server: ServerProcess) -> None:
+    assert ssh(ssh_server, "true").returncode == 0
+    listed = subprocess.run(
+        ["ssh-keygen", "-lF", f"[127.0.0.1]:{ssh_server.ssh_port}",  # type: ignore[attr-defined]
+         "-f", str(ssh_server.home / "ssh_known_hosts")],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    printed = subprocess.run(
+        [RSHELL, "fingerprint", str(ssh_server.home / "server" / "host_key.pub")],
+        capture_output=True, text=True, check=True, env=base_env(ssh_server.home),
+    ).stdout
+    assert ssh_server.fingerprint in listed
+    assert ssh_server.fingerprint in printed
+
+
+def test_unauthorized_key_is_refused(ssh_server: ServerProcess, tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                   check=True)
+    marker = tmp_path / "ran"
+    proc = ssh(ssh_server, f"touch {marker}", key=stranger)
+    assert proc.returncode == 255
+    assert b"Permission denied" in proc.stderr
+    assert not marker.exists()
+    ssh_server.wait_for_log(r"ssh: key SHA256:\S+ refused")
+
+
+def test_forced_command_applies_over_ssh(ssh_server: ServerProcess) -> None:
+    keys_file = ssh_server.home / "server" / "authorized_keys"
+    line = keys_file.read_text().strip()
+    keys_file.write_text(f'command="echo forced:$RSHELL_ORIGINAL_COMMAND" {line}\n')
+    proc = ssh(ssh_server, "echo asked")
+    assert proc.stdout == b"forced:echo asked\n"
+
+
+def test_pty_is_refused_cleanly(ssh_server: ServerProcess) -> None:
+    proc = ssh(ssh_server, "true", extra=("-tt",))
+    assert b"PTY allocation request failed" in proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+def test_shell_request_is_a_line_session_where_cd_persists(ssh_server: ServerProcess) -> None:
+    proc = ssh(ssh_server, input=b"cd /tmp\npwd\necho $((6*7))\n")
+    assert proc.returncode == 0
+    assert proc.stdout == b"/tmp\n42\n"
+
+
+def test_controlmaster_multiplexes_channels(ssh_server: ServerProcess, tmp_path: Path) -> None:
+    control = tmp_path / "cm"
+    opts = ("-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
+            "-o", "ControlPersist=30")
+    try:
+        outputs = [ssh(ssh_server, f"echo channel-{i}", extra=opts).stdout for i in range(3)]
+        assert outputs == [b"channel-0\n", b"channel-1\n", b"channel-2\n"]
+        assert len(re.findall(r"ssh connection from", ssh_server.log)) == 1
+    finally:
+        ssh(ssh_server, extra=(*opts, "-O", "exit"))
+    ssh_server.wait_for_log(r"ssh: disconnected after 3 channel\(s\)")
+
+
+def test_closing_the_channel_ends_the_process_group(
+    ssh_server: ServerProcess, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    cmd = [str(SSH), "-p", str(ssh_server.ssh_port),  # type: ignore[attr-defined]
+           "-i", str(ssh_server.home / "id_ed25519"), "-o", "IdentitiesOnly=yes",
+           "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+           "-o", f"UserKnownHostsFile={ssh_server.home / 'ssh_known_hosts'}", "-F", "/dev/null",
+           "t@127.0.0.1", f"echo $$ > {pidfile}; sleep 300 & sleep 300"]
+    client = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    pgid = int(pidfile.read_text())
+    client.kill()
+    client.wait()
+    deadline = time.monotonic() + 15
+    while _group_alive(pgid):
+        assert time.monotonic() < deadline, "the command's group survived the channel"
+        time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
