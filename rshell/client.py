@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rshell.errors import (
     AuthenticationFailed,
@@ -89,7 +89,8 @@ def connect(
     auth: bool = True,
     on_warning: Callable[[str], None] | None = None,
 ) -> Connection:
-    """Open an authenticated session to ``target`` (``host``, ``host:port``, ``[v6]:port``).
+    """Open an authenticated session to ``target`` (``host``, ``host:port``, ``[v6]:port``,
+    or ``ssh://[user@]host[:port]`` for any sshd, keys and ~/.ssh/known_hosts as ssh's).
 
     Uses the CLI's files: the identity (``-i``, else ``$RSHELL_HOME/id_ed25519``,
     else ``~/.ssh/id_*``) and ``$RSHELL_HOME/known_hosts``.  An unknown host
@@ -99,6 +100,15 @@ def connect(
     ``--no-auth`` server); a server that asks for none while we offer one is
     reported through ``on_warning`` (default: stderr).
     """
+    if target.startswith("ssh://"):
+        # Any sshd, through paramiko: the same run() -> Result, duck-typed.
+        from rshell.ssh import connect_ssh
+
+        return cast("Connection", connect_ssh(
+            target, port=port, identity=identity, passphrase=passphrase,
+            strict_host_keys=strict_host_keys, accept_new=accept_new, ask=ask,
+            connect_timeout=connect_timeout,
+        ))
     host, parsed_port = parse_hostport(target, port or DEFAULT_PORT)
     if port is not None and parse_hostport(target, 0, listen=True)[1] not in (0, port):
         raise UsageError(f"-p {port} contradicts the port in {target!r}")
