@@ -166,3 +166,12 @@ def _group_alive(pgid: int) -> bool:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             return True
     return False
+
+
+def test_port_forwarding_is_refused(ssh_server: ServerProcess) -> None:
+    """Everything but exec and shell is refused explicitly: a remote forward
+    fails, and with ExitOnForwardFailure the client says so and gives up."""
+    proc = ssh(ssh_server, "true",
+               extra=("-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"))
+    assert proc.returncode == 255
+    assert b"forwarding failed" in proc.stderr.lower()
