@@ -30,8 +30,8 @@ from typing import Any
 
 import paramiko
 
-from rshell import builtins
-from rshell.commands import ServerConfig, _silent_failure, command_environment
+from rshell import builtins, sweep
+from rshell.commands import _SESSION_IDS, ServerConfig, _silent_failure, command_environment
 from rshell.execution import Child, StartError
 from rshell.paths import format_hostport
 
@@ -58,6 +58,9 @@ class _Interface(paramiko.ServerInterface):
         self.entry: Any = None
         self.requests: dict[int, tuple[str, str | None]] = {}
         self.ready = threading.Condition()
+        #: This connection's session marker (see sweep.py), for all its channels.
+        self.marker = f"{os.getpid()}:ssh{next(_SESSION_IDS)}"
+        self.groups: set[int] = set()
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -161,6 +164,11 @@ def serve_connection(sock: socket.socket, peer: str, config: ServerConfig, host_
         transport.close()
         for thread in threads:
             thread.join(config.kill_grace + 5)
+        if iface.groups:  # what a command daemonized out of its group goes with us
+            escaped = sweep.kill_session(iface.marker, iface.groups)
+            if escaped:
+                log.warning("%s: ssh: killed %d process(es) that left their command's group",
+                            peer, len(escaped))
         log.info("%s: ssh: disconnected after %d channel(s)", peer, channels)
 
 
@@ -225,7 +233,7 @@ def _run(
     protocol; returns (exit code, signal)."""
     config = iface.config
     entry = iface.entry
-    env = command_environment(config, iface.peer, f"{os.getpid()}:ssh{channel.get_id()}")
+    env = command_environment(config, iface.peer, iface.marker)
     text = command
     if entry is not None and entry.command is not None:
         env["RSHELL_ORIGINAL_COMMAND"] = command
@@ -235,6 +243,7 @@ def _run(
     except StartError as exc:
         channel.sendall_stderr(f"rshell: command error: {exc}\n".encode())
         return 127, None
+    iface.groups.add(child.pid)
     if config.audit:
         config.audit.event("command-start", peer=iface.peer, command=text, pid=child.pid,
                            via="ssh")
