@@ -156,7 +156,7 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _ssh_listeners(
-    addresses: list[tuple[str, int]], config: Any, host_key: Path
+    addresses: list[tuple[str, int]], config: Any, host_key: Path, daemon: Any
 ) -> list[Any]:
     """The --ssh-bind listeners (paramiko is imported only when asked for)."""
     if not addresses:
@@ -164,7 +164,7 @@ def _ssh_listeners(
     from rshell.ssh import SshServer
 
     try:
-        return [SshServer(address, config, str(host_key)) for address in addresses]
+        return [SshServer(address, config, str(host_key), daemon) for address in addresses]
     except OSError as exc:
         raise UsageError(f"cannot listen for ssh: {exc.strerror or exc}") from None
 
@@ -283,7 +283,7 @@ def _serve(
     # the default death that would leave running commands orphaned.
     for signum in _STOP_SIGNALS:
         signal.signal(signum, on_signal)
-    ssh_servers = _ssh_listeners(ssh_addresses, config, state / "host_key")
+    ssh_servers = _ssh_listeners(ssh_addresses, config, state / "host_key", daemon)
     from rshell import sweep
 
     orphans = sweep.kill_orphans()

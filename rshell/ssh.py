@@ -128,7 +128,10 @@ class _Interface(paramiko.ServerInterface):
             return self.requests.pop(channel.get_id())
 
 
-def serve_connection(sock: socket.socket, peer: str, config: ServerConfig, host_key: str) -> None:
+def serve_connection(
+    sock: socket.socket, peer: str, config: ServerConfig, host_key: str,
+    on_authenticated: Any = None,
+) -> None:
     """One SSH connection, until it ends; channels get threads of their own."""
     transport = paramiko.Transport(sock)
     transport.local_version = "SSH-2.0-rshell_0.1"
@@ -145,10 +148,24 @@ def serve_connection(sock: socket.socket, peer: str, config: ServerConfig, host_
         return
     deadline = time.monotonic() + config.auth_timeout
     threads: list[threading.Thread] = []
+    authenticated = False
+    idle_since = time.monotonic()
     try:
         while transport.is_active():
-            if not transport.is_authenticated() and time.monotonic() > deadline:
-                log.warning("%s: ssh: not authenticated in %gs", peer, config.auth_timeout)
+            now = time.monotonic()
+            if not transport.is_authenticated():
+                if now > deadline:
+                    log.warning("%s: ssh: not authenticated in %gs", peer, config.auth_timeout)
+                    break
+            elif not authenticated:
+                authenticated = True
+                if on_authenticated is not None:
+                    on_authenticated()
+            threads = [t for t in threads if t.is_alive()]
+            if threads:
+                idle_since = now
+            elif config.idle_timeout and now - idle_since > config.idle_timeout:
+                log.info("%s: ssh: idle for %gs, closing", peer, config.idle_timeout)
                 break
             channel = transport.accept(timeout=0.5)
             if channel is None:
@@ -346,8 +363,17 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         host, port = self.client_address[:2]
-        serve_connection(self.request, format_hostport(host, port), self.server.config,
-                         self.server.host_key)
+        daemon = self.server.daemon
+        token = daemon.tokens.pop(id(self.request)) if daemon is not None else None
+        try:
+            serve_connection(
+                self.request, format_hostport(host, port), self.server.config,
+                self.server.host_key,
+                (lambda: daemon.authenticated(token)) if daemon is not None else None,
+            )
+        finally:
+            if daemon is not None and token is not None:
+                daemon.release(token)
 
 
 class SshServer(socketserver.ThreadingTCPServer):
@@ -357,14 +383,30 @@ class SshServer(socketserver.ThreadingTCPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], config: ServerConfig, host_key: str) -> None:
+    def __init__(
+        self, address: tuple[str, int], config: ServerConfig, host_key: str, daemon: Any = None
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.config = config
         self.host_key = host_key
+        #: The native server's Daemon: one admission count for both protocols.
+        self.daemon = daemon
         super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("unhandled error serving ssh %s", client_address)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """The same admission control as the native listener; a refused SSH
+        connection is simply closed (SSH has no frame to say 'busy' in)."""
+        if self.daemon is not None:
+            token, reason = self.daemon.admit(request)
+            if token is None:
+                log.warning("ssh %s: rejected: %s", client_address[0], reason)
+                self.shutdown_request(request)
+                return
+            self.daemon.tokens[id(request)] = token
+        super().process_request(request, client_address)
 
 
 # ---- the client side: any sshd as ``ssh://[user@]host[:port]`` ---------------------

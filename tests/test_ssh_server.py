@@ -175,3 +175,21 @@ def test_port_forwarding_is_refused(ssh_server: ServerProcess) -> None:
                extra=("-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"))
     assert proc.returncode == 255
     assert b"forwarding failed" in proc.stderr.lower()
+
+
+def test_ssh_shares_the_connection_limit(start_server: Callable[..., ServerProcess]) -> None:
+    """One admission count for both protocols: with --max-connections 1 and a
+    native session open, an ssh client is turned away; once it closes, admitted."""
+    from tests.conftest import connect
+
+    srv = start_server("--ssh-bind", "127.0.0.1:0", "--max-connections", "1")
+    srv.ssh_port = int(srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1))  # type: ignore[attr-defined]
+    with connect(srv) as conn:
+        assert conn.run("true").ok
+        refused = ssh(srv, "echo in")
+        assert refused.returncode == 255 and refused.stdout == b""
+    srv.wait_for_log(r"disconnected after 1 command")
+    deadline = time.monotonic() + 10
+    while (admitted := ssh(srv, "echo in")).stdout != b"in\n":
+        assert time.monotonic() < deadline, admitted.stderr
+    assert admitted.returncode == 0
