@@ -310,7 +310,15 @@ def _serve(
     for srv in ssh_servers:
         srv.shutdown()
         srv.server_close()
+    if ssh_servers:
+        from rshell import ssh
+
+        stopper = threading.Thread(target=ssh.stop_all,
+                                   args=(shutdown_grace, config.kill_grace), daemon=True)
+        stopper.start()
     daemon.stop(shutdown_grace)
+    if ssh_servers:
+        stopper.join(shutdown_grace + config.kill_grace + 5)
     log.info("stopped in %.2fs", time.monotonic() - started)
     if audit:
         audit.event("server-stop", signal=name)

@@ -47,6 +47,29 @@ _SIGNAL_NAMES = {
 }
 
 
+#: Commands running on SSH channels, for a graceful stop (see ``stop_all``).
+_RUNNING: set[Child] = set()
+_RUNNING_LOCK = threading.Condition()
+
+
+def stop_all(grace: float, kill_grace: float) -> None:
+    """Server shutdown: let running SSH commands finish for ``grace`` seconds,
+    then terminate their process groups (their channels then report)."""
+    deadline = time.monotonic() + grace
+    with _RUNNING_LOCK:
+        while _RUNNING and time.monotonic() < deadline:
+            _RUNNING_LOCK.wait(deadline - time.monotonic())
+        stragglers = list(_RUNNING)
+    for child in stragglers:
+        child.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + kill_grace + 2
+    with _RUNNING_LOCK:
+        while _RUNNING and time.monotonic() < deadline:
+            _RUNNING_LOCK.wait(deadline - time.monotonic())
+    for child in stragglers:
+        child.signal_group(signal.SIGKILL)
+
+
 class _Interface(paramiko.ServerInterface):
     """What this SSH connection may do: public-key login, session channels,
     exec and shell requests; nothing else."""
@@ -268,7 +291,14 @@ def _run(
     if stdin:
         feeder = threading.Thread(target=_feed, args=(channel, child), daemon=True)
         feeder.start()
-    out, reason = _pump(channel, child, config)
+    with _RUNNING_LOCK:
+        _RUNNING.add(child)
+    try:
+        out, reason = _pump(channel, child, config)
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(child)
+            _RUNNING_LOCK.notify_all()
     child.reap()
     if feeder is not None:
         feeder.join(1.0)

@@ -193,3 +193,31 @@ def test_ssh_shares_the_connection_limit(start_server: Callable[..., ServerProce
     while (admitted := ssh(srv, "echo in")).stdout != b"in\n":
         assert time.monotonic() < deadline, admitted.stderr
     assert admitted.returncode == 0
+
+
+def test_sigterm_ends_ssh_commands_after_the_grace(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A graceful stop covers SSH channels too: after --shutdown-grace the
+    command's group is terminated, the client hears of it, the server exits 0."""
+    import signal
+
+    srv = start_server("--ssh-bind", "127.0.0.1:0", "--shutdown-grace", "1")
+    srv.ssh_port = int(srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1))  # type: ignore[attr-defined]
+    pidfile = tmp_path / "pid"
+    cmd = [str(SSH), "-p", str(srv.ssh_port),  # type: ignore[attr-defined]
+           "-i", str(srv.home / "id_ed25519"), "-o", "IdentitiesOnly=yes",
+           "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+           "-o", f"UserKnownHostsFile={srv.home / 'ssh_known_hosts'}", "-F", "/dev/null",
+           "t@127.0.0.1", f"echo $$ > {pidfile}; exec sleep 300"]
+    client = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert srv.stop(signal.SIGTERM, timeout=20) == 0
+    assert client.wait(20) != 0
+    assert time.monotonic() - started < 15
+    assert not _group_alive(int(pidfile.read_text()))
