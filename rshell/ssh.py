@@ -546,9 +546,10 @@ class SshConnection:
         where = cwd if cwd and cwd.startswith("/") else os.path.join(self.cwd, cwd or "")
         full = f"cd -- {shlex.quote(where)} && {prefix}{command}" if self.cwd else command
         started = time.monotonic()
-        code, out, err, error = self._exchange(full, stdin, timeout, on_stdout, on_stderr)
-        result = Result(command=command, exit_code=code, stdout=out, stderr=err, error=error,
-                        duration=time.monotonic() - started, host=self.address)
+        code, signum, out, err, error = self._exchange(full, stdin, timeout, on_stdout,
+                                                       on_stderr)
+        result = Result(command=command, exit_code=code, signal=signum, stdout=out, stderr=err,
+                        error=error, duration=time.monotonic() - started, host=self.address)
         if check and not result.ok:
             raise CommandFailed(result)
         return result
@@ -568,7 +569,7 @@ class SshConnection:
         if not argv or argv[0] != "cd" or len(argv) > 2:
             return None
         target = shlex.quote(argv[1]) if len(argv) == 2 else '"$HOME"'
-        code, out, err, error = self._exchange(
+        code, _, out, err, error = self._exchange(
             f"cd -- {shlex.quote(self.cwd)} && cd {target} && pwd", None, 30.0, None, None
         )
         if code == 0:
@@ -577,7 +578,7 @@ class SshConnection:
                       host=self.address)
 
     def _exchange(self, command: str, stdin: Any, timeout: float | None, on_stdout: Any,
-                  on_stderr: Any) -> tuple[int | None, bytes, bytes, str | None]:
+                  on_stderr: Any) -> tuple[int | None, int | None, bytes, bytes, str | None]:
         """Both streams read concurrently (one thread each: paramiko's classic
         deadlock is a full stderr window while the caller reads stdout)."""
         import queue
@@ -637,21 +638,27 @@ class SshConnection:
                 else:
                     on_stderr(data) if on_stderr else err.extend(data)
             code: int | None = None
+            signum: int | None = None
             # The exit-status request may trail the EOFs: wait for it, bounded.
             left = 10.0 if deadline is None else max(0.0, deadline - time.monotonic())
             if error is None and channel.status_event.wait(left):
                 status = channel.recv_exit_status()
                 code = status if status >= 0 else None
-                if code is None:
-                    error = "ended without an exit status (killed by a signal?)"
+                signum = getattr(channel, "rshell_signal", None)
+                if code is None and signum is None:
+                    error = "ended without an exit status"
             elif error is None:
                 error = "the server closed the channel without an exit status"
         finally:
             channel.close()
             self._channel = None
-        if code is not None and code != 0 and not out and not err and error is None:
-            error = f"exit status {code} with no output"
-        return code, bytes(out), bytes(err), error
+        if not out and not err and error is None:
+            if signum:
+                error = f"killed by SIG{_SIGNAL_NAMES.get(signal.Signals(signum), signum)} " \
+                        "with no output"
+            elif code:
+                error = f"exit status {code} with no output"
+        return code, signum, bytes(out), bytes(err), error
 
 
 def connect_ssh(target: str, *, port: int | None = None, identity: Any = None,
@@ -693,4 +700,30 @@ def connect_ssh(target: str, *, port: int | None = None, identity: Any = None,
             raise AuthenticationFailed(f"{target}: {exc}") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionFailed(f"{target}: {exc}") from None
+    _hear_exit_signals(client.get_transport())
     return SshConnection(client, user, host, port_)
+
+
+def _hear_exit_signals(transport: Any) -> None:
+    """Paramiko drops ``exit-signal`` (RFC 4254 6.10) and never sets the status:
+    route channel requests through a handler that records it first."""
+    from paramiko.common import MSG_CHANNEL_REQUEST
+
+    table = dict(transport._channel_handler_table)
+    original = table[MSG_CHANNEL_REQUEST]
+
+    def handle(channel: Any, m: Any) -> None:
+        where = m.packet.tell()
+        if m.get_text() == "exit-signal":
+            m.get_boolean()
+            name = m.get_text()
+            numbers = {v: k for k, v in _SIGNAL_NAMES.items()}
+            channel.rshell_signal = int(numbers.get(name, signal.SIGTERM))
+            channel.exit_status = -1
+            channel.status_event.set()
+            return
+        m.packet.seek(where)
+        original(channel, m)
+
+    table[MSG_CHANNEL_REQUEST] = handle
+    transport._channel_handler_table = table

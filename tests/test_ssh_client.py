@@ -142,3 +142,12 @@ def test_unknown_host_with_strict_checking_is_refused(sshd: Sshd) -> None:
     assert proc.returncode == 255
     assert b"strict host key checking" in proc.stderr
     assert not (sshd.home / ".ssh" / "known_hosts").exists()
+
+
+def test_a_signal_death_is_reported_as_such(sshd: Sshd) -> None:
+    """sshd sends exit-signal; the client reports 128+N, promptly."""
+    started = time.monotonic()
+    proc = sshd.cli("--accept-new", "-c", "kill -TERM $$")
+    assert proc.returncode == 128 + 15
+    assert b"killed by SIGTERM" in proc.stderr
+    assert time.monotonic() - started < 8
