@@ -10,18 +10,23 @@ figure is a median with its p10/p90 and min/max spread.
     python benchmarks/bench.py                     # plain mode, full sizes (< 5 min)
     python benchmarks/bench.py --mode both         # plain, then TLS
     python benchmarks/bench.py --quick --only roundtrip,cold
+    python benchmarks/bench.py --mode ssh          # rshell --ssh-bind vs sshd (< 1 min)
 
 Figures: ``roundtrip`` (``true`` over one open connection vs an in-process
 ``subprocess.run``), ``throughput`` (1 GiB of command output vs a raw Python
 TCP or TLS 1.3 loopback transfer, and, for information, vs the "relay
 ceiling": the same command's output relayed pipe -> socket by a minimal
 loop), ``cold`` (``rshell ADDR -c true`` as a whole process vs
-``python -c pass``).  See benchmarks/README.md.
+``python -c pass``).  ``--mode ssh`` instead puts rshell's SSH listener
+(``--ssh-bind``) beside OpenSSH's sshd, both driven by the same paramiko
+client: round trip of ``true`` and a 256 MiB stream, ratios for information.
+See benchmarks/README.md.
 
 It starts its own ``rshell-server`` on 127.0.0.1:0 with a temporary
 ``RSHELL_HOME`` (never the user's files), talks to 127.0.0.1 only, and stops
 everything it started.  Only the standard library is needed, plus
-``cryptography`` for the TLS baseline's throwaway certificate.
+``cryptography`` for the TLS baseline's throwaway certificate (and the
+throwaway SSH keys), and paramiko and OpenSSH's sshd for ``--mode ssh``.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import getpass
 import json
 import os
 import platform
+import pwd
 import re
 import shutil
 import signal
@@ -55,6 +62,8 @@ LOOPBACK = "127.0.0.1"
 MiB = 1 << 20
 GiB = 1 << 30
 FIGURES = ("roundtrip", "throughput", "cold")
+#: What mode ssh measures (the same client against rshell's listener and sshd).
+SSH_FIGURES = ("roundtrip", "throughput")
 SH_TRUE = ["/bin/sh", "-c", "true"]
 #: Chunk the raw baseline sends and receives, preallocated once.
 RAW_CHUNK = MiB
@@ -64,7 +73,8 @@ RAW_CHUNK = MiB
 #: would never fill.
 RELAY_PIPE = MiB
 _F_SETPIPE_SZ = 1031  # Linux
-_LISTEN = re.compile(r"listening on (\S+)")
+_LISTEN = re.compile(r"(?<!ssh )listening on (\S+)")
+_SSH_LISTEN = re.compile(r"ssh listening on (\S+)")
 #: What the receiver asks the sender for: a byte count and a command (empty:
 #: the raw baseline, from a buffer; else the relay ceiling, that command's output).
 _REQUEST = struct.Struct("!QI")
@@ -93,6 +103,10 @@ MODES = {
     # start into RSHELL_HOME, and the client uses the same RSHELL_HOME.
     "tls": Mode("tls", (), (), client_tls=True),
 }
+#: ``--mode`` values and the modes each runs, in order.  ``ssh`` is no Mode of
+#: the above: it compares rshell's SSH listener with OpenSSH's sshd (run_ssh_mode).
+MODE_SETS = {"plain": ["plain"], "tls": ["tls"], "both": ["plain", "tls"], "ssh": ["ssh"],
+             "all": ["plain", "tls", "ssh"]}
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,12 @@ class Plan:
 FULL = Plan()
 QUICK = Plan(rt_samples=6, rt_batch=20, tp_samples=3, tp_size=128 * MiB, cold_samples=6,
              warmup=2)
+#: Mode ssh: both ends of each transfer are Python or OpenSSH doing SSH crypto,
+#: so smaller than the native figures (the whole mode stays under a minute).
+SSH_FULL = Plan(rt_samples=20, rt_batch=20, tp_samples=5, tp_size=256 * MiB, cold_samples=0,
+                warmup=2)
+SSH_QUICK = Plan(rt_samples=4, rt_batch=10, tp_samples=2, tp_size=32 * MiB, cold_samples=0,
+                 warmup=1)
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,8 @@ class Target:
 
 def targets(figure: str, mode: str) -> list[Target]:
     """The current target first, then the later (issue 6) one, from the issues."""
+    if mode == "ssh":
+        return []  # rshell's SSH listener vs sshd: informational, no target
     if figure == "roundtrip":
         return [Target("<=", 1.5, "issue 2"), Target("<=", 1.2, "issue 6")]
     if figure == "throughput" and mode == "plain":
@@ -208,25 +230,26 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.argv, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
             )
-        self.address = self._wait_listening(20.0)
-        host = self.address.rsplit(":", 1)[0]
-        if host != LOOPBACK:
-            self.stop()
-            raise BenchError(f"server listens on {self.address}, not on {LOOPBACK}")
+        self.address = self.wait_listening(_LISTEN, "listening on", 20.0)
 
-    def _wait_listening(self, timeout: float) -> str:
+    def wait_listening(self, pattern: re.Pattern[str], what: str, timeout: float) -> str:
+        """The address of the first log line matching ``pattern``; 127.0.0.1 only."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = _LISTEN.search(self.log_path.read_text(errors="replace"))
+            found = pattern.search(self.log_path.read_text(errors="replace"))
             if found:
-                return found.group(1)
+                address = found.group(1)
+                if address.rsplit(":", 1)[0] != LOOPBACK:
+                    self.stop()
+                    raise BenchError(f"server says '{what} {address}', not on {LOOPBACK}")
+                return address
             if self.proc.poll() is not None:
                 raise BenchError(
                     f"rshell-server exited with status {self.proc.returncode} before "
-                    f"listening:\n{self.log_tail()}")
+                    f"'{what}':\n{self.log_tail()}")
             time.sleep(0.02)
         self.stop()
-        raise BenchError(f"rshell-server did not say 'listening on' in {timeout:g}s:\n"
+        raise BenchError(f"rshell-server did not say '{what}' in {timeout:g}s:\n"
                          f"{self.log_tail()}")
 
     def log_tail(self, lines: int = 15) -> str:
@@ -788,6 +811,339 @@ def run_mode(
     return out
 
 
+# ---- mode ssh: rshell's SSH listener vs OpenSSH's sshd ----------------------------------
+
+
+#: The client's read size for stream output (channel.recv returns what is buffered).
+SSH_RECV = MiB
+
+
+def write_ssh_key(path: Path) -> str:
+    """A throwaway Ed25519 key in OpenSSH format (mode 0600); its public line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    line = f"{public} rshell-bench"
+    Path(f"{path}.pub").write_text(line + "\n")
+    return line
+
+
+def find_sshd(given: Path | None) -> Path:
+    for candidate in ([given] if given else [Path("/usr/sbin/sshd"), shutil.which("sshd")]):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise BenchError(f"OpenSSH's sshd not found ({given or '/usr/sbin/sshd, PATH'}); "
+                     "mode ssh compares rshell's SSH listener with it (--sshd PATH)")
+
+
+class SshdProcess:
+    """OpenSSH's ``sshd -D -e`` on 127.0.0.1 with a config, host key and
+    authorized_keys of its own in ``root`` (the system's are never read), its
+    log in a file."""
+
+    def __init__(self, exe: Path, root: Path, client_public: str) -> None:
+        root.mkdir(mode=0o700)
+        # Sessions get an empty HOME: bash run by sshd sources ~/.bashrc (Debian
+        # builds it so), and the user's rc files are not what is measured.
+        self.home = root / "home"
+        self.home.mkdir()
+        self.host_key = root / "ssh_host_ed25519_key"
+        write_ssh_key(self.host_key)
+        (root / "authorized_keys").write_text(client_public + "\n")
+        with socket.socket() as probe:  # sshd cannot report a port 0 it bound
+            probe.bind((LOOPBACK, 0))
+            self.port = probe.getsockname()[1]
+        config = root / "sshd_config"
+        self.config = (
+            f"Port {self.port}\nListenAddress {LOOPBACK}\nHostKey {self.host_key}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPidFile {root / 'sshd.pid'}\n"
+            "PubkeyAuthentication yes\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            "PermitRootLogin prohibit-password\nPrintMotd no\nLogLevel INFO\n"
+            f"SetEnv HOME={self.home}\n")
+        config.write_text(self.config)
+        if os.geteuid() == 0:
+            # Privilege separation wants this directory (tmpfs: gone after a reboot).
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.log_path = root / "sshd.log"
+        with open(self.log_path, "wb") as sink:
+            self.proc = subprocess.Popen([str(exe), "-D", "-e", "-f", str(config)],
+                                         stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
+        deadline = time.monotonic() + 15.0
+        said = f"Server listening on {LOOPBACK} port {self.port}"
+        while said not in self.log_path.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"sshd did not start (status {self.proc.returncode}):\n"
+                                 f"{self.log_tail()}")
+            time.sleep(0.02)
+        self.address = f"{LOOPBACK}:{self.port}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(f"    | {line}" for line in text[-lines:])
+
+    def stop(self) -> int | None:
+        return stop_process(self.proc, 10.0)
+
+
+def ssh_client(address: str, host_key: Path, key_file: Path, what: str) -> Any:
+    """A paramiko SSHClient, key authentication with the throwaway key, the
+    server's host key pinned, TCP_NODELAY on its socket."""
+    try:
+        import paramiko
+    except ImportError:
+        raise BenchError("mode ssh needs paramiko (pip install paramiko)") from None
+    host, port = address.rsplit(":", 1)
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(f"[{host}]:{port}", "ssh-ed25519",
+                               paramiko.Ed25519Key(filename=str(host_key)))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(host, int(port), username=getpass.getuser(),
+                       pkey=paramiko.Ed25519Key(filename=str(key_file)), allow_agent=False,
+                       look_for_keys=False, timeout=15, banner_timeout=15, auth_timeout=15)
+    except (paramiko.SSHException, OSError) as exc:
+        client.close()
+        raise BenchError(f"paramiko cannot log in to {what} at {address}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    transport = client.get_transport()
+    transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client
+
+
+def ssh_transport_info(client: Any) -> dict[str, str]:
+    """What was negotiated (server to client direction), to compare like with like."""
+    t = client.get_transport()
+    return {"server_version": t.remote_version, "host_key": t.host_key_type,
+            "cipher": t.remote_cipher, "mac": t.remote_mac,
+            "compression": t.remote_compression}
+
+
+def ssh_exec(client: Any, command: str, sink: Callable[[bytes], Any] | None = None,
+             close_stdin: bool = True) -> int:
+    """One command on its own channel: open_session, exec_command, EOF on its
+    stdin (as ``ssh -n`` and rshell's own SSH client send), stdout and stderr
+    read to EOF (stdout into ``sink``), recv_exit_status; the status."""
+    channel = client.get_transport().open_session(timeout=15)
+    try:
+        channel.settimeout(120)
+        channel.exec_command(command)
+        if close_stdin:
+            channel.shutdown_write()
+        recv = channel.recv
+        while data := recv(SSH_RECV):
+            if sink is not None:
+                sink(data)
+        while channel.recv_stderr(SSH_RECV):
+            pass
+        status: int = channel.recv_exit_status()
+    except TimeoutError:
+        raise BenchError(f"ssh: {command!r} gave no output nor EOF in 120 s") from None
+    finally:
+        channel.close()
+    return status
+
+
+class ExitTally:
+    """Commands per server, and those whose output came complete but whose exit
+    status never did (paramiko's -1): a server fault that is counted and
+    reported in a note, not fatal, so that it does not hide every figure.  Any
+    other wrong status or byte count stops the mode."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {"sshd": [0, 0], "rshell": [0, 0]}
+
+    def check(self, name: str, status: int, what: str) -> None:
+        self.counts[name][1] += 1
+        if status == -1:
+            self.counts[name][0] += 1
+        elif status != 0:
+            raise BenchError(f"ssh: {what} on {name} exited {status}")
+
+    def record(self, result: dict[str, Any]) -> None:
+        result["lost_exit_status"] = {k: {"lost": lost, "commands": n}
+                                      for k, (lost, n) in self.counts.items()}
+        for name, (lost, n) in self.counts.items():
+            if lost:
+                result.setdefault("notes", []).append(
+                    f"{name}: {lost} of {n} commands ended without an exit status (output "
+                    "complete; their times are in the figure): a server fault, see its log")
+
+
+def ssh_roundtrip(clients: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """Per-command time of ``true``, each its own channel on one open connection."""
+    k = plan.rt_batch
+    tally = ExitTally()
+
+    def side(name: str) -> Callable[[], float]:
+        client = clients[name]
+
+        def sample() -> float:
+            start = time.perf_counter()
+            for _ in range(k):
+                tally.check(name, ssh_exec(client, "true"), "'true'")
+            return (time.perf_counter() - start) / k * 1e3
+        return sample
+
+    sshd, rshell = side("sshd"), side("rshell")
+    for _ in range(plan.warmup):
+        sshd()
+        rshell()
+    progress(f"ssh: round trip, {plan.rt_samples} x {k} commands each server")
+    base, rsh = alternate(sshd, rshell, plan.rt_samples)
+    what = "paramiko: open_session, exec_command('true'), shutdown_write, stdout+stderr " \
+           "to EOF, recv_exit_status, over one open connection"
+    result = figure_result("roundtrip", "ssh", "ms/command", base, rsh, batch=k,
+                           baseline_what=f"OpenSSH sshd; {what}",
+                           rshell_what=f"rshell-server --ssh-bind; {what}")
+    # A client that never closes the command's stdin (paramiko's exec_command
+    # pattern): one command each, for information.
+    open_ms = {}
+    for name, client in clients.items():
+        start = time.perf_counter()
+        ssh_exec(client, "true", close_stdin=False)
+        open_ms[name] = (time.perf_counter() - start) * 1e3
+    result["stdin_left_open_ms"] = open_ms
+    result["notes"] = [f"one `true` with its stdin left open (no shutdown_write): sshd "
+                       f"{_num(open_ms['sshd'])} ms, rshell {_num(open_ms['rshell'])} ms"]
+    tally.record(result)
+    return result
+
+
+def ssh_throughput(clients: dict[str, Any], plan: Plan, generator: str) -> dict[str, Any]:
+    """A stream of command output read with channel.recv(1 MiB), in MB/s; and the
+    client's CPU (user+system, all threads) per second of transfer, which near
+    1.0 means the paramiko client, not the server, set the pace."""
+    size = plan.tp_size
+    gen_name, probes = pick_generator(size, generator)
+    command = probes[gen_name]["command"]
+    cpu: dict[str, list[float]] = {"sshd": [], "rshell": []}
+    tally = ExitTally()
+
+    def side(name: str) -> Callable[..., float]:
+        client = clients[name]
+
+        def sample(n: int = size, cmd: str = command, record: bool = True) -> float:
+            got = 0
+
+            def count(data: bytes) -> None:
+                nonlocal got
+                got += len(data)
+
+            cpu0, start = time.process_time(), time.perf_counter()
+            status = ssh_exec(client, cmd, count)
+            elapsed = time.perf_counter() - start
+            if got != n:
+                raise BenchError(f"ssh stream from {name}: exit {status}, {got} of {n} bytes")
+            tally.check(name, status, f"{cmd!r}")
+            if record:
+                cpu[name].append((time.process_time() - cpu0) / elapsed)
+            return n / elapsed / 1e6
+        return sample
+
+    sshd, rshell = side("sshd"), side("rshell")
+    small = min(size, 16 * MiB)
+    warm = generator_commands(small)[gen_name]
+    sshd(small, warm, False)
+    rshell(small, warm, False)
+    progress(f"ssh: throughput, {plan.tp_samples} x {size // MiB} MiB each server "
+             f"({gen_name!r})")
+    base, rsh = alternate(sshd, rshell, plan.tp_samples)
+    result = figure_result(
+        "throughput", "ssh", "MB/s", base, rsh, size_bytes=size,
+        baseline_what=f"OpenSSH sshd: {command!r}, paramiko channel.recv({SSH_RECV})",
+        rshell_what=f"rshell-server --ssh-bind: {command!r}, paramiko channel.recv({SSH_RECV})",
+        generator={"chosen": gen_name, "candidates": probes},
+        client_cpu={k: summarize(v) for k, v in cpu.items()},
+    )
+    busy = {k: statistics.median(v) for k, v in cpu.items()}
+    result["notes"] = [
+        f"client CPU per second of transfer: {busy['sshd']:.2f} with sshd, "
+        f"{busy['rshell']:.2f} with rshell" + (
+            " (paramiko's client near a full core: it, not the server, may set the pace)"
+            if max(busy.values()) >= 0.9 else "")]
+    tally.record(result)
+    return result
+
+
+def run_ssh_mode(
+    plan: Plan, figures: list[str], workdir: Path, bin_dir: Path, generator: str,
+    sshd_exe: Path | None,
+) -> dict[str, Any]:
+    """rshell-server (secure default, plus --ssh-bind) and OpenSSH's sshd, both on
+    127.0.0.1, each with the same throwaway key authorized; the same paramiko
+    client code against both, samples alternating."""
+    wanted = [f for f in figures if f in SSH_FIGURES]
+    if not wanted:
+        raise BenchError(f"mode ssh measures {' and '.join(SSH_FIGURES)} only")
+    exe = find_sshd(sshd_exe)
+    home = workdir / "home"
+    home.mkdir(mode=0o700)
+    env = dict(os.environ, RSHELL_HOME=str(home), PYTHONUNBUFFERED="1",
+               PYTHONPYCACHEPREFIX=str(workdir / "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    key_file = workdir / "id_ed25519"
+    public = write_ssh_key(key_file)
+    # sshd runs commands with the user's login shell; rshell is given the same one,
+    # so that both start the same shell and the figure compares the servers.
+    shell = pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+    flags = ("--ssh-bind", f"{LOOPBACK}:0", "--shell", shell)
+    out: dict[str, Any] = {"plan": plan.__dict__, "server_flags": list(flags), "shell": shell,
+                           "user": getpass.getuser(), "figures": {}}
+    if len(wanted) < len(figures):
+        progress(f"ssh: {', '.join(f for f in figures if f not in wanted)} not measured "
+                 "in this mode")
+    server: ServerProcess | None = None
+    sshd: SshdProcess | None = None
+    clients: dict[str, Any] = {}
+    try:
+        server = ServerProcess(tool(bin_dir, "rshell-server"), flags, env,
+                               workdir / "server.log")
+        out["address"] = server.address
+        out["ssh_address"] = server.wait_listening(_SSH_LISTEN, "ssh listening on", 20.0)
+        with open(home / "server" / "authorized_keys", "a") as f:
+            f.write(public + "\n")
+        sshd = SshdProcess(exe, workdir / "sshd", public)
+        out["sshd_address"] = sshd.address
+        out["sshd_config"] = sshd.config.splitlines()
+        try:
+            clients["sshd"] = ssh_client(sshd.address, sshd.host_key, key_file, "sshd")
+            clients["rshell"] = ssh_client(out["ssh_address"], home / "server" / "host_key",
+                                           key_file, "rshell-server --ssh-bind")
+            out["transport"] = {k: ssh_transport_info(c) for k, c in clients.items()}
+            if "roundtrip" in wanted:
+                out["figures"]["roundtrip"] = ssh_roundtrip(clients, plan)
+            if "throughput" in wanted:
+                out["figures"]["throughput"] = ssh_throughput(clients, plan, generator)
+        except BenchError as exc:
+            raise BenchError(f"{exc}\n  rshell-server log (last lines):\n{server.log_tail()}"
+                             f"\n  sshd log (last lines):\n{sshd.log_tail()}") from None
+        tr = out["transport"]
+        differ = [k for k in ("cipher", "mac", "host_key", "compression")
+                  if tr["sshd"][k] != tr["rshell"][k]]
+        if differ and out["figures"]:
+            last = list(out["figures"].values())[-1]
+            last.setdefault("notes", []).append(
+                "negotiated " + ", ".join(f"{k}: sshd {tr['sshd'][k]}, rshell {tr['rshell'][k]}"
+                                          for k in differ))
+    finally:
+        for client in clients.values():
+            client.close()
+        if sshd is not None:
+            out["sshd_exit"] = sshd.stop()
+        if server is not None:
+            out["server_exit"] = server.stop()
+    return out
+
+
 # ---- output -----------------------------------------------------------------------------
 
 _LABELS = {
@@ -811,16 +1167,19 @@ def _cell(stats: dict[str, Any]) -> str:
 
 def format_table(mode: str, data: dict[str, Any]) -> str:
     """figure | baseline | rshell | ratio | target | result | later target; the
-    throughput figure gets a second row, rshell against the relay ceiling."""
-    head = ("figure", "unit", "baseline med [p10-p90]", "rshell med [p10-p90]", "ratio",
-            "target", "result", "later")
+    throughput figure gets a second row, rshell against the relay ceiling.  In
+    mode ssh the baseline is OpenSSH's sshd, rshell its SSH listener."""
+    ssh = mode == "ssh"
+    head = ("figure", "unit", "sshd med [p10-p90]" if ssh else "baseline med [p10-p90]",
+            "rshell ssh med [p10-p90]" if ssh else "rshell med [p10-p90]",
+            "rshell/sshd" if ssh else "ratio", "target", "result", "later")
     rows = [head]
     for name, fig in data.get("figures", {}).items():
-        label = _LABELS[name]
+        label = "round trip `true`" if ssh and name == "roundtrip" else _LABELS[name]
         if name == "throughput":
             label += f" {fig['size_bytes'] // MiB} MiB"
         tg = fig["targets"]
-        current = f"{tg[0]['op']} {tg[0]['value']}" if tg else "(report)"
+        current = f"{tg[0]['op']} {tg[0]['value']}" if tg else "(info)" if ssh else "(report)"
         verdict = ("PASS" if tg[0]["pass"] else "FAIL") if tg else "-"
         later = (f"{tg[1]['op']} {tg[1]['value']} " + ("PASS" if tg[1]["pass"] else "FAIL")
                  if len(tg) > 1 else "")
@@ -890,8 +1249,10 @@ def parse_only(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Benchmark rshell against baselines measured in the same run, on loopback.")
-    p.add_argument("--mode", choices=("plain", "tls", "both"), default="plain",
-                   help="plain: --no-tls --no-auth; tls: the secure default [plain]")
+    p.add_argument("--mode", choices=tuple(MODE_SETS), default="plain",
+                   help="plain: --no-tls --no-auth; tls: the secure default; both: plain, "
+                   "tls; ssh: rshell's SSH listener vs OpenSSH's sshd, same paramiko "
+                   "client; all: plain, tls, ssh [plain]")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 128 MiB, few samples")
     p.add_argument("--only", type=parse_only, default=list(FIGURES), metavar="FIG[,FIG]",
@@ -907,6 +1268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="command producing the stream on the server [auto: fastest]")
     p.add_argument("--bin-dir", type=Path, default=Path(sys.executable).parent,
                    help="where rshell and rshell-server live [this interpreter's bin]")
+    p.add_argument("--sshd", type=Path, metavar="PATH",
+                   help="OpenSSH's sshd for mode ssh [/usr/sbin/sshd, else PATH]")
     p.add_argument("--check", action="store_true",
                    help="exit 3 if a current target is missed")
     p.add_argument("--raw-sender", action="store_true", help=argparse.SUPPRESS)
@@ -921,11 +1284,8 @@ def workspace() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.raw_sender:
-        return raw_sender_main(args.raw_cert, args.raw_key)
-    plan = QUICK if args.quick else FULL
+def with_overrides(plan: Plan, args: argparse.Namespace) -> Plan:
+    """``--samples``, ``--batch``, ``--size`` over a mode's plan."""
     if args.samples:
         plan = replace(plan, rt_samples=args.samples, tp_samples=args.samples,
                        cold_samples=args.samples, warmup=min(plan.warmup, args.samples))
@@ -933,22 +1293,35 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, rt_batch=args.batch)
     if args.size:
         plan = replace(plan, tp_size=args.size)
-    names = ["plain", "tls"] if args.mode == "both" else [args.mode]
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.raw_sender:
+        return raw_sender_main(args.raw_cert, args.raw_key)
+    plan = with_overrides(QUICK if args.quick else FULL, args)
+    ssh_plan = with_overrides(SSH_QUICK if args.quick else SSH_FULL, args)
+    names = MODE_SETS[args.mode]
     started = time.monotonic()
     results: dict[str, Any] = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(), "argv": sys.argv[1:] if argv is None else argv,
-        "plan": plan.__dict__, "modes": {},
+        "plan": (plan if set(names) - {"ssh"} else ssh_plan).__dict__, "modes": {},
     }
     failed = False
     with workspace() as tmp:
         for name in names:
-            mode = MODES[name]
             print(f"rshell benchmark: mode {name} ({', '.join(args.only)})", file=sys.stderr)
             modedir = tmp / name
             modedir.mkdir()
             try:
-                data = run_mode(mode, plan, args.only, modedir, args.bin_dir, args.generator)
+                if name == "ssh":
+                    data = run_ssh_mode(ssh_plan, args.only, modedir, args.bin_dir,
+                                        args.generator, args.sshd)
+                else:
+                    data = run_mode(MODES[name], plan, args.only, modedir, args.bin_dir,
+                                    args.generator)
             except BenchError as exc:
                 failed = True
                 print(f"mode {name}: cannot measure: {exc}", flush=True)

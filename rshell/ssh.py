@@ -34,6 +34,7 @@ from rshell import builtins, sweep
 from rshell.commands import _SESSION_IDS, ServerConfig, _silent_failure, command_environment
 from rshell.execution import Child, StartError
 from rshell.paths import format_hostport
+from rshell.transport import tune
 
 log = logging.getLogger("rshell.server")
 
@@ -287,10 +288,11 @@ def _run(
     if config.audit:
         config.audit.event("command-start", peer=iface.peer, command=text, pid=child.pid,
                            via="ssh")
-    feeder = None
-    if stdin:
-        feeder = threading.Thread(target=_feed, args=(channel, child), daemon=True)
-        feeder.start()
+    if stdin and child.stdin is not None:
+        # The feeder owns the stdin descriptor from here on: only it closes it
+        # (at EOF, or when the channel closes), so it can never be closed twice.
+        fd, child.stdin = child.stdin, None
+        threading.Thread(target=_feed, args=(channel, fd), daemon=True).start()
     with _RUNNING_LOCK:
         _RUNNING.add(child)
     try:
@@ -300,8 +302,6 @@ def _run(
             _RUNNING.discard(child)
             _RUNNING_LOCK.notify_all()
     child.reap()
-    if feeder is not None:
-        feeder.join(1.0)
     error = reason or _silent_failure(child, out)
     if error:
         channel.sendall_stderr(f"rshell: command error: {error}\n".encode())
@@ -368,11 +368,8 @@ def _pump(channel: paramiko.Channel, child: Child, config: ServerConfig) -> tupl
     return total, reason
 
 
-def _feed(channel: paramiko.Channel, child: Child) -> None:
-    """Channel data to the command's stdin; EOF closes it."""
-    fd = child.stdin
-    if fd is None:
-        return
+def _feed(channel: paramiko.Channel, fd: int) -> None:
+    """Channel data to the command's stdin; EOF (or the channel's end) closes it."""
     os.set_blocking(fd, True)
     try:
         while True:
@@ -382,10 +379,10 @@ def _feed(channel: paramiko.Channel, child: Child) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-    except OSError:
+    except (OSError, EOFError, paramiko.SSHException):
         pass  # the command closed its stdin: the rest is dropped, as a pipe would
     finally:
-        child.close_stdin()
+        os.close(fd)
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -393,6 +390,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         host, port = self.client_address[:2]
+        tune(self.request)  # no Nagle: small SSH packets must not wait for ACKs
         daemon = self.server.daemon
         token = daemon.tokens.pop(id(self.request)) if daemon is not None else None
         try:

@@ -7,9 +7,12 @@ benchmark script against rotting as rshell changes under it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
@@ -62,3 +65,29 @@ def test_bench_tiny_throughput_has_relay_ceiling(tmp_path: Path) -> None:
         assert 0 < ceiling["relay"]["min"] <= ceiling["relay"]["max"]
         assert ceiling["ratio"] == fig["rshell"]["median"] / ceiling["relay"]["median"]
         assert ceiling["of_baseline"] > 0 and ceiling["paired_ratio"]["n"] == 2
+
+
+def test_bench_tiny_ssh_mode(tmp_path: Path) -> None:
+    """Mode ssh: rshell's SSH listener and a private OpenSSH sshd, both measured
+    with the same paramiko client; informational ratios, no target."""
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("OpenSSH server missing")
+    pytest.importorskip("paramiko")
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--mode", "ssh", "--size", "4M",
+         "--samples", "2", "--batch", "3", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rshell/sshd" in proc.stdout
+    mode = json.loads(out.read_text())["modes"]["ssh"]
+    assert mode["server_exit"] == 0 and "sshd_exit" in mode
+    assert mode["transport"]["sshd"]["server_version"].startswith("SSH-2.0-OpenSSH")
+    assert mode["transport"]["rshell"]["server_version"].startswith("SSH-2.0-rshell")
+    assert list(mode["figures"]) == ["roundtrip", "throughput"]
+    for fig in mode["figures"].values():
+        assert fig["targets"] == [] and fig["ratio"] > 0
+        assert fig["baseline"]["n"] == 2 and fig["rshell"]["n"] == 2
+        assert fig["lost_exit_status"]["sshd"]["commands"] > 0
+    assert mode["figures"]["throughput"]["size_bytes"] == 4 << 20
