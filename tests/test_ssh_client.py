@@ -151,3 +151,23 @@ def test_a_signal_death_is_reported_as_such(sshd: Sshd) -> None:
     assert proc.returncode == 128 + 15
     assert b"killed by SIGTERM" in proc.stderr
     assert time.monotonic() - started < 8
+
+
+def test_prompt_over_ssh(sshd: Sshd) -> None:
+    """The interactive prompt drives an sshd too: cd persists, Ctrl-D leaves."""
+    import pexpect
+
+    child = pexpect.spawn(RSHELL, [sshd.target, "-i", str(sshd.client_key), "--accept-new"],
+                          env=sshd.env(), timeout=20, encoding="utf-8")
+    try:
+        child.expect(r"@127\.0\.0\.1:\S*\$ ")
+        child.sendline("cd /tmp")
+        child.expect(r"@127\.0\.0\.1:/tmp\$ ")
+        child.sendline("echo in-$((40+2))")
+        child.expect("in-42")
+        child.expect(r"@127\.0\.0\.1:/tmp\$ ")  # back at the prompt before Ctrl-D
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
