@@ -112,9 +112,6 @@ class _Interface(paramiko.ServerInterface):
                                     via="ssh")
         return paramiko.AUTH_FAILED
 
-    def get_allowed_auths_none(self) -> str:  # pragma: no cover - paramiko API name
-        return "publickey"
-
     def check_auth_none(self, username: str) -> int:
         return paramiko.AUTH_SUCCESSFUL if self.config.authorized is None else paramiko.AUTH_FAILED
 
