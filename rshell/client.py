@@ -36,7 +36,7 @@ from rshell.errors import (
     UsageError,
 )
 from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport, rshell_home
-from rshell.protocol.frames import HEADER_SIZE, MAX_PAYLOAD, STDIN_CHUNK, BufferDecoder
+from rshell.protocol.frames import STDIN_CHUNK, BufferDecoder
 from rshell.protocol.messages import (
     Auth,
     Challenge,
@@ -50,7 +50,6 @@ from rshell.protocol.messages import (
     StdinEof,
     Stdout,
     Welcome,
-    encode,
 )
 from rshell.protocol.session import ClientProtocol, State
 from rshell.protocol.signing import signed_data
@@ -462,7 +461,6 @@ class Connection:
                 while msg is not None:
                     if isinstance(msg, Exit):
                         decoder = self._proto.decoder
-                        assert isinstance(decoder, BufferDecoder)
                         decoder.release()  # an idle connection keeps no megabytes
                         return msg
                     if isinstance(msg, (Stdout, Stderr)):
@@ -500,14 +498,12 @@ class Connection:
 
     def _write(self, msg: Message) -> None:
         assert self._stream is not None
-        if isinstance(msg, Run):
-            # Refuse locally what the server would refuse by closing on us.
-            frame = encode(msg)
-            if len(frame) > HEADER_SIZE + MAX_PAYLOAD:
-                raise UsageError(f"command, cwd and env exceed {MAX_PAYLOAD} bytes")
-            self._proto.send(msg)  # state only; the frame is already made
-        else:
+        try:
             frame = self._proto.send(msg)
+        except LocalProtocolError as exc:
+            if exc.code == "frame-too-large":  # a command, cwd and env too big to send
+                raise UsageError(str(exc)) from None
+            raise
         self._stream.write(frame)
         self._stream.flush()
 
@@ -549,7 +545,6 @@ class Connection:
             if sock_fd not in ready:
                 return None
         decoder = self._proto.decoder
-        assert isinstance(decoder, BufferDecoder)
         n = stream.recv_into(decoder.writable())
         if n is None:
             raise ConnectionClosed(f"connection to {self.address} closed by the server")

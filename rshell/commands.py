@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from rshell import builtins, sweep
 from rshell.errors import LocalProtocolError
 from rshell.execution import Child, StartError
-from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, BufferDecoder, pack_header_into
+from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header_into
 from rshell.protocol.messages import Error, Exit, Message, MessageType, Run, StdinAck
 from rshell.protocol.session import DEFAULT_STDIN_WINDOW, ServerProtocol, State
 from rshell.transport import Stream
@@ -71,10 +71,10 @@ class ServerConfig:
     audit: AuditLog | None = None
 
 
-_SESSION_IDS = itertools.count(1)
+SESSION_IDS = itertools.count(1)
 
 
-class _Command:
+class RunningCommand:
     """Book-keeping for the one running command."""
 
     __slots__ = (
@@ -107,7 +107,7 @@ class CommandRunner:
     config: ServerConfig
     proto: ServerProtocol
     peer: str
-    cmd: _Command | None
+    cmd: RunningCommand | None
     cwd: str
     prev_cwd: str
     env: dict[str, str]
@@ -163,7 +163,7 @@ class CommandRunner:
         except StartError as exc:
             self._finish_early(run, Exit(127, error=str(exc), cwd=self.cwd))
             return
-        self.cmd = _Command(child, run.command, timeout)
+        self.cmd = RunningCommand(child, run.command, timeout)
         self._groups.add(child.pid)
         self._set(child.pidfd, _READ, self._on_exit)
         if self.audit:
@@ -258,7 +258,7 @@ class CommandRunner:
             self._spare = buf  # the kernel has it all: reuse the buffer
         return got
 
-    def _count(self, cmd: _Command, kind: int, n: int) -> None:
+    def _count(self, cmd: RunningCommand, kind: int, n: int) -> None:
         if kind == MessageType.STDOUT:
             cmd.out_bytes += n
         else:
@@ -348,13 +348,12 @@ class CommandRunner:
                 self._set(fd, 0, None)
         child.reap()
         duration = time.monotonic() - child.started
-        error = cmd.reason or _silent_failure(child, cmd.out_bytes + cmd.err_bytes)
+        error = cmd.reason or silent_failure(child, cmd.out_bytes + cmd.err_bytes)
         self.cmd = None
         self._spare = None
         if self.idle_deadline is not None:  # idleness counts from the command's end
             self.idle_deadline = time.monotonic() + self.config.idle_timeout
         decoder = self.proto.decoder
-        assert isinstance(decoder, BufferDecoder)
         decoder.release()
         self._send(Exit(child.exit_code, child.signal, error, self.cwd, round(duration, 6)))
         log.info(
@@ -383,7 +382,7 @@ def command_environment(config: ServerConfig, peer: str, marker: str) -> dict[st
     """A login-like environment: who, where, which shell, the locale; the client
     and the session marker (see sweep.py)."""
     env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
-    user = _user()
+    user = login_name()
     env.setdefault("PATH", _DEFAULT_PATH)
     env.update(HOME=config.home, USER=user, LOGNAME=user, SHELL=config.shell,
                RSHELL_CLIENT=peer)
@@ -391,7 +390,7 @@ def command_environment(config: ServerConfig, peer: str, marker: str) -> dict[st
     return env
 
 
-def _silent_failure(child: Child, output: int) -> str | None:
+def silent_failure(child: Child, output: int) -> str | None:
     """The ``command error`` reason for a command that failed without a word."""
     if child.exit_code == 127:
         return "command not found"
@@ -421,7 +420,7 @@ def _signame(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _user() -> str:
+def login_name() -> str:
     import pwd
 
     try:

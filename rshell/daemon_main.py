@@ -187,25 +187,14 @@ def _settle_process(home: str) -> None:
                 pass  # the directory listing's own descriptor, already closed
 
 
-def run_server(
-    *, binds: tuple[str, ...], state_dir: str | None, authorized_keys: str | None,
-    no_tls: bool, no_auth: bool, allow_unauthenticated_remote: bool, timeout: float,
-    max_output: int, max_connections: int, auth_timeout: float, shutdown_grace: float,
-    shell: str, log_format: str, audit_log: str | None, max_unauthenticated: int = 64,
-    idle_timeout: float = 3600.0, max_commands: int = 1_000_000,
-    ssh_binds: tuple[str, ...] = (),
-) -> int:
-    """Run until SIGTERM or SIGINT; return 0 after a clean shutdown."""
+def run_server(*, log_format: str, **options: Any) -> int:
+    """Run until SIGTERM, SIGINT or SIGHUP; return 0 after a clean shutdown.
+
+    ``options`` are the rshell-server flags (cli.server_command), by name.
+    """
     stop_logging = _setup_logging(log_format)
     try:
-        return _serve(
-            binds=binds, state_dir=state_dir, authorized_keys=authorized_keys, no_tls=no_tls,
-            no_auth=no_auth, allow_unauthenticated_remote=allow_unauthenticated_remote,
-            timeout=timeout, max_output=max_output, max_connections=max_connections,
-            auth_timeout=auth_timeout, shutdown_grace=shutdown_grace, shell=shell,
-            audit_log=audit_log, max_unauthenticated=max_unauthenticated,
-            idle_timeout=idle_timeout, max_commands=max_commands, ssh_binds=ssh_binds,
-        )
+        return _serve(**options)
     finally:
         stop_logging()
 

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 
 from rshell import sweep
 from rshell.commands import (
-    _SESSION_IDS,
     HIGH_WATER,
+    SESSION_IDS,
     CommandRunner,
+    RunningCommand,
     ServerConfig,
-    _Command,
-    _user,
     command_environment,
+    login_name,
 )
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
 from rshell.protocol.frames import BufferDecoder
@@ -93,14 +93,14 @@ class Session(CommandRunner):
         self.cwd = config.home
         self.prev_cwd = self.cwd
         self.peer_ip = _peer_ip(stream)
-        self.marker = f"{os.getpid()}:{next(_SESSION_IDS)}"
+        self.marker = f"{os.getpid()}:{next(SESSION_IDS)}"
         self._groups: set[int] = set()  # process groups of this session's commands
         self.env = command_environment(config, self.peer, self.marker)
         self.audit = config.audit
         self.idle_deadline: float | None = None
         self.nonce = b""
         self.entry: Entry | None = None
-        self.cmd: _Command | None = None
+        self.cmd: RunningCommand | None = None
         self.commands = 0
         self.closing = False
         self.end_reason = ""
@@ -249,7 +249,6 @@ class Session(CommandRunner):
             return
         proto = self.proto
         decoder = proto.decoder
-        assert isinstance(decoder, BufferDecoder)
         n = stream.recv_into(decoder.writable())
         if n is None:
             raise ConnectionFailed("client disconnected")
@@ -312,7 +311,8 @@ class Session(CommandRunner):
         raise LocalProtocolError("authentication failed", "auth-failed")
 
     def _greet(self) -> None:
-        self._send(Welcome(self.config.server_name, self.cwd, _user(), self.config.stdin_window))
+        config = self.config
+        self._send(Welcome(config.server_name, self.cwd, login_name(), config.stdin_window))
         self.handshake_deadline = None
         if self.config.idle_timeout:
             self.idle_deadline = time.monotonic() + self.config.idle_timeout

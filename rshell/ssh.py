@@ -31,7 +31,7 @@ from typing import Any
 import paramiko
 
 from rshell import builtins, sweep
-from rshell.commands import _SESSION_IDS, ServerConfig, _silent_failure, command_environment
+from rshell.commands import SESSION_IDS, ServerConfig, command_environment, silent_failure
 from rshell.execution import Child, StartError
 from rshell.paths import format_hostport
 from rshell.transport import tune
@@ -83,7 +83,7 @@ class _Interface(paramiko.ServerInterface):
         self.requests: dict[int, tuple[str, str | None]] = {}
         self.ready = threading.Condition()
         #: This connection's session marker (see sweep.py), for all its channels.
-        self.marker = f"{os.getpid()}:ssh{next(_SESSION_IDS)}"
+        self.marker = f"{os.getpid()}:ssh{next(SESSION_IDS)}"
         self.groups: set[int] = set()
 
     def get_allowed_auths(self, username: str) -> str:
@@ -299,7 +299,7 @@ def _run(
             _RUNNING.discard(child)
             _RUNNING_LOCK.notify_all()
     child.reap()
-    error = reason or _silent_failure(child, out)
+    error = reason or silent_failure(child, out)
     if error:
         channel.sendall_stderr(f"rshell: command error: {error}\n".encode())
     log.info("%s: ssh command %r exit=%s signal=%s error=%s", iface.peer, text,

@@ -92,7 +92,7 @@ class Stream:
         """Send as much as the kernel takes without blocking; True if all sent."""
         out = self._out
         send = self.sock.send
-        with edge(f"writing to {self.peer}"):
+        try:
             while out:
                 head = out[0]
                 try:
@@ -104,6 +104,9 @@ class Stream:
                     out[0] = memoryview(head)[n:]
                     return False
                 out.popleft()
+        except OSError as exc:  # translated only when it happens: this is per chunk
+            with edge(f"writing to {self.peer}"):
+                raise exc
         return True
 
     def close(self) -> None:

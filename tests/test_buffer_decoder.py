@@ -1,6 +1,6 @@
-"""BufferDecoder, the client's in-place frame decoder: same frames as
-FrameDecoder whatever the read sizes, including the rare compaction of a
-partial frame to the buffer's front."""
+"""BufferDecoder in the way its users drive it (receive into ``writable()``,
+then drain): the encoded frames whatever the read sizes, including the rare
+compaction of a partial frame to the buffer's front."""
 
 from __future__ import annotations
 

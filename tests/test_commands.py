@@ -548,3 +548,15 @@ def test_cd_expands_variables_like_a_shell(server: ServerProcess) -> None:
         assert conn.run("cd $HOME").ok and conn.cwd == home
         assert conn.run("cd ${OLDPWD}").ok and conn.cwd == "/tmp"
         assert conn.run("pwd").stdout == b"/tmp\n"
+
+
+def test_oversized_command_is_refused_locally(server: ServerProcess) -> None:
+    """A command beyond the frame limit is a UsageError before anything is sent;
+    the connection stays usable."""
+    import rshell
+
+    with connect(server) as conn:
+        with pytest.raises(rshell.RshellError) as info:
+            conn.run("echo " + "x" * (2 << 20))
+        assert info.value.exit_code == 2
+        assert conn.run("echo still").stdout == b"still\n"

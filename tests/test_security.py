@@ -24,7 +24,7 @@ import pexpect
 import pytest
 
 from rshell import keys, tls
-from rshell.protocol.frames import FrameDecoder
+from rshell.protocol.frames import BufferDecoder
 from rshell.protocol.messages import (
     Auth,
     Challenge,
@@ -59,7 +59,7 @@ class Wire:
         #: The host key this session's server proved it holds (what a client would pin).
         self.host_blob = keys.public_blob(tls.peer_key(self.sock))
         self.local = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self._decoder = FrameDecoder()
+        self._decoder = BufferDecoder()
 
     def send(self, msg: Message) -> None:
         self.sock.sendall(encode(msg))
@@ -400,7 +400,7 @@ class RelayProxy:
                     dst.setblocking(False)
 
     def messages_to_victim(self) -> list[Message]:
-        dec = FrameDecoder()
+        dec = BufferDecoder()
         dec.feed(bytes(self.to_victim))
         out = []
         while (frame := dec.next_frame()) is not None:

@@ -461,3 +461,15 @@ def test_error_may_be_received_in_any_state() -> None:
             endpoint.next_event()
         assert info.value.code == "internal"
         assert endpoint.state is State.CLOSED
+
+
+def test_oversized_message_is_refused_before_sending_and_state_holds() -> None:
+    """A Run too big for any peer's frame limit is refused by ``send`` itself, so
+    no side can emit a frame the other must reject, and the session survives."""
+    pair = Pair()
+    pair.open()
+    with pytest.raises(LocalProtocolError) as info:
+        pair.client.send(Run("x" * (MAX_PAYLOAD + 1)))
+    assert info.value.code == "frame-too-large"
+    assert pair.client.state is State.READY
+    pair.start(Run("true"))

@@ -17,33 +17,57 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RSHELL, ServerProcess, base_env
+from tests.proctools import group_members, wait_until
 
 SSH = shutil.which("ssh")
 pytestmark = pytest.mark.skipif(SSH is None, reason="OpenSSH client missing (.ci/run installs it)")
 
 
-@pytest.fixture
-def ssh_server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
-    srv = start_server("--ssh-bind", "127.0.0.1:0")
+def start_ssh_server(start_server: Callable[..., ServerProcess], *flags: str) -> ServerProcess:
+    """A server with an SSH listener too; its port as ``ssh_port``."""
+    srv = start_server("--ssh-bind", "127.0.0.1:0", *flags)
     srv.ssh_port = int(srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1))  # type: ignore[attr-defined]
     return srv
 
 
-def ssh(
-    srv: ServerProcess, *args: str, key: Path | None = None, input: bytes | None = None,
-    timeout: float = 60, extra: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess[bytes]:
+@pytest.fixture
+def ssh_server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_ssh_server(start_server)
+
+
+def ssh_argv(srv: ServerProcess, *args: str, key: Path | None = None,
+             extra: tuple[str, ...] = ()) -> list[str]:
     """The real ssh client, non-interactive, pinned to a private known_hosts."""
     home = srv.home
-    cmd = [
+    return [
         str(SSH), "-p", str(srv.ssh_port),  # type: ignore[attr-defined]
         "-i", str(key or home / "id_ed25519"), "-o", "IdentitiesOnly=yes",
         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
         "-o", f"UserKnownHostsFile={home / 'ssh_known_hosts'}", "-o", "LogLevel=ERROR",
         "-F", "/dev/null", *extra, "tester@127.0.0.1", *args,
     ]
-    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
+
+
+def ssh(
+    srv: ServerProcess, *args: str, key: Path | None = None, input: bytes | None = None,
+    timeout: float = 60, extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(ssh_argv(srv, *args, key=key, extra=extra), input=input,
+                          capture_output=True, timeout=timeout,
                           stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def start_remote(
+    srv: ServerProcess, pidfile: Path, command: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """An ssh client running ``echo $$ > PIDFILE; COMMAND``; (client, the
+    command's process group) once the command has started."""
+    client = subprocess.Popen(ssh_argv(srv, f"echo $$ > {pidfile}; {command}"),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    started = wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20)
+    assert started, "the command never started"
+    return client, int(pidfile.read_text())
 
 
 def test_exit_status_and_separate_streams(ssh_server: ServerProcess) -> None:
@@ -134,38 +158,11 @@ def test_controlmaster_multiplexes_channels(ssh_server: ServerProcess, tmp_path:
 def test_closing_the_channel_ends_the_process_group(
     ssh_server: ServerProcess, tmp_path: Path
 ) -> None:
-    pidfile = tmp_path / "pid"
-    cmd = [str(SSH), "-p", str(ssh_server.ssh_port),  # type: ignore[attr-defined]
-           "-i", str(ssh_server.home / "id_ed25519"), "-o", "IdentitiesOnly=yes",
-           "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-           "-o", f"UserKnownHostsFile={ssh_server.home / 'ssh_known_hosts'}", "-F", "/dev/null",
-           "t@127.0.0.1", f"echo $$ > {pidfile}; sleep 300 & sleep 300"]
-    client = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not (pidfile.exists() and pidfile.read_text().strip()):
-        assert time.monotonic() < deadline, "the command never started"
-        time.sleep(0.05)
-    pgid = int(pidfile.read_text())
+    client, pgid = start_remote(ssh_server, tmp_path / "pid", "sleep 300 & sleep 300")
     client.kill()
     client.wait()
-    deadline = time.monotonic() + 15
-    while _group_alive(pgid):
-        assert time.monotonic() < deadline, "the command's group survived the channel"
-        time.sleep(0.1)
-
-
-def _group_alive(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
+    assert wait_until(lambda: not group_members(pgid), 15), \
+        "the command's group survived the channel"
 
 
 def test_port_forwarding_is_refused(ssh_server: ServerProcess) -> None:
@@ -182,17 +179,14 @@ def test_ssh_shares_the_connection_limit(start_server: Callable[..., ServerProce
     native session open, an ssh client is turned away; once it closes, admitted."""
     from tests.conftest import connect
 
-    srv = start_server("--ssh-bind", "127.0.0.1:0", "--max-connections", "1")
-    srv.ssh_port = int(srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1))  # type: ignore[attr-defined]
+    srv = start_ssh_server(start_server, "--max-connections", "1")
     with connect(srv) as conn:
         assert conn.run("true").ok
         refused = ssh(srv, "echo in")
         assert refused.returncode == 255 and refused.stdout == b""
     srv.wait_for_log(r"disconnected after 1 command")
-    deadline = time.monotonic() + 10
-    while (admitted := ssh(srv, "echo in")).stdout != b"in\n":
-        assert time.monotonic() < deadline, admitted.stderr
-    assert admitted.returncode == 0
+    # The slot is given back just after that log line: poll, bounded.
+    assert wait_until(lambda: ssh(srv, "echo in").stdout == b"in\n", 10)
 
 
 def test_sigterm_ends_ssh_commands_after_the_grace(
@@ -202,22 +196,10 @@ def test_sigterm_ends_ssh_commands_after_the_grace(
     command's group is terminated, the client hears of it, the server exits 0."""
     import signal
 
-    srv = start_server("--ssh-bind", "127.0.0.1:0", "--shutdown-grace", "1")
-    srv.ssh_port = int(srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1))  # type: ignore[attr-defined]
-    pidfile = tmp_path / "pid"
-    cmd = [str(SSH), "-p", str(srv.ssh_port),  # type: ignore[attr-defined]
-           "-i", str(srv.home / "id_ed25519"), "-o", "IdentitiesOnly=yes",
-           "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-           "-o", f"UserKnownHostsFile={srv.home / 'ssh_known_hosts'}", "-F", "/dev/null",
-           "t@127.0.0.1", f"echo $$ > {pidfile}; exec sleep 300"]
-    client = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not (pidfile.exists() and pidfile.read_text().strip()):
-        assert time.monotonic() < deadline, "the command never started"
-        time.sleep(0.05)
+    srv = start_ssh_server(start_server, "--shutdown-grace", "1")
+    client, pgid = start_remote(srv, tmp_path / "pid", "exec sleep 300")
     started = time.monotonic()
     assert srv.stop(signal.SIGTERM, timeout=20) == 0
     assert client.wait(20) != 0
     assert time.monotonic() - started < 15
-    assert not _group_alive(int(pidfile.read_text()))
+    assert not group_members(pgid)

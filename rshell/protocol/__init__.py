@@ -4,11 +4,11 @@ Nothing in this package touches a socket, a thread or a process; it turns
 bytes into validated messages and messages into bytes.  See docs/PROTOCOL.md.
 """
 
-from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, MAX_PAYLOAD, FrameDecoder
+from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, MAX_PAYLOAD, BufferDecoder
 from rshell.protocol.messages import PROTOCOL_VERSION, MessageType
 from rshell.protocol.session import ClientProtocol, ServerProtocol, State
 
 __all__ = [
-    "CHUNK_SIZE", "HEADER_SIZE", "MAX_PAYLOAD", "FrameDecoder", "PROTOCOL_VERSION",
+    "CHUNK_SIZE", "HEADER_SIZE", "MAX_PAYLOAD", "BufferDecoder", "PROTOCOL_VERSION",
     "MessageType", "ClientProtocol", "ServerProtocol", "State",
 ]

@@ -3,9 +3,8 @@
 A frame is a 4-byte big-endian unsigned payload length, a 1-byte message
 type, then the payload.  The length is checked against the decoder's maximum
 *before* anything is buffered for the payload, so a hostile prefix cannot make
-us allocate.  Received data is kept as the immutable ``bytes`` objects it
-arrived in; a payload that lies inside one of them is handed out as a
-zero-copy ``memoryview``, and only a payload split across reads is joined.
+us allocate.  The one decoder receives in place into a reusable buffer and
+hands payloads out as zero-copy views (see BufferDecoder).
 
 Sans-IO: never imports socket, ssl, threading or subprocess.
 """
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import mmap
 import struct
-from collections import deque
 
 from rshell.errors import LocalProtocolError
 
@@ -37,90 +35,6 @@ def encode_frame(kind: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(payload), kind) + payload
 
 
-class FrameDecoder:
-    """Bytes in, ``(kind, payload)`` frames out, whatever the read boundaries."""
-
-    __slots__ = ("_chunks", "_offset", "_size", "max_payload")
-
-    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._offset = 0  # consumed bytes of _chunks[0]
-        self._size = 0  # unconsumed bytes in all chunks
-        self.max_payload = max_payload
-
-    @property
-    def buffered(self) -> int:
-        return self._size
-
-    def feed(self, data: bytes) -> None:
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
-
-    def next_frame(self) -> tuple[int, memoryview | bytes] | None:
-        """The next whole frame, or None until more data is fed.
-
-        Raises LocalProtocolError for a length above the maximum; the decoder
-        is then unusable and the connection must be closed.
-        """
-        if self._size < HEADER_SIZE:
-            return None
-        first = self._chunks[0]
-        off = self._offset
-        if len(first) - off >= HEADER_SIZE:
-            length, kind = HEADER.unpack_from(first, off)
-        else:
-            length, kind = HEADER.unpack(self._peek(HEADER_SIZE))
-        if length > self.max_payload:
-            raise LocalProtocolError(
-                f"frame of {length} bytes exceeds the {self.max_payload} byte limit",
-                "frame-too-large",
-            )
-        total = HEADER_SIZE + length
-        if self._size < total:
-            return None
-        if len(first) - off >= total:
-            payload: memoryview | bytes = memoryview(first)[off + HEADER_SIZE : off + total]
-            self._advance(total)
-        else:
-            payload = memoryview(self._take(total))[HEADER_SIZE:]
-        return kind, payload
-
-    def _peek(self, n: int) -> bytes:
-        out = bytearray()
-        off = self._offset
-        for chunk in self._chunks:
-            out += chunk[off : off + n - len(out)]
-            off = 0
-            if len(out) == n:
-                break
-        return bytes(out)
-
-    def _advance(self, n: int) -> None:
-        self._size -= n
-        self._offset += n
-        while self._chunks and self._offset >= len(self._chunks[0]):
-            self._offset -= len(self._chunks.popleft())
-
-    def _take(self, n: int) -> bytes:
-        parts = []
-        need = n
-        while need:
-            chunk = self._chunks[0]
-            avail = len(chunk) - self._offset
-            if avail <= need:
-                parts.append(memoryview(chunk)[self._offset :])
-                self._chunks.popleft()
-                self._offset = 0
-                need -= avail
-            else:
-                parts.append(memoryview(chunk)[self._offset : self._offset + need])
-                self._offset += need
-                need = 0
-        self._size -= n
-        return b"".join(parts)
-
-
 class BufferDecoder:
     """Frames decoded in place from one reusable buffer that the caller reads into.
 
@@ -139,7 +53,7 @@ class BufferDecoder:
         # Anonymous memory, not bytearray: bytearray(n) zero-fills (and so makes
         # resident) every page at once, while these pages cost nothing until a
         # big frame touches them, and ``release`` hands them back.
-        self._buf = mmap.mmap(-1, frames * (HEADER_SIZE + max_payload))
+        self._buf = mmap.mmap(-1, max(frames * (HEADER_SIZE + max_payload), 1 << 16))
         self._view = memoryview(self._buf)
         self._start = 0  # first byte not yet handed out
         self._end = 0  # end of the bytes received

@@ -20,7 +20,7 @@ from __future__ import annotations
 from enum import Enum
 
 from rshell.errors import LocalProtocolError, RemoteProtocolError
-from rshell.protocol.frames import MAX_PAYLOAD, BufferDecoder, FrameDecoder
+from rshell.protocol.frames import HEADER_SIZE, MAX_PAYLOAD, BufferDecoder
 from rshell.protocol.messages import (
     PROTOCOL_VERSION,
     Auth,
@@ -59,10 +59,10 @@ class _Endpoint:
     __slots__ = ("decoder", "state", "stdin_credit", "stdin_window")
 
     def __init__(
-        self, max_payload: int = MAX_PAYLOAD, decoder: FrameDecoder | BufferDecoder | None = None
+        self, max_payload: int = MAX_PAYLOAD, decoder: BufferDecoder | None = None
     ) -> None:
         #: I/O code may receive straight into a BufferDecoder's ``writable()``.
-        self.decoder = decoder if decoder is not None else FrameDecoder(max_payload)
+        self.decoder = decoder if decoder is not None else BufferDecoder(max_payload)
         self.state = State.HELLO
         self.stdin_window = DEFAULT_STDIN_WINDOW
         self.stdin_credit = 0
@@ -90,11 +90,19 @@ class _Endpoint:
         return msg
 
     def send(self, msg: Message) -> bytes:
+        """The frame for ``msg``; refused (LocalProtocolError, state unchanged) if
+        it is not legal now or is larger than any peer may accept."""
+        frame = encode(msg)
+        if len(frame) - HEADER_SIZE > MAX_PAYLOAD:
+            raise LocalProtocolError(
+                f"{type(msg).__name__} of {len(frame) - HEADER_SIZE} bytes exceeds the "
+                f"{MAX_PAYLOAD} byte frame limit", "frame-too-large",
+            )
         if isinstance(msg, Error):
             self.state = State.CLOSED
         else:
             self._sent(msg)
-        return encode(msg)
+        return frame
 
     def _unexpected(self, msg: Message) -> LocalProtocolError:
         return LocalProtocolError(
