@@ -1,0 +1,355 @@
+"""The SSH peers rshell is measured against, all on 127.0.0.1: OpenSSH's
+``sshd`` (a private instance), and three clients of it: OpenSSH's ``ssh``
+binary, paramiko and asyncssh.
+
+Every peer uses its defaults (algorithms, window sizes); only what keeps the
+run hermetic (own config, keys, pinned host keys) or lets it be measured at
+all (sshd's start-up limits, see ``ALL_SSHD_LIMITS``) is set.  A missing peer
+raises BenchError saying so, and bench.py fails that peer only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from common import LOOPBACK, BenchError, MiB, stop_process
+
+#: The client's read size for stream output (channel.recv returns what is buffered).
+SSH_RECV = MiB
+#: sshd's defaults (MaxStartups 10:30:100: random refusals from the 11th
+#: unauthenticated connection on; MaxSessions 10) would make a burst of 50 or
+#: 200 logins measure refusals, not sshd: raised for ``--mode all``.
+ALL_SSHD_LIMITS = ("MaxStartups 100:30:200", "MaxSessions 100")
+#: Newer sshd (9.8+) penalizes a source address that opens many connections;
+#: kept only where this sshd knows the keyword.
+ALL_SSHD_OPTIONAL = ("PerSourcePenalties no",)
+
+
+# ---- keys and OpenSSH's sshd ------------------------------------------------------------
+
+
+def write_ssh_key(path: Path) -> str:
+    """A throwaway Ed25519 key in OpenSSH format (mode 0600); its public line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    line = f"{public} rshell-bench"
+    Path(f"{path}.pub").write_text(line + "\n")
+    return line
+
+
+def find_sshd(given: Path | None) -> Path:
+    for candidate in ([given] if given else [Path("/usr/sbin/sshd"), shutil.which("sshd")]):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise BenchError(f"OpenSSH's sshd not found ({given or '/usr/sbin/sshd, PATH'}); "
+                     "the SSH figures need it (--sshd PATH)")
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (sshd cannot report a port 0 it bound)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class SshdProcess:
+    """OpenSSH's ``sshd -D -e`` on 127.0.0.1 with a config, host key and
+    authorized_keys of its own in ``root`` (the system's are never read), its
+    log in a file.  ``extra`` config lines are added as given; ``optional``
+    ones only if this sshd's ``-t`` accepts them."""
+
+    def __init__(self, exe: Path, root: Path, client_public: str,
+                 extra: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> None:
+        root.mkdir(mode=0o700)
+        # Sessions get an empty HOME: bash run by sshd sources ~/.bashrc (Debian
+        # builds it so), and the user's rc files are not what is measured.
+        self.home = root / "home"
+        self.home.mkdir()
+        self.host_key = root / "ssh_host_ed25519_key"
+        self.host_public = write_ssh_key(self.host_key)
+        (root / "authorized_keys").write_text(client_public + "\n")
+        self.port = free_port()
+        config = root / "sshd_config"
+        lines = [
+            f"Port {self.port}", f"ListenAddress {LOOPBACK}", f"HostKey {self.host_key}",
+            f"AuthorizedKeysFile {root / 'authorized_keys'}", f"PidFile {root / 'sshd.pid'}",
+            "PubkeyAuthentication yes", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+            "PermitRootLogin prohibit-password", "PrintMotd no", "LogLevel INFO",
+            f"SetEnv HOME={self.home}", *extra]
+        for line in optional:
+            config.write_text("\n".join([*lines, line]) + "\n")
+            if subprocess.run([str(exe), "-t", "-f", str(config)], capture_output=True,
+                              stdin=subprocess.DEVNULL).returncode == 0:
+                lines.append(line)
+        self.config = "\n".join(lines) + "\n"
+        config.write_text(self.config)
+        if os.geteuid() == 0:
+            # Privilege separation wants this directory (tmpfs: gone after a reboot).
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.log_path = root / "sshd.log"
+        with open(self.log_path, "wb") as sink:
+            self.proc = subprocess.Popen([str(exe), "-D", "-e", "-f", str(config)],
+                                         stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
+        deadline = time.monotonic() + 15.0
+        said = f"Server listening on {LOOPBACK} port {self.port}"
+        while said not in self.log_path.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"sshd did not start (status {self.proc.returncode}):\n"
+                                 f"{self.log_tail()}")
+            time.sleep(0.02)
+        self.address = f"{LOOPBACK}:{self.port}"
+
+    def known_hosts_line(self) -> str:
+        """This server's host key as an OpenSSH known_hosts line (non-22 port form)."""
+        return f"[{LOOPBACK}]:{self.port} {' '.join(self.host_public.split()[:2])}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(f"    | {line}" for line in text[-lines:])
+
+    def stop(self) -> int | None:
+        return stop_process(self.proc, 10.0)
+
+
+# ---- OpenSSH's ssh client ---------------------------------------------------------------
+
+
+def find_ssh() -> Path:
+    found = shutil.which("ssh")
+    if found is None:
+        raise BenchError("OpenSSH's ssh client not found on PATH")
+    return Path(found)
+
+
+class OpenSshClient:
+    """Argv for OpenSSH's ``ssh`` to the private sshd: a minimal config of its
+    own (``-F``: neither ~/.ssh/config nor /etc/ssh/ssh_config is read), the
+    throwaway key only (no agent), the host key pinned and checked strictly;
+    algorithms left at OpenSSH's defaults."""
+
+    def __init__(self, exe: Path, root: Path, sshd: SshdProcess, key_file: Path) -> None:
+        self.exe = exe
+        self.config = root / "ssh_config"
+        self.config.write_text("IdentitiesOnly yes\nIdentityAgent none\n"
+                               "GlobalKnownHostsFile /dev/null\n")
+        self.known_hosts = root / "ssh_known_hosts"
+        self.known_hosts.write_text(sshd.known_hosts_line() + "\n")
+        self.base = [str(exe), "-F", str(self.config), "-p", str(sshd.port), "-i", str(key_file),
+                     "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+                     "-o", "StrictHostKeyChecking=yes", LOOPBACK]
+
+    def argv(self, command: str) -> list[str]:
+        return [*self.base, command]
+
+    def negotiated(self) -> dict[str, str]:
+        """One ``ssh -v ... true``: the version and algorithms it settles on with sshd."""
+        proc = subprocess.run([*self.base[:1], "-v", *self.base[1:], "true"],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=30)
+        if proc.returncode != 0:
+            last = proc.stderr.strip().splitlines()[-1:] or ["?"]
+            raise BenchError(f"ssh to the private sshd failed ({proc.returncode}): {last[0]}")
+        info: dict[str, str] = {}
+        patterns = {"client_version": r"^(OpenSSH_\S+)",
+                    "kex": r"kex: algorithm: (\S+)",
+                    "host_key": r"kex: host key algorithm: (\S+)",
+                    "cipher": r"kex: server->client cipher: (\S+)",
+                    "mac": r"kex: server->client cipher: \S+ MAC: (\S+)"}
+        for key, pattern in patterns.items():
+            found = re.search(pattern, proc.stderr, re.MULTILINE)
+            if found:
+                info[key] = found.group(1).rstrip(",")
+        return info
+
+
+# ---- paramiko ---------------------------------------------------------------------------
+
+
+def import_paramiko() -> ModuleType:
+    try:
+        import paramiko
+    except ImportError:
+        raise BenchError("paramiko is not importable here (pip install -e '.[bench]')") from None
+    return paramiko
+
+
+def ssh_client(address: str, key_file: Path, what: str, *, host_key: Path | None = None,
+               known_hosts: Path | None = None) -> Any:
+    """A paramiko SSHClient, key authentication with the throwaway key, the
+    server's host key pinned (from its key file, or a known_hosts file),
+    TCP_NODELAY on its socket."""
+    paramiko = import_paramiko()
+    host, port = address.rsplit(":", 1)
+    client = paramiko.SSHClient()
+    if host_key is not None:
+        client.get_host_keys().add(f"[{host}]:{port}", "ssh-ed25519",
+                                   paramiko.Ed25519Key(filename=str(host_key)))
+    if known_hosts is not None:
+        client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(host, int(port), username=getpass.getuser(),
+                       pkey=paramiko.Ed25519Key(filename=str(key_file)), allow_agent=False,
+                       look_for_keys=False, timeout=30, banner_timeout=30, auth_timeout=30)
+    except (paramiko.SSHException, OSError) as exc:
+        client.close()
+        raise BenchError(f"paramiko cannot log in to {what} at {address}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    transport = client.get_transport()
+    transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client
+
+
+def ssh_transport_info(client: Any) -> dict[str, str]:
+    """What was negotiated (server to client direction), to compare like with like."""
+    t = client.get_transport()
+    return {"server_version": t.remote_version, "host_key": t.host_key_type,
+            "cipher": t.remote_cipher, "mac": t.remote_mac,
+            "compression": t.remote_compression}
+
+
+def ssh_exec(client: Any, command: str, sink: Callable[[bytes], Any] | None = None,
+             close_stdin: bool = True) -> int:
+    """One command on its own channel: open_session, exec_command, EOF on its
+    stdin (as ``ssh -n`` and rshell's own SSH client send), stdout and stderr
+    read to EOF (stdout into ``sink``), recv_exit_status; the status."""
+    channel = client.get_transport().open_session(timeout=30)
+    try:
+        channel.settimeout(120)
+        channel.exec_command(command)
+        if close_stdin:
+            channel.shutdown_write()
+        recv = channel.recv
+        while data := recv(SSH_RECV):
+            if sink is not None:
+                sink(data)
+        while channel.recv_stderr(SSH_RECV):
+            pass
+        status: int = channel.recv_exit_status()
+    except TimeoutError:
+        raise BenchError(f"ssh: {command!r} gave no output nor EOF in 120 s") from None
+    finally:
+        channel.close()
+    return status
+
+
+# ---- asyncssh ---------------------------------------------------------------------------
+
+
+def import_asyncssh() -> ModuleType:
+    try:
+        import asyncssh
+    except ImportError as exc:
+        raise BenchError(f"asyncssh is not importable here ({exc}); install the bench "
+                         "extra: pip install -e '.[bench]'") from None
+    return asyncssh
+
+
+async def asyncssh_connect(address: str, key_file: Path, known_hosts: Path) -> Any:
+    """An asyncssh client connection with the throwaway key and the pinned host
+    key only: no ~/.ssh/config, no agent; asyncssh's default algorithms."""
+    asyncssh = import_asyncssh()
+    host, port = address.rsplit(":", 1)
+    return await asyncssh.connect(
+        host, int(port), username=getpass.getuser(), client_keys=[str(key_file)],
+        known_hosts=str(known_hosts), agent_path=None, config=[], connect_timeout=30)
+
+
+@cache
+def _counting_session() -> type:
+    """An ``SSHClientSession`` that counts stdout bytes and keeps the exit
+    status: asyncssh's lowest-overhead way to consume output (a callback per
+    packet, as rshell's ``on_stdout``), built once asyncssh is imported."""
+    asyncssh = import_asyncssh()
+
+    class CountingSession(asyncssh.SSHClientSession):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.got = 0
+            self.status: int | None = None
+
+        def data_received(self, data: bytes, datatype: Any) -> None:
+            if datatype is None:
+                self.got += len(data)
+
+        def exit_status_received(self, status: int) -> None:
+            self.status = status
+
+    return CountingSession
+
+
+def asyncssh_info(conn: Any) -> dict[str, str]:
+    get = conn.get_extra_info
+    return {"server_version": str(get("server_version")), "cipher": str(get("recv_cipher")),
+            "mac": str(get("recv_mac")), "compression": str(get("recv_compression"))}
+
+
+class AsyncsshPeer:
+    """One asyncssh connection to sshd, on an event loop of its own that runs
+    only while one of its samples is taken (so it costs nothing in between)."""
+
+    def __init__(self, address: str, key_file: Path, known_hosts: Path) -> None:
+        self.asyncssh = import_asyncssh()
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.conn = self.loop.run_until_complete(
+                asyncssh_connect(address, key_file, known_hosts))
+        except (OSError, self.asyncssh.Error) as exc:
+            self.loop.close()
+            raise BenchError(f"asyncssh cannot log in to sshd at {address}: "
+                             f"{type(exc).__name__}: {exc}") from None
+        self.info = asyncssh_info(self.conn)
+
+    def roundtrip(self, k: int) -> float:
+        """ms per ``conn.run("true")``: one exec channel per command, as the API
+        is meant to be used; the mean over ``k`` in a row."""
+        async def batch() -> float:
+            start = time.perf_counter()
+            for _ in range(k):
+                result = await self.conn.run("true")
+                if result.exit_status != 0:
+                    raise BenchError(f"asyncssh: 'true' exited {result.exit_status}")
+            return (time.perf_counter() - start) / k * 1e3
+        return self.loop.run_until_complete(batch())
+
+    def stream(self, size: int, command: str) -> float:
+        """Seconds for ``command``'s output, counted as it arrives (stdin closed)."""
+        async def one() -> float:
+            start = time.perf_counter()
+            chan, session = await self.conn.create_session(_counting_session(), command,
+                                                            encoding=None)
+            chan.write_eof()
+            await chan.wait_closed()
+            elapsed = time.perf_counter() - start
+            if session.got != size or session.status != 0:
+                raise BenchError(f"asyncssh stream: exit {session.status}, "
+                                 f"{session.got} of {size} bytes")
+            return elapsed
+        return self.loop.run_until_complete(one())
+
+    def close(self) -> None:
+        self.conn.close()
+        self.loop.run_until_complete(self.conn.wait_closed())
+        self.loop.close()
