@@ -1,32 +1,41 @@
 #!/usr/bin/env python3
-"""rshell against baselines measured side by side in the same run, on loopback.
+"""rshell against baselines and peers measured side by side in the same run, on loopback.
 
 Absolute timings vary from machine to machine; what a change to rshell buys
 or costs shows in the ratio against a baseline measured in the same run.
-Samples alternate (baseline, rshell, baseline, rshell, ...) so that drift
-(CPU frequency, page cache, other load) hits both sides alike, and every
-figure is a median with its p10/p90 and min/max spread.
+Samples alternate (A B C A B C ...) so that drift (CPU frequency, page cache,
+other load) hits every side alike, and every figure is a median with its
+p10/p90 and min/max spread.
 
-    python benchmarks/bench.py                     # plain mode, full sizes (< 5 min)
-    python benchmarks/bench.py --mode both         # plain, then TLS
-    python benchmarks/bench.py --quick --only roundtrip,cold
+    python benchmarks/bench.py                     # = --mode all: everything (~4-6 min)
+    python benchmarks/bench.py --quick             # the same, smoke-sized (< 1 min)
+    python benchmarks/bench.py --mode all --only concurrency,memory
+    python benchmarks/bench.py --mode both         # plain, then TLS, local baselines only
     python benchmarks/bench.py --mode ssh          # rshell --ssh-bind vs sshd (< 1 min)
 
-Figures: ``roundtrip`` (``true`` over one open connection vs an in-process
-``subprocess.run``), ``throughput`` (1 GiB of command output vs a raw Python
-TCP or TLS 1.3 loopback transfer, and, for information, vs the "relay
-ceiling": the same command's output relayed pipe -> socket by a minimal
-loop), ``cold`` (``rshell ADDR -c true`` as a whole process vs
-``python -c pass``).  ``--mode ssh`` instead puts rshell's SSH listener
-(``--ssh-bind``) beside OpenSSH's sshd, both driven by the same paramiko
-client: round trip of ``true`` and a 256 MiB stream, ratios for information.
-See benchmarks/README.md.
+``--mode all`` (issue 6) starts three rshell servers, a private OpenSSH sshd
+and, as its clients, OpenSSH's ssh, paramiko and asyncssh (peers.py), and
+measures: ``roundtrip`` (``true`` over one open connection: rshell vs an
+in-process ``subprocess.run``, vs asyncssh and vs paramiko), ``cold`` (the
+whole ``rshell ADDR -c true`` process vs a cold ``ssh ... true``),
+``throughput`` (1 GiB of command output: rshell vs raw Python TLS/TCP
+transfers and relay ceilings, the rshell CLI vs ``ssh``, asyncssh and
+paramiko for information), ``concurrency`` (50 connections x 20 commands
+from a fresh load.py process per sample: rshell vs asyncssh and paramiko,
+errors counted) and ``memory`` (server memory per idle authenticated
+connection, 200 held by load.py; sshd's for information).
 
-It starts its own ``rshell-server`` on 127.0.0.1:0 with a temporary
-``RSHELL_HOME`` (never the user's files), talks to 127.0.0.1 only, and stops
-everything it started.  Only the standard library is needed, plus
-``cryptography`` for the TLS baseline's throwaway certificate (and the
-throwaway SSH keys), and paramiko and OpenSSH's sshd for ``--mode ssh``.
+Modes ``plain``/``tls``/``both`` measure rshell against local baselines only:
+``roundtrip``, ``throughput`` (and the relay ceiling), ``cold`` (vs
+``python -c pass``).  ``--mode ssh`` puts rshell's SSH listener
+(``--ssh-bind``) beside OpenSSH's sshd, both driven by the same paramiko
+client.  See benchmarks/README.md.
+
+It starts its own servers on 127.0.0.1 with a temporary ``RSHELL_HOME``
+(never the user's files), talks to 127.0.0.1 only, and stops everything it
+started, by its own handles.  Needs ``cryptography`` (throwaway certificate
+and keys); mode all and mode ssh also OpenSSH's sshd (and ssh) and the
+``bench`` extra (paramiko, asyncssh): a peer missing fails that peer only.
 """
 
 from __future__ import annotations
@@ -171,13 +180,13 @@ class AllPlan:
     (about 6).  The Python SSH clients stream at a few hundred MB/s, so they
     get fewer throughput samples (``tp_slow_samples``) spread over the rounds."""
 
-    rt_samples: int = 30
-    rt_batch: int = 30
-    cold_samples: int = 30
+    rt_samples: int = 40
+    rt_batch: int = 40
+    cold_samples: int = 40
     tp_size: int = GiB
-    tp_samples: int = 9
+    tp_samples: int = 11
     tp_slow_samples: int = 3
-    conc_samples: int = 3
+    conc_samples: int = 5
     conc_conns: int = 50
     conc_commands: int = 20
     mem_samples: int = 3
@@ -1205,9 +1214,9 @@ class AllRig:
         for name, server_flags in flags.items():
             server = self.start_server(server_flags, f"server-{name}.log")
             self.servers[name] = server
-            record = out["servers"][name] = {"address": server.address,
-                                             "flags": list(server_flags)}
-            stack.callback(lambda s=server, r=record: r.update(exit=s.stop()))
+            record: dict[str, Any] = {"address": server.address, "flags": list(server_flags)}
+            out["servers"][name] = record
+            stack.callback(stop_into, record, server.stop)
             mode = MODES["plain" if name == "plain" else "tls"]
             if mode.client_tls:
                 record["tls"] = probe_tls(server.address)
@@ -1247,7 +1256,7 @@ class AllRig:
                 self.fail_peer(name, f"no sshd: {exc}")
             return
         info["sshd"] = {"address": sshd.address, "config": sshd.config.splitlines()}
-        self.stack.callback(lambda: info["sshd"].update(exit=sshd.stop()))
+        self.stack.callback(stop_into, info["sshd"], sshd.stop)
         self.known_hosts.write_text(sshd.known_hosts_line() + "\n")
         try:
             self.ssh = OpenSshClient(find_ssh(), self.workdir, sshd, self.key_file)
@@ -1295,6 +1304,11 @@ class AllRig:
         if self.sshd is not None:
             parts.append(f"  sshd log (last lines):\n{self.sshd.log_tail()}")
         return "\n".join(parts)
+
+
+def stop_into(record: dict[str, Any], stop: Callable[[], int | None]) -> None:
+    """Stop a process, keeping its exit status in its JSON record."""
+    record["exit"] = stop()
 
 
 def restore_env(name: str, value: str | None) -> None:
@@ -1451,10 +1465,10 @@ def all_throughput(rig: AllRig, generator: str) -> dict[str, Any]:
                 lambda: peer.transfer(small, warm))
 
     cli = [str(rig.rshell), rig.servers["tls_login"].address, "-c"]
-    tls, plain = Side("rshell_tls", "rshell tls", f"conn.run({command!r}, on_stdout=<count "
-                      "bytes>), secure default, one open connection", n=n), \
-        Side("rshell_plain", "rshell plain", f"conn.run({command!r}, on_stdout=<count bytes>)"
-             ", --no-tls --no-auth, one open connection", n=n)
+    tls = Side("rshell_tls", "rshell tls", f"conn.run({command!r}, on_stdout=<count bytes>),"
+               " secure default, one open connection", n=n)
+    plain = Side("rshell_plain", "rshell plain", f"conn.run({command!r}, on_stdout=<count "
+                 "bytes>), --no-tls --no-auth, one open connection", n=n)
     assh = Side("asyncssh", "asyncssh", "create_session(<count bytes in data_received>, "
                 "command), stdin EOF, one open connection to sshd", n=slow)
     para = Side("paramiko", "paramiko", "exec_command, shutdown_write, channel.recv(1 MiB) "
@@ -1553,10 +1567,11 @@ def paramiko_stream(client: Any) -> Callable[[int, str], float]:
 # ---- mode all: concurrency and memory ---------------------------------------------------
 
 
-def load_argv(rig: AllRig, action: str, peer: str, conns: int) -> list[str]:
-    """load.py for ``peer``: rshell to the login-shell server, the others to sshd."""
+def load_argv(rig: AllRig, action: str, peer: str, conns: int, address: str = "") -> list[str]:
+    """load.py for ``peer``: rshell to ``address`` (default: the login-shell
+    server), the others to sshd."""
     if peer == "rshell":
-        target = ["--address", rig.servers["tls_login"].address]
+        target = ["--address", address or rig.servers["tls_login"].address]
     else:
         assert rig.sshd is not None
         target = ["--address", rig.sshd.address, "--key", str(rig.key_file),
@@ -1636,7 +1651,9 @@ class Holder:
         data = json.loads(line) if line.startswith("{") else {"error": line or "no answer"}
         if not data.get("ready"):
             self.release()
-            raise BenchError(f"load.py hold: {data.get('error', data)} (see {log})")
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise BenchError(f"load.py hold: {data.get('error', data)}"
+                             + "".join(f"\n    | {line}" for line in tail))
         self.seconds = float(data["seconds"])
 
     def release(self) -> None:
@@ -1669,8 +1686,7 @@ def all_memory(rig: AllRig) -> dict[str, Any]:
             pid = server.proc.pid
             wait_for(lambda: not children(pid), 30, "rshell-server to reap its commands")
             rss0, pss0 = vm_rss(pid), tree_pss(pid)[0]
-            holder = Holder(load_argv(rig, "hold", "rshell", conns)[:-2]
-                            + ["--address", server.address], rig.env,
+            holder = Holder(load_argv(rig, "hold", "rshell", conns, server.address), rig.env,
                             rig.workdir / "load-hold.log", 300)
             try:
                 wait_for(lambda: not children(pid), 30, "rshell-server to reap its commands")
@@ -1863,12 +1879,14 @@ def format_all_table(data: dict[str, Any]) -> str:
                      .rstrip())
         if i == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
-    for peer, error in data.get("peer_errors", {}).items():
+    peer_errors = data.get("peer_errors", {})
+    for peer, error in peer_errors.items():
         lines.append(f"  peer {peer} unavailable: {error.splitlines()[0]}")
     for name, fig in data.get("figures", {}).items():
         for side in fig["sides"].values():
-            if "error" in side:
-                lines.append(f"  error ({name}): {side['label']}: {side['error'].splitlines()[0]}")
+            error = side.get("error")
+            if error and not any(e in error for e in peer_errors.values()):
+                lines.append(f"  error ({name}): {side['label']}: {error.splitlines()[0]}")
         for note in fig.get("notes", []):
             lines.append(f"  note ({name}): {note}")
     return "\n".join(lines)
@@ -1975,9 +1993,10 @@ def with_overrides(plan: PlanT, args: argparse.Namespace) -> PlanT:
 
 def current_targets(fig: dict[str, Any]) -> list[dict[str, Any]]:
     """The first (current) target of a figure, or of each of its comparisons (mode all)."""
-    if "comparisons" in fig:
-        return [c["targets"][0] for c in fig["comparisons"] if c["targets"]]
-    return fig["targets"][:1]
+    found: list[dict[str, Any]] = (
+        [c["targets"][0] for c in fig["comparisons"] if c["targets"]]
+        if "comparisons" in fig else fig["targets"][:1])
+    return found
 
 
 def all_problems(data: dict[str, Any]) -> list[str]:

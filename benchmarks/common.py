@@ -8,7 +8,6 @@ with a second ``BenchError`` class that ``except`` clauses would not catch).
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import statistics
@@ -138,8 +137,3 @@ def tree_pss(pid: int) -> tuple[int, int]:
     tree = process_tree(pid)
     return sum(pss(p) for p in tree), len(tree)
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (its own threads, not children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -193,7 +193,8 @@ def import_paramiko() -> ModuleType:
         import paramiko
     except ImportError:
         raise BenchError("paramiko is not importable here (pip install -e '.[bench]')") from None
-    return paramiko
+    module: ModuleType = paramiko
+    return module
 
 
 def ssh_client(address: str, key_file: Path, what: str, *, host_key: Path | None = None,
@@ -285,7 +286,7 @@ def _counting_session() -> type:
     packet, as rshell's ``on_stdout``), built once asyncssh is imported."""
     asyncssh = import_asyncssh()
 
-    class CountingSession(asyncssh.SSHClientSession):  # type: ignore[misc]
+    class CountingSession(asyncssh.SSHClientSession):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
             self.got = 0
             self.status: int | None = None
