@@ -1713,7 +1713,7 @@ def all_memory(rig: AllRig) -> dict[str, Any]:
             holder = Holder(load_argv(rig, "hold", "asyncssh", conns), rig.env,
                             rig.workdir / "load-hold.log", 300)
             try:
-                # Every session's shell gone: what stays is sshd's per-connection pair.
+                # Every session's shell gone: only sshd's own processes stay.
                 wait_for(lambda: all(comm(p) == "sshd" for p in process_tree(pid)), 30,
                          "sshd's sessions to end")
                 pss1, count1 = tree_pss(pid)
