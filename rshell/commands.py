@@ -95,7 +95,7 @@ class RunningCommand:
         self.stdin_queue: deque[memoryview] = deque()
         self.stdin_eof = False
         self.unacked = 0
-        self.exit_seen = False  # the pidfd fired: only then is waitid worth a call
+        self.exit_seen = False  # the leader exited (pidfd fired, or waitid said so at EOF)
         self.big = False  # it filled a pipe: read it in big chunks
 
 
@@ -183,6 +183,8 @@ class CommandRunner:
 
     def _builtin(self, run: Run) -> Exit | None:
         """``cd [DIR]`` changes the session's directory; anything else is not ours."""
+        if not run.command.lstrip().startswith("cd"):
+            return None  # the common case, before any copying
         env = dict(self.env, PWD=self.cwd, OLDPWD=self.prev_cwd)
         result = builtins.cd(run.command, self.cwd, self.prev_cwd, self.config.home, env)
         if result is None:
@@ -339,23 +341,33 @@ class CommandRunner:
         cmd = self.cmd
         assert cmd is not None
         child = cmd.child
-        if child.stdout is not None or child.stderr is not None or not cmd.exit_seen:
+        if child.stdout is not None or child.stderr is not None:
             return
-        if cmd.reason is not None:
-            child.signal_group(signal.SIGKILL)  # stragglers of a stopped command
-        for fd in (child.pidfd, child.stdin):
-            if fd is not None:
-                self._set(fd, 0, None)
-        child.reap()
+        if not cmd.exit_seen:
+            # Output reached EOF because the leader exited (the usual case): its
+            # pidfd fires microseconds later, so ask now rather than sleep once more.
+            cmd.exit_seen = child.exited
+            if not cmd.exit_seen:
+                return
         duration = time.monotonic() - child.started
         error = cmd.reason or silent_failure(child, cmd.out_bytes + cmd.err_bytes)
         self.cmd = None
-        self._spare = None
+        try:
+            # The status is known (waitid WNOWAIT): the client hears it first, and
+            # the reaping and book-keeping below happen while it reads.
+            self._send(Exit(child.exit_code, child.signal, error, self.cwd, round(duration, 6)))
+        finally:
+            if cmd.reason is not None:
+                child.signal_group(signal.SIGKILL)  # stragglers of a stopped command
+            for fd in (child.pidfd, child.stdin):
+                if fd is not None:
+                    self._set(fd, 0, None)
+            child.reap()
+        if self._spare is not None and len(self._spare) > HEADER_SIZE + _SMALL_READ:
+            self._spare = None  # an idle session keeps no megabyte, only the small buffer
         if self.idle_deadline is not None:  # idleness counts from the command's end
             self.idle_deadline = time.monotonic() + self.config.idle_timeout
-        decoder = self.proto.decoder
-        decoder.release()
-        self._send(Exit(child.exit_code, child.signal, error, self.cwd, round(duration, 6)))
+        self.proto.decoder.release()
         log.info(
             "%s: command %r exit=%s signal=%s error=%s duration=%.3fs stdout=%d stderr=%d",
             self.peer, cmd.text, child.exit_code, child.signal, error, duration,
