@@ -185,8 +185,8 @@ class AllPlan:
     cold_samples: int = 40
     tp_size: int = GiB
     tp_samples: int = 11
-    tp_slow_samples: int = 3
-    conc_samples: int = 5
+    tp_slow_samples: int = 4
+    conc_samples: int = 7
     conc_conns: int = 50
     conc_commands: int = 20
     mem_samples: int = 3
