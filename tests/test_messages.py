@@ -119,6 +119,49 @@ def test_frame_kind_names_the_message_type(msg: Message) -> None:
     assert MessageType(kind).name.replace("_", "").lower() == type(msg).__name__.lower()
 
 
+def generic_json(msg: Run | Exit) -> bytes:
+    """What the reference encoder emits per docs/PROTOCOL.md 3.1, via json.dumps."""
+    return json.dumps({name: getattr(msg, name) for name in msg.__slots__},
+                      separators=(",", ":")).encode()
+
+
+texts = st.text(max_size=30) | st.text(st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF))
+numbers = st.none() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False,
+                                                               allow_infinity=False)
+
+
+@settings(max_examples=300)
+@given(
+    st.builds(Exit, st.none() | st.integers(-(2**40), 2**40), st.none() | st.integers(0, 255),
+              st.none() | texts, texts, st.floats(0, 1e9)),
+)
+def test_property_exit_fast_path_is_byte_identical(msg: Exit) -> None:
+    """Exit is formatted without json.dumps (it is on every command's path);
+    the bytes must be exactly the generic encoder's."""
+    assert split_frame(encode(msg))[1] == generic_json(msg)
+    assert round_trip(msg) == msg
+
+
+@settings(max_examples=300)
+@given(st.builds(Run, texts, st.none() | texts, st.none(), numbers, st.booleans()))
+def test_property_run_fast_path_is_byte_identical(msg: Run) -> None:
+    assert split_frame(encode(msg))[1] == generic_json(msg)
+
+
+def test_fast_path_leaves_odd_values_to_the_generic_encoder() -> None:
+    """A bool where an int belongs goes through json.dumps and stays detectable."""
+    for msg in (Exit(True, cwd="/"), Run("x", timeout=True), Run("x", env={"A": "1"})):
+        assert split_frame(encode(msg))[1] == generic_json(msg)
+
+
+@pytest.mark.parametrize("kind", [M.RUN, M.EXIT])
+def test_surrounding_whitespace_is_accepted(kind: MessageType) -> None:
+    """Whitespace carries no meaning (PROTOCOL.md 3.1), around the object too."""
+    msg = ROUND_TRIP[7] if kind is M.RUN else ROUND_TRIP[-5]
+    payload = b" \n\t" + split_frame(encode(msg))[1] + b"\r\n "
+    assert decode(kind, payload) == msg
+
+
 def test_every_message_type_is_covered() -> None:
     """A new message type must come with a round-trip case here."""
     assert {type(m) for m in ROUND_TRIP} == set(MESSAGE_CLASSES)

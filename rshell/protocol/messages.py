@@ -164,9 +164,53 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+#: json's own C string escaper (ASCII output, lone surrogates as \\udcXX) and a
+#: decoder made once: what ``json.dumps``/``json.loads`` do, without building an
+#: encoder per call or sniffing the encoding of bytes.
+_json_str = json.encoder.encode_basestring_ascii
+_raw_decode = json.JSONDecoder().raw_decode
+_JSON_SPACE = " \t\n\r"
+
+
+def _json_opt(value: object) -> str | None:
+    """``value`` as compact JSON if it is None, a str, or an exact int or float;
+    None if the generic encoder must decide (bool, NaN, subclasses, ...)."""
+    if value is None:
+        return "null"
+    kind = type(value)  # exact types: subclasses may format themselves differently
+    if isinstance(value, str) and kind is str:
+        return _json_str(value)
+    if kind is int or (isinstance(value, float) and kind is float and math.isfinite(value)):
+        return repr(value)
+    return None
+
+
+def _fast_json(msg: Run | Exit) -> bytes | None:
+    """The two messages every command sends, formatted directly; byte for byte
+    what the generic path below emits (tests/test_messages.py checks), but
+    cheaper on the path between one command and the next."""
+    if type(msg) is Exit:
+        parts = [_json_opt(msg.exit_code), _json_opt(msg.signal), _json_opt(msg.error),
+                 _json_opt(msg.cwd), _json_opt(msg.duration)]
+        template = '{"exit_code":%s,"signal":%s,"error":%s,"cwd":%s,"duration":%s}'
+    elif type(msg) is Run and msg.env is None and type(msg.stdin) is bool:
+        parts = [_json_opt(msg.command), _json_opt(msg.cwd), "null", _json_opt(msg.timeout),
+                 "true" if msg.stdin else "false"]
+        template = '{"command":%s,"cwd":%s,"env":%s,"timeout":%s,"stdin":%s}'
+    else:
+        return None
+    if None in parts:
+        return None
+    return (template % tuple(parts)).encode("ascii")
+
+
 def encode(msg: Message) -> bytes:
     """The frame for one message."""
     kind = _KIND[type(msg)]
+    if isinstance(msg, (Run, Exit)):
+        fast = _fast_json(msg)
+        if fast is not None:
+            return encode_frame(kind, fast)
     if isinstance(msg, (Stdin, Stdout, Stderr)):
         return encode_frame(kind, bytes(msg.data))
     if isinstance(msg, StdinEof):
@@ -188,10 +232,13 @@ class _Fields:
     def __init__(self, kind: MessageType, payload: bytes | memoryview) -> None:
         self.kind = kind
         try:
-            obj = json.loads(bytes(payload))
+            text = str(payload, "utf-8").strip(_JSON_SPACE)
+            obj, end = _raw_decode(text)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             # RecursionError: deeply nested arrays are valid JSON but hostile.
             raise self.error("is not valid UTF-8 JSON") from exc
+        if end != len(text):
+            raise self.error("is not valid UTF-8 JSON")
         if not isinstance(obj, dict):
             raise self.error("is not a JSON object")
         self.obj: dict[str, Any] = obj
