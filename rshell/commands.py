@@ -363,8 +363,7 @@ class CommandRunner:
                 if fd is not None:
                     self._set(fd, 0, None)
             child.reap()
-        if self._spare is not None and len(self._spare) > HEADER_SIZE + _SMALL_READ:
-            self._spare = None  # an idle session keeps no megabyte, only the small buffer
+        self._spare = None  # an idle session holds no read buffer
         if self.idle_deadline is not None:  # idleness counts from the command's end
             self.idle_deadline = time.monotonic() + self.config.idle_timeout
         self.proto.decoder.release()
