@@ -10,10 +10,8 @@ Must not import anything above layer 1.
 
 from __future__ import annotations
 
-import datetime
 import os
 import ssl
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +28,8 @@ _ED25519_SPKI = bytes.fromhex("302a300506032b6570032100")
 
 
 def _certificate(key: ed25519.Ed25519PrivateKey) -> bytes:
+    import datetime  # server side only: kept off the client's cold start
+
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import NameOID
@@ -55,6 +55,8 @@ def server_context(key: ed25519.Ed25519PrivateKey, state_dir: Path) -> ssl.SSLCo
     The ssl module loads keys only from files: the PEM copy lives for the
     duration of the call, in the (0700) state dir, created 0600.
     """
+    import tempfile  # server side only: kept off the client's cold start
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
