@@ -123,6 +123,8 @@ _SSH_LISTEN = re.compile(r"ssh listening on (\S+)")
 #: What the receiver asks the sender for: a byte count and a command (empty:
 #: the raw baseline, from a buffer; else the relay ceiling, that command's output).
 _REQUEST = struct.Struct("!QI")
+#: The spawn floor's reply: the command's exit status (waitstatus_to_exitcode).
+_FLOOR_STATUS = struct.Struct("!i")
 
 
 # ---- what is measured, and how much ---------------------------------------------------
@@ -333,10 +335,16 @@ def run_rounds(sides: list[Side], figure: str, warmup: int) -> int:
     return rounds
 
 
-def compare(rshell: Side, peer: Side, goals: list[Target]) -> dict[str, Any]:
+def compare(rshell: Side, peer: Side, goals: list[Target],
+            bound: str | None = None) -> dict[str, Any]:
     """rshell's median over the peer's, the median of the ratios of samples
-    taken in the same round, and the targets; or why it cannot be had."""
+    taken in the same round, and the targets; or why it cannot be had.
+    ``bound`` marks an informational row against (or of) a bound: ``ceiling``
+    (a relay ceiling), ``floor`` (the spawn floor against subprocess.run); the
+    ``rshell`` side of a ``floor`` row is the floor itself."""
     out: dict[str, Any] = {"rshell": rshell.name, "peer": peer.name}
+    if bound:
+        out["bound"] = bound
     missing = [s for s in (rshell, peer) if s.error or not s.samples]
     if missing:
         out["error"] = "; ".join(f"{s.label}: {s.error or 'no samples'}" for s in missing)
@@ -541,14 +549,52 @@ def bench_roundtrip(conn: Any, mode: Mode, plan: Plan) -> dict[str, Any]:
             run("true")
         return (time.perf_counter() - start) / k * 1e3
 
-    for _ in range(plan.warmup):
-        baseline()
-        rshell()
-    progress(f"{mode.name}: round trip, {plan.rt_samples} x {k} commands each side")
-    base, rsh = alternate(baseline, rshell, plan.rt_samples)
-    return figure_result("roundtrip", mode.name, "ms/command", base, rsh, batch=k,
-                         baseline_what="subprocess.run(['/bin/sh', '-c', 'true'])",
-                         rshell_what="conn.run('true')")
+    floor_peer = FloorPeer()
+    try:
+        def floor() -> float:
+            start = time.perf_counter()
+            for _ in range(k):
+                floor_peer.checked()
+            return (time.perf_counter() - start) / k * 1e3
+
+        for _ in range(plan.warmup):
+            baseline()
+            floor()
+            rshell()
+        progress(f"{mode.name}: round trip, {plan.rt_samples} x {k} commands each side: "
+                 "subprocess.run, spawn floor, rshell")
+        base, flo, rsh = interleave([baseline, floor, rshell], plan.rt_samples)
+    finally:
+        floor_peer.stop()
+    result = figure_result("roundtrip", mode.name, "ms/command", base, rsh, batch=k,
+                           baseline_what="subprocess.run(['/bin/sh', '-c', 'true'])",
+                           rshell_what="conn.run('true')")
+    result["spawn_floor"] = floor_result(base, flo, rsh)
+    result["notes"] = [floor_note(result["baseline"]["median"],
+                                  result["spawn_floor"]["floor"]["median"],
+                                  result["rshell"]["median"], "rshell")]
+    return result
+
+
+def floor_result(base: list[float], flo: list[float], rsh: list[float]) -> dict[str, Any]:
+    """The spawn floor against subprocess.run (``of_baseline``: what the least
+    server costs over a local spawn), and rshell against the floor (``ratio``);
+    both informational, no target."""
+    stats = summarize(flo)
+
+    def paired(num: list[float], den: list[float]) -> dict[str, Any]:
+        ratios = [a / b for a, b in zip(num, den, strict=True)]
+        return {k: v for k, v in summarize(ratios).items() if k != "samples"}
+
+    return {
+        "what": FLOOR_WHAT,
+        "floor": stats,
+        "of_baseline": stats["median"] / statistics.median(base),
+        "paired_of_baseline": paired(flo, base),
+        "ratio": statistics.median(rsh) / stats["median"],
+        "paired_ratio": paired(rsh, flo),
+        "target": "(floor)",
+    }
 
 
 # ---- figure 2: throughput ---------------------------------------------------------------
@@ -745,6 +791,118 @@ def relay_command(command: str, conn: socket.socket, view: memoryview) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+# ---- the spawn floor: the least a Python server can do per command ----------------------
+
+
+class FloorPeer:
+    """The round trip's floor: this script in ``--floor-server`` mode, in its own
+    process (as rshell's server is), and one open TCP connection to it.  A
+    request is the command's text, the reply its exit status (4 bytes); one
+    request at a time, so one ``recv`` reads one request."""
+
+    def __init__(self) -> None:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--floor-server"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.isdigit():
+            stop_process(self.proc, 5.0)
+            raise BenchError(f"spawn floor server did not start (said {line!r})")
+        self.port = int(line)
+        try:
+            self.sock = socket.create_connection((LOOPBACK, self.port), timeout=30)
+        except OSError as exc:
+            stop_process(self.proc, 5.0)
+            raise BenchError(f"spawn floor server: cannot connect: {exc}") from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def run(self, command: bytes = b"true") -> int:
+        """Send ``command``, block for its exit status."""
+        self.sock.sendall(command)
+        reply = recv_exact(self.sock, _FLOOR_STATUS.size)
+        if len(reply) < _FLOOR_STATUS.size:
+            raise BenchError(f"spawn floor server closed the connection ({reply!r})")
+        status: int = _FLOOR_STATUS.unpack(reply)[0]
+        return status
+
+    def checked(self) -> None:
+        """One ``true``, which must exit 0."""
+        if (status := self.run()) != 0:
+            raise BenchError(f"spawn floor: 'true' exited {status}")
+
+    def stop(self) -> None:
+        self.sock.close()
+        stop_process(self.proc, 5.0)
+
+
+#: What the floor does per command, for the JSON and the table's notes.
+FLOOR_WHAT = ("a minimal server process (bench.py --floor-server) over one open TCP "
+              "connection (TCP_NODELAY both ends): per request, two os.pipe(), "
+              "os.posix_spawn('/bin/sh', ['/bin/sh', '-c', cmd], setsid=True; stdin "
+              "/dev/null, stdout/stderr the pipes), pidfd_open, one epoll until both pipes "
+              "hit EOF and the pidfd fired, waitpid, exit status back in 4 bytes; no "
+              "framing, JSON, TLS, auth, limits or logging")
+
+
+def floor_server_main() -> int:
+    """Accept, then for each request (a command's text, one ``recv``) run it as
+    cheaply as a Python server can and send back its exit status; until killed."""
+    srv = socket.create_server((LOOPBACK, 0))
+    print(srv.getsockname()[1], flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    buf = bytearray(64 * 1024)
+    while True:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while request := conn.recv(65536):
+                status = floor_spawn(request.decode(), buf)
+                conn.sendall(_FLOOR_STATUS.pack(status))
+        except OSError:
+            pass  # the client went away; serve the next one
+        finally:
+            conn.close()
+
+
+def floor_spawn(command: str, buf: bytearray) -> int:
+    """Run ``command`` the least costly way a Python server can and still do
+    what any server must: its own session, stdin /dev/null, stdout and stderr
+    pipes drained to EOF (and discarded), its exit seen through a pidfd in the
+    same epoll as the pipes, then reaped.  The exit code (negative: a signal)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            "/bin/sh", ["/bin/sh", "-c", command], os.environ,
+            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                          (os.POSIX_SPAWN_DUP2, out_w, 1),
+                          (os.POSIX_SPAWN_DUP2, err_w, 2)],
+            setsid=True)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    pidfd = os.pidfd_open(pid)
+    poller = select.epoll()
+    try:
+        for fd in (out_r, err_r, pidfd):
+            poller.register(fd, select.EPOLLIN)
+        pipes, exited, bufs = {out_r, err_r}, False, [buf]
+        while pipes or not exited:
+            for fd, _ in poller.poll():
+                if fd == pidfd:
+                    exited = True
+                    poller.unregister(pidfd)
+                elif not os.readv(fd, bufs):
+                    poller.unregister(fd)
+                    pipes.discard(fd)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        poller.close()
+        for fd in (out_r, err_r, pidfd):
+            os.close(fd)
+    return os.waitstatus_to_exitcode(status)
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
@@ -1345,7 +1503,9 @@ def per_command_ms(k: int, one: Callable[[], Any]) -> Probe:
 def all_roundtrip(rig: AllRig) -> dict[str, Any]:
     """``true`` over one open connection: rshell's (TLS, /bin/sh) against an
     in-process subprocess.run; rshell's (TLS, the login shell sshd uses)
-    against asyncssh's and paramiko's to sshd; rshell plain for information."""
+    against asyncssh's and paramiko's to sshd; rshell plain for information.
+    The spawn floor (the least a Python server can do per command) is sampled
+    in the same rounds: against subprocess.run, and rshell tls against it."""
     n, k = rig.plan.rt_samples, rig.plan.rt_batch
 
     def local() -> None:
@@ -1363,6 +1523,13 @@ def all_roundtrip(rig: AllRig) -> dict[str, Any]:
 
     sub = bind(Side("subprocess", "subprocess.run", "subprocess.run(['/bin/sh', '-c', "
                     "'true']) in this process", n=n), per_command_ms(k, local))
+    floor = Side("spawn_floor", "spawn floor", FLOOR_WHAT, n=n)
+    try:
+        floor_peer = FloorPeer()
+        rig.stack.callback(floor_peer.stop)
+        bind(floor, per_command_ms(k, floor_peer.checked))
+    except BenchError as exc:
+        floor.error = str(exc)
     tls = bind(Side("rshell_tls", "rshell tls", "conn.run('true'), secure default (TLS, key "
                     "auth), shell /bin/sh", n=n),
                per_command_ms(k, checked_run(rig.conns["tls"])))
@@ -1378,11 +1545,13 @@ def all_roundtrip(rig: AllRig) -> dict[str, Any]:
                               "shutdown_write, stdout+stderr to EOF, recv_exit_status, one "
                               "open connection to sshd (TCP_NODELAY)", n=n),
                          "paramiko", paramiko_true)
-    sides = [sub, tls, login, plain, assh, para]
+    sides = [sub, floor, tls, login, plain, assh, para]
     progress(f"all: round trip, {n} rounds of {k} commands: "
              + ", ".join(s.label for s in sides))
     rounds = run_rounds(sides, "round trip", rig.plan.warmup)
     comparisons = [compare(tls, sub, [Target("<=", 1.2, ISSUE6)]),
+                   compare(floor, sub, [], bound="floor"),
+                   compare(tls, floor, []),
                    compare(login, assh, [Target("<=", 0.5, ISSUE6)]),
                    compare(login, para, [Target("<=", 0.5, ISSUE6)]),
                    compare(plain, sub, [])]
@@ -1392,7 +1561,18 @@ def all_roundtrip(rig: AllRig) -> dict[str, Any]:
         notes.append(f"rshell tls with {rig.shell_name} (the login shell sshd runs commands "
                      f"with) over rshell tls with /bin/sh: {shell_cost:.2f}; the SSH peers are "
                      f"compared with the {rig.shell_name} one")
+    if floor.samples and sub.samples and tls.samples:
+        notes.append(floor_note(statistics.median(sub.samples),
+                                statistics.median(floor.samples),
+                                statistics.median(tls.samples), "rshell tls"))
     return all_figure("ms/command", rounds, sides, comparisons, batch=k, notes=notes)
+
+
+def floor_note(sub: float, floor: float, rshell: float, label: str) -> str:
+    """What the spawn floor says about a round-trip figure (medians, ms)."""
+    return (f"spawn floor = {floor / sub:.2f} x subprocess.run: the least a Python server "
+            f"that spawns each command behind pipes costs (no protocol, TLS, auth or "
+            f"limits); {label} - spawn floor: {rshell - floor:+.3f} ms per command")
 
 
 def all_cold(rig: AllRig) -> dict[str, Any]:
@@ -1502,12 +1682,12 @@ def all_throughput(rig: AllRig, generator: str) -> dict[str, Any]:
     rounds = run_rounds(sides, "throughput", 1)
     comparisons = [
         compare(tls, by["raw_tls"], [Target(">=", 0.85, ISSUE6)]),
-        compare(tls, by["relay_tls"], []),
+        compare(tls, by["relay_tls"], [], bound="ceiling"),
         compare(by["rshell_cli"], by["ssh"], [Target(">=", 1.5, ISSUE6)]),
         compare(tls, assh, []),
         compare(tls, para, []),
         compare(plain, by["raw_tcp"], [Target(">=", 0.7, "issue 2/6")]),
-        compare(plain, by["relay_tcp"], []),
+        compare(plain, by["relay_tcp"], [], bound="ceiling"),
     ]
     ciphers = {"rshell": rig.tls_info.get("cipher"), "raw TLS": raw_tls.info.get("cipher")}
     ciphers |= {p: rig.peer_info.get(p, {}).get("cipher") for p in ("ssh", "asyncssh",
@@ -1797,7 +1977,9 @@ def _cell(stats: dict[str, Any]) -> str:
 
 def format_table(mode: str, data: dict[str, Any]) -> str:
     """figure | baseline | rshell | ratio | target | result | later target; the
-    throughput figure gets a second row, rshell against the relay ceiling.  In
+    throughput figure gets a second row, rshell against the relay ceiling, and
+    the round trip two: the spawn floor against the baseline (the floor in
+    rshell's column), and rshell against the floor.  In
     mode ssh the baseline is OpenSSH's sshd, rshell its SSH listener."""
     ssh = mode == "ssh"
     head = ("figure", "unit", "sshd med [p10-p90]" if ssh else "baseline med [p10-p90]",
@@ -1819,6 +2001,13 @@ def format_table(mode: str, data: dict[str, Any]) -> str:
             rc = fig["relay_ceiling"]
             rows.append(("  vs relay ceiling", fig["unit"], _cell(rc["relay"]),
                          _cell(fig["rshell"]), f"{rc['ratio']:.2f}", rc["target"], "-", ""))
+        if "spawn_floor" in fig:  # the floor in rshell's column, then rshell against it
+            sf = fig["spawn_floor"]
+            rows.append(("  spawn floor/baseline", fig["unit"], _cell(fig["baseline"]),
+                         _cell(sf["floor"]), f"{sf['of_baseline']:.2f}", sf["target"], "-",
+                         ""))
+            rows.append(("  vs spawn floor", fig["unit"], _cell(sf["floor"]),
+                         _cell(fig["rshell"]), f"{sf['ratio']:.2f}", "(info)", "-", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [f"mode {mode}:"]
     for i, row in enumerate(rows):
@@ -1845,7 +2034,8 @@ def _all_label(name: str, fig: dict[str, Any]) -> str:
 def format_all_table(data: dict[str, Any]) -> str:
     """One row per comparison: figure | unit | rshell | peer | peer med [p10-p90]
     | rshell med [p10-p90] | ratio (rshell/peer) | target | result.  A relay
-    ceiling's target is ``(ceiling)``, an informational row's ``(info)``; a row
+    ceiling's target is ``(ceiling)``, the spawn floor's ``(floor)``, an
+    informational row's ``(info)``; a row
     with no peer is a bound on rshell's own figure."""
     head = ("figure", "unit", "rshell", "peer", "peer med [p10-p90]", "rshell med [p10-p90]",
             "ratio", "target", "result")
@@ -1866,7 +2056,7 @@ def format_all_table(data: dict[str, Any]) -> str:
                 rcell = _cell(rsh) if "median" in rsh else "error"
                 ratio = "-" if c["ratio"] is None else f"{c['ratio']:.2f}"
             target = (f"{tg[0]['op']} {tg[0]['value']:g}" if tg
-                      else "(ceiling)" if (c["peer"] or "").startswith("relay") else "(info)")
+                      else f"({c['bound']})" if c.get("bound") else "(info)")
             verdict = ("ERROR" if "error" in c else ("PASS" if tg[0]["pass"] else "FAIL")
                        if tg else "-")
             rows.append((_all_label(name, fig) if i == 0 else "", fig["unit"] if i == 0 else "",
@@ -1966,6 +2156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-sender", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--raw-cert", help=argparse.SUPPRESS)
     p.add_argument("--raw-key", help=argparse.SUPPRESS)
+    p.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -2011,6 +2202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.raw_sender:
         return raw_sender_main(args.raw_cert, args.raw_key)
+    if args.floor_server:
+        return floor_server_main()
     plan = with_overrides(QUICK if args.quick else FULL, args)
     ssh_plan = with_overrides(SSH_QUICK if args.quick else SSH_FULL, args)
     all_plan = with_overrides(ALL_QUICK if args.quick else ALL_FULL, args)
