@@ -1,7 +1,8 @@
-"""The benchmark stays runnable: a tiny plain round-trip run writes sane JSON.
+"""The benchmark stays runnable: tiny runs of every mode write sane JSON.
 
 Not a performance test (no figure is judged here); it only guards the
-benchmark script against rotting as rshell changes under it.
+benchmark script against rotting as rshell changes under it.  Mode all
+drives every peer (sshd, ssh, paramiko, asyncssh: the ``test`` extra).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def test_bench_quick_roundtrip_writes_json(tmp_path: Path) -> None:
     assert fig["ratio"] > 0
     assert [t["value"] for t in fig["targets"]] == [1.5, 1.2]
     assert all(isinstance(t["pass"], bool) for t in fig["targets"])
+    assert "spawn floor" in proc.stdout
+    floor = fig["spawn_floor"]
+    assert floor["target"] == "(floor)" and floor["floor"]["n"] == 2
+    assert 0 < floor["floor"]["min"] <= floor["floor"]["max"]
+    assert floor["ratio"] > 0 and floor["of_baseline"] > 0
 
 
 def test_bench_tiny_throughput_has_relay_ceiling(tmp_path: Path) -> None:
@@ -91,3 +97,49 @@ def test_bench_tiny_ssh_mode(tmp_path: Path) -> None:
         assert fig["baseline"]["n"] == 2 and fig["rshell"]["n"] == 2
         assert fig["lost_exit_status"]["sshd"]["commands"] > 0
     assert mode["figures"]["throughput"]["size_bytes"] == 4 << 20
+
+
+def test_bench_tiny_all_mode(tmp_path: Path) -> None:
+    """Mode all, every figure, one round each, a 4 MiB stream: every peer (sshd
+    with ssh, paramiko and asyncssh; the raw senders, relay ceilings and the
+    spawn floor) is started, measured and stopped, and the JSON has every
+    figure, side and comparison.  No figure's value is judged."""
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("OpenSSH server missing")
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--mode", "all", "--samples", "1",
+         "--batch", "3", "--size", "4M", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "spawn floor" in proc.stdout and "(floor)" in proc.stdout
+    mode = json.loads(out.read_text())["modes"]["all"]
+    assert mode["peer_errors"] == {}
+    assert all(s["exit"] == 0 for s in mode["servers"].values())
+    assert mode["peers"]["sshd"]["exit"] == 0
+    figures = mode["figures"]
+    assert list(figures) == ["roundtrip", "throughput", "cold", "concurrency", "memory"]
+    for name, fig in figures.items():
+        assert fig["rounds"] == 1, name
+        assert "rshell" in "".join(fig["sides"]), name
+        for side, stats in fig["sides"].items():
+            assert "error" not in stats, (name, side, stats["error"])
+            assert stats["n"] == 1 and len(stats["samples"]) == 1, (name, side)
+        assert fig["comparisons"], name
+        for c in fig["comparisons"]:
+            assert "error" not in c, (name, c)
+            if c["peer"] is None:  # a bound on rshell's own figure
+                assert c["value"] is not None and c["targets"], (name, c)
+            else:
+                assert c["rshell"] in fig["sides"] and c["peer"] in fig["sides"], (name, c)
+                assert c["ratio"] > 0, (name, c)
+            for t in c["targets"]:
+                assert {"op", "value", "source"} <= t.keys() and isinstance(t["pass"], bool)
+    rt = figures["roundtrip"]
+    pairs = {(c["rshell"], c["peer"]): c for c in rt["comparisons"]}
+    floor = pairs[("spawn_floor", "subprocess")]
+    assert floor["bound"] == "floor" and floor["targets"] == []
+    assert pairs[("rshell_tls", "spawn_floor")]["targets"] == []
+    assert [t["value"] for t in pairs[("rshell_tls", "subprocess")]["targets"]] == [1.2]
+    assert {c.get("bound") for c in figures["throughput"]["comparisons"]} == {None, "ceiling"}
