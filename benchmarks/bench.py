@@ -16,7 +16,9 @@ p10/p90 and min/max spread.
 ``--mode all`` (issue 6) starts three rshell servers, a private OpenSSH sshd
 and, as its clients, OpenSSH's ssh, paramiko and asyncssh (peers.py), and
 measures: ``roundtrip`` (``true`` over one open connection: rshell vs an
-in-process ``subprocess.run``, vs asyncssh and vs paramiko), ``cold`` (the
+in-process ``subprocess.run``, vs asyncssh and vs paramiko; and the spawn
+floor, a minimal ``--floor-server`` process, the least a Python server can
+do per command), ``cold`` (the
 whole ``rshell ADDR -c true`` process vs a cold ``ssh ... true``),
 ``throughput`` (1 GiB of command output: rshell vs raw Python TLS/TCP
 transfers and relay ceilings, the rshell CLI vs ``ssh``, asyncssh and
@@ -26,7 +28,7 @@ errors counted) and ``memory`` (server memory per idle authenticated
 connection, 200 held by load.py; sshd's for information).
 
 Modes ``plain``/``tls``/``both`` measure rshell against local baselines only:
-``roundtrip``, ``throughput`` (and the relay ceiling), ``cold`` (vs
+``roundtrip`` (and the spawn floor), ``throughput`` (and the relay ceiling), ``cold`` (vs
 ``python -c pass``).  ``--mode ssh`` puts rshell's SSH listener
 (``--ssh-bind``) beside OpenSSH's sshd, both driven by the same paramiko
 client.  See benchmarks/README.md.
