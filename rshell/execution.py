@@ -85,12 +85,10 @@ class Child:
         self.stdout: int | None = out_r
         self.stderr: int | None = err_r
         self.stdin: int | None = in_w if stdin else None
-        # One F_SETFL each (os.set_blocking reads the flags first): a fresh
-        # pipe end has no other status flag to keep.
-        fcntl.fcntl(out_r, fcntl.F_SETFL, os.O_NONBLOCK)
-        fcntl.fcntl(err_r, fcntl.F_SETFL, os.O_NONBLOCK)
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
         if self.stdin is not None:
-            fcntl.fcntl(self.stdin, fcntl.F_SETFL, os.O_NONBLOCK)
+            os.set_blocking(self.stdin, False)
         self.pidfd = os.pidfd_open(self.pid)
         self.exit_code: int | None = None
         self.signal: int | None = None
