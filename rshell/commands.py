@@ -95,7 +95,7 @@ class RunningCommand:
         self.stdin_queue: deque[memoryview] = deque()
         self.stdin_eof = False
         self.unacked = 0
-        self.exit_seen = False  # the leader exited (pidfd fired, or waitid said so at EOF)
+        self.exit_seen = False  # the pidfd fired: only then is waitid worth a call
         self.big = False  # it filled a pipe: read it in big chunks
 
 
@@ -341,42 +341,37 @@ class CommandRunner:
         cmd = self.cmd
         assert cmd is not None
         child = cmd.child
-        if child.stdout is not None or child.stderr is not None:
+        if child.stdout is not None or child.stderr is not None or not cmd.exit_seen:
             return
-        if not cmd.exit_seen:
-            # Output reached EOF because the leader exited (the usual case): its
-            # pidfd fires microseconds later, so ask now rather than sleep once more.
-            cmd.exit_seen = child.exited
-            if not cmd.exit_seen:
-                return
+        # PROTOCOL.md 7.6: a stopped command's stragglers are killed and the
+        # leader reaped before Exit is sent, so the client never hears "over"
+        # while any of it still runs.
+        if cmd.reason is not None:
+            child.signal_group(signal.SIGKILL)
+        for fd in (child.pidfd, child.stdin):
+            if fd is not None:
+                self._set(fd, 0, None)
+        child.reap()
         duration = time.monotonic() - child.started
         error = cmd.reason or silent_failure(child, cmd.out_bytes + cmd.err_bytes)
         self.cmd = None
-        try:
-            # The status is known (waitid WNOWAIT): the client hears it first, and
-            # the reaping and book-keeping below happen while it reads.
-            self._send(Exit(child.exit_code, child.signal, error, self.cwd, round(duration, 6)))
-        finally:
-            if cmd.reason is not None:
-                child.signal_group(signal.SIGKILL)  # stragglers of a stopped command
-            for fd in (child.pidfd, child.stdin):
-                if fd is not None:
-                    self._set(fd, 0, None)
-            child.reap()
         self._spare = None  # an idle session holds no read buffer
         if self.idle_deadline is not None:  # idleness counts from the command's end
             self.idle_deadline = time.monotonic() + self.config.idle_timeout
         self.proto.decoder.release()
-        log.info(
-            "%s: command %r exit=%s signal=%s error=%s duration=%.3fs stdout=%d stderr=%d",
-            self.peer, cmd.text, child.exit_code, child.signal, error, duration,
-            cmd.out_bytes, cmd.err_bytes,
-        )
-        if self.audit:
-            self.audit.event("command-end", peer=self.peer, command=cmd.text,
-                             exit_code=child.exit_code, signal=child.signal, error=error,
-                             stdout_bytes=cmd.out_bytes, stderr_bytes=cmd.err_bytes,
-                             duration=round(duration, 6))
+        try:
+            self._send(Exit(child.exit_code, child.signal, error, self.cwd, round(duration, 6)))
+        finally:  # recorded even when the client is gone before it hears the end
+            log.info(
+                "%s: command %r exit=%s signal=%s error=%s duration=%.3fs stdout=%d stderr=%d",
+                self.peer, cmd.text, child.exit_code, child.signal, error, duration,
+                cmd.out_bytes, cmd.err_bytes,
+            )
+            if self.audit:
+                self.audit.event("command-end", peer=self.peer, command=cmd.text,
+                                 exit_code=child.exit_code, signal=child.signal, error=error,
+                                 stdout_bytes=cmd.out_bytes, stderr_bytes=cmd.err_bytes,
+                                 duration=round(duration, 6))
         if self.shutdown_at is not None:
             self._send_fatal(Error("shutdown", "server is shutting down"))
             self.closing = True

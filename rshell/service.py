@@ -203,12 +203,15 @@ class Session(CommandRunner):
             self._set(child.stdin, _WRITE if cmd.stdin_queue else 0, self._on_stdin_writable)
 
     def _next_deadline(self) -> float | None:
-        times = [self.handshake_deadline, self.shutdown_at]
+        times = [self.handshake_deadline]
         if self.cmd is None:
-            times.append(self.idle_deadline)
+            times += [self.shutdown_at, self.idle_deadline]
         else:
             cmd = self.cmd
-            times += [cmd.deadline, cmd.kill_at, cmd.linger_at]
+            # Once the shutdown has stopped the command, kill_at takes over: a
+            # past shutdown_at would make every poll return at once (a busy loop).
+            times += [cmd.deadline, cmd.kill_at, cmd.linger_at,
+                      self.shutdown_at if cmd.reason is None else None]
         pending = [t for t in times if t is not None]
         if not pending:
             return None

@@ -6,6 +6,7 @@ lets running commands finish within --shutdown-grace, then terminates them
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import socket
 import subprocess
@@ -141,3 +142,36 @@ def test_idle_server_exits_zero_promptly(server: ServerProcess, sig: signal.Sign
             idle.run("echo too late")
     finally:
         idle.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_kill_grace_after_shutdown_does_not_spin(start_server: Any) -> None:
+    """A command that ignores SIGTERM is SIGKILLed a second after the shutdown
+    grace; the session waits for that second on its timer, not in a busy loop
+    (a spent shutdown deadline once made every poll return at once)."""
+    srv: ServerProcess = start_server("--shutdown-grace", "0.2")
+    with connect(srv) as conn:
+        stream = conn.stream("trap '' TERM; echo $$; sleep 300")
+        chunks = iter(stream)
+        kind, first = next(chunks)
+        assert kind == "stdout"
+        pgid = int(first)
+        try:
+            before = _cpu_seconds(srv.proc.pid)
+            started = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            assert wait_until(lambda: not group_members(pgid), EXIT_DEADLINE)
+            spent = _cpu_seconds(srv.proc.pid) - before
+            elapsed = time.monotonic() - started
+            assert elapsed >= 1.0, f"SIGKILL came {elapsed:.2f}s after SIGTERM, before the grace"
+            assert spent < 0.5, f"the server used {spent:.2f}s of CPU in {elapsed:.2f}s of waiting"
+            assert wait_exit(srv) == 0
+        finally:
+            survivors = kill_group(pgid)
+    assert survivors == "none", survivors
