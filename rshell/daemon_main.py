@@ -272,6 +272,9 @@ def _serve(
     # the default death that would leave running commands orphaned.
     for signum in _STOP_SIGNALS:
         signal.signal(signum, on_signal)
+    # An ignored SIGCHLD (inherited from whoever started us) would make the
+    # kernel reap commands itself, and waitid on them fail: take the default.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     ssh_servers = _ssh_listeners(ssh_addresses, config, state / "host_key", daemon)
     from rshell import sweep
 

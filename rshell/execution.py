@@ -67,33 +67,60 @@ class Child:
         stdin: bool = False,
     ) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        in_r, in_w = os.pipe() if stdin else (-1, -1)
+        ours: list[int] = []  # our ends, closed on any failure below
+        theirs: list[int] = []  # the child's ends, closed once it has them
+        try:
+            out_r, out_w = os.pipe()
+            ours.append(out_r)
+            theirs.append(out_w)
+            err_r, err_w = os.pipe()
+            ours.append(err_r)
+            theirs.append(err_w)
+            in_r = in_w = -1
+            if stdin:
+                in_r, in_w = os.pipe()
+                ours.append(in_w)
+                theirs.append(in_r)
+        except OSError as exc:  # EMFILE/ENFILE: this command, not the session, fails
+            _close(ours + theirs)
+            raise StartError(f"cannot start: {exc.strerror or exc}") from None
         try:
             self.pid = self._spawn(command, shell, cwd, env, in_r, out_w, err_w)
         except BaseException:
-            for fd in (out_r, err_r, in_w):
-                if fd >= 0:
-                    os.close(fd)
+            _close(ours)
             raise
         finally:
-            for fd in (out_w, err_w, in_r):  # the child's ends
-                if fd >= 0:
-                    os.close(fd)
+            _close(theirs)
         self.started = time.monotonic()
         self.stdout: int | None = out_r
         self.stderr: int | None = err_r
         self.stdin: int | None = in_w if stdin else None
-        os.set_blocking(out_r, False)
-        os.set_blocking(err_r, False)
-        if self.stdin is not None:
-            os.set_blocking(self.stdin, False)
-        self.pidfd = os.pidfd_open(self.pid)
+        try:
+            for fd in ours:
+                os.set_blocking(fd, False)
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError as exc:
+            # Started but cannot be watched: end it now rather than leave it
+            # running unreaped, and fail this command only.
+            self._abandon(ours)
+            raise StartError(f"cannot start: {exc.strerror or exc}") from None
         self.exit_code: int | None = None
         self.signal: int | None = None
         self._exited = False
         self._reaped = False
+
+    def _abandon(self, fds: list[int]) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # it leads its own group (setsid)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        if self.proc is not None:  # so that Popen never waits for it again
+            self.proc.returncode = -signal.SIGKILL
+        _close(fds)
 
     def _spawn(
         self, command: str, shell: str, cwd: str | None, env: dict[str, str] | None,
@@ -225,3 +252,8 @@ class Child:
             if fd is not None:
                 self.close_output(fd)
         os.close(self.pidfd)
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

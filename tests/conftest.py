@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,14 @@ _HOST_KEY = re.compile(r"host key fingerprint (\S+)")
 class ServerProcess:
     """A running ``rshell-server``; its stderr is collected line by line."""
 
-    def __init__(self, home: Path, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, home: Path, args: list[str], env: dict[str, str], launcher: Sequence[str] = ()
+    ) -> None:
         self.home = home
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [RSHELL_SERVER, *args], env=env, stdin=subprocess.DEVNULL,
+            [*launcher, RSHELL_SERVER, *args], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -117,8 +119,8 @@ def start_server(home: Path) -> Iterator[object]:
     """Factory: ``start_server(*extra_args)`` -> ServerProcess on 127.0.0.1:0."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, bind: str = "127.0.0.1:0") -> ServerProcess:
-        srv = ServerProcess(home, ["--bind", bind, *SERVER_MODE, *args], base_env(home))
+    def start(*args: str, bind: str = "127.0.0.1:0", launcher: Sequence[str] = ()) -> ServerProcess:
+        srv = ServerProcess(home, ["--bind", bind, *SERVER_MODE, *args], base_env(home), launcher)
         started.append(srv)
         return srv
 
