@@ -13,7 +13,7 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rshell.errors import LocalProtocolError
@@ -35,6 +35,7 @@ from rshell.protocol.messages import (
     StdinEof,
     Stdout,
     Welcome,
+    _fast_json,
     decode,
     encode,
 )
@@ -125,6 +126,8 @@ def generic_json(msg: Run | Exit) -> bytes:
                       separators=(",", ":")).encode()
 
 
+#: Floats whose shortest repr is unusual: json.dumps writes them as repr does.
+EDGE_FLOATS = [-0.0, 0.0, 5e-324, 1e16, 1e22, 1.7976931348623157e308, 0.1, 123456789.125]
 texts = st.text(max_size=30) | st.text(st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF))
 numbers = st.none() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False,
                                                                allow_infinity=False)
@@ -132,19 +135,26 @@ numbers = st.none() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False,
 
 @settings(max_examples=300)
 @given(
-    st.builds(Exit, st.none() | st.integers(-(2**40), 2**40), st.none() | st.integers(0, 255),
-              st.none() | texts, texts, st.floats(0, 1e9)),
+    st.builds(Exit, st.none() | st.integers(-(2**70), 2**70), st.none() | st.integers(0, 255),
+              st.none() | texts, texts, st.floats(0, 1e9) | st.sampled_from(EDGE_FLOATS)),
 )
+@example(Exit(0, None, None, "\ud800\u2028\x00\U0001f600", -0.0))
+@example(Exit(2**64, 9, "\udcff", "/", 5e-324))
 def test_property_exit_fast_path_is_byte_identical(msg: Exit) -> None:
     """Exit is formatted without json.dumps (it is on every command's path);
     the bytes must be exactly the generic encoder's."""
+    assert _fast_json(msg) is not None, "the fast path was not taken"
     assert split_frame(encode(msg))[1] == generic_json(msg)
     assert round_trip(msg) == msg
 
 
 @settings(max_examples=300)
-@given(st.builds(Run, texts, st.none() | texts, st.none(), numbers, st.booleans()))
+@given(st.builds(Run, texts, st.none() | texts, st.none(),
+                 numbers | st.sampled_from(EDGE_FLOATS), st.booleans()))
+@example(Run("\ud800 \U0001f600", "\udc80", None, 0, False))
+@example(Run("x", None, None, 2**64, True))
 def test_property_run_fast_path_is_byte_identical(msg: Run) -> None:
+    assert _fast_json(msg) is not None, "the fast path was not taken"
     assert split_frame(encode(msg))[1] == generic_json(msg)
 
 
@@ -152,6 +162,23 @@ def test_fast_path_leaves_odd_values_to_the_generic_encoder() -> None:
     """A bool where an int belongs goes through json.dumps and stays detectable."""
     for msg in (Exit(True, cwd="/"), Run("x", timeout=True), Run("x", env={"A": "1"})):
         assert split_frame(encode(msg))[1] == generic_json(msg)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-32"])
+def test_only_utf8_without_bom_is_json(encoding: str) -> None:
+    """PROTOCOL.md 3.1: the payload is UTF-8, with no byte order mark (which
+    json.loads of bytes would have sniffed and accepted)."""
+    payload = generic_json(Run("ls")).decode().encode(encoding)
+    with pytest.raises(LocalProtocolError) as info:
+        decode(M.RUN, payload)
+    assert info.value.code == "malformed"
+
+
+def test_surrogates_as_raw_bytes_are_not_utf8() -> None:
+    """A lone surrogate travels only as a \\uXXXX escape; as raw bytes it is not UTF-8."""
+    with pytest.raises(LocalProtocolError):
+        decode(M.RUN, b'{"command":"echo \xed\xb2\x80","stdin":false}')
+    assert decode(M.RUN, b'{"command":"echo \\udc80","stdin":false}') == Run("echo \udc80")
 
 
 @pytest.mark.parametrize("kind", [M.RUN, M.EXIT])
