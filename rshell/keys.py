@@ -22,22 +22,35 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# ECDSA and RSA (with hashes and padding) are imported where a key of theirs
+# is met: the default Ed25519 one-shot never pays for them (about 3 ms).
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from rshell.errors import KeyFileError
 
-PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
+
+    PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 Passphrase = Callable[[str], str | None]
 
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 MIN_RSA_BITS = 2048
-_CURVE_HASH: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
-    "secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512,
-}
+_CURVE_HASHES = {"secp256r1": "SHA256", "secp384r1": "SHA384", "secp521r1": "SHA512"}
+
+
+def _curve_hash(curve: str) -> HashAlgorithm | None:
+    """A fresh hash object for an ECDSA curve's signatures, None if unsupported."""
+    from cryptography.hazmat.primitives import hashes
+
+    name = _CURVE_HASHES.get(curve)
+    algorithm: HashAlgorithm | None = None if name is None else getattr(hashes, name)()
+    return algorithm
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ def describe(key: PublicKey) -> tuple[int, str]:
     """(bits, TYPE) as ``ssh-keygen -l`` prints them."""
     if isinstance(key, ed25519.Ed25519PublicKey):
         return 256, "ED25519"
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     if isinstance(key, ec.EllipticCurvePublicKey):
         return key.curve.key_size, "ECDSA"
     return key.key_size, "RSA"
@@ -106,6 +121,7 @@ def describe(key: PublicKey) -> tuple[int, str]:
 def parse_public(line: str) -> tuple[PublicKey, str]:
     """``keytype base64 [comment]`` -> (key, comment); ValueError if unusable."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     parts = line.strip().split(None, 2)
     if len(parts) < 2:
@@ -125,8 +141,14 @@ def parse_public(line: str) -> tuple[PublicKey, str]:
 def sign(key: PrivateKey, data: bytes) -> bytes:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(_CURVE_HASH[key.curve.name]()))
+        algorithm = _curve_hash(key.curve.name)
+        if algorithm is None:
+            raise KeyFileError(f"unsupported ECDSA curve {key.curve.name}")
+        return key.sign(data, ec.ECDSA(algorithm))
     return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
@@ -134,11 +156,15 @@ def verify(key: PublicKey, signature: bytes, data: bytes) -> bool:
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            hash_cls = _CURVE_HASH.get(key.curve.name)
-            if hash_cls is None:
+            return True
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            algorithm = _curve_hash(key.curve.name)
+            if algorithm is None:
                 return False
-            key.verify(signature, data, ec.ECDSA(hash_cls()))
+            key.verify(signature, data, ec.ECDSA(algorithm))
         else:
             key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, ValueError):
@@ -149,6 +175,8 @@ def verify(key: PublicKey, signature: bytes, data: bytes) -> bool:
 def generate(kind: str = "ed25519", bits: int | None = None) -> PrivateKey:
     if kind == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if kind == "ecdsa":
         curves: dict[int | None, type[ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1]] = {
             None: ec.SECP256R1, 256: ec.SECP256R1, 384: ec.SECP384R1, 521: ec.SECP521R1,
@@ -222,7 +250,7 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = 
             "key must not be accessible by others (chmod 600 it)"
         )
     key = _plain_ed25519(data) or _load_private(data, path, passphrase)
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+    if not isinstance(key, ed25519.Ed25519PrivateKey) and _rsa_too_small(key):
         raise KeyFileError(f"{path}: RSA key of {key.key_size} bits is too small")
     comment = ""
     pub = Path(f"{path}.pub")
@@ -282,8 +310,15 @@ class _SshReader:
         return value
 
 
+def _rsa_too_small(key: PrivateKey) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS
+
+
 def _load_private(data: bytes, path: Path, passphrase: Passphrase | None) -> PrivateKey:
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     password: bytes | None = None
     wrong = 0

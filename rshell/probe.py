@@ -6,10 +6,13 @@ Must not import click.
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from rshell.errors import HostKeyError
-from rshell.keys import PublicKey
 from rshell.transport import edge, tune
+
+if TYPE_CHECKING:
+    from rshell.keys import PublicKey
 
 
 def host_key_of(host: str, port: int, timeout: float) -> PublicKey:
