@@ -34,6 +34,7 @@ from rshell.transport import Stream
 if TYPE_CHECKING:
     from rshell.audit import AuditLog
     from rshell.authkeys import AuthorizedKeys, Entry
+    from rshell.sweep import Sweeper
 
 log = logging.getLogger("rshell.server")
 
@@ -69,6 +70,9 @@ class ServerConfig:
     #: Commands one connection may run before it must reconnect.
     max_commands: int = 1_000_000
     audit: AuditLog | None = None
+    #: Sweeps escaped processes for every session in one thread (None: each
+    #: session sweeps for itself as it ends).
+    sweeper: Sweeper | None = None
 
 
 SESSION_IDS = itertools.count(1)

@@ -281,6 +281,7 @@ def _serve(
     orphans = sweep.kill_orphans()
     if orphans:
         log.warning("killed %d process(es) left by a server that died: %s", len(orphans), orphans)
+    config.sweeper = sweep.Sweeper()
     daemon.start()
     for address in daemon.addresses:
         log.info("listening on %s", address)
@@ -311,6 +312,7 @@ def _serve(
     daemon.stop(shutdown_grace)
     if ssh_servers:
         stopper.join(shutdown_grace + config.kill_grace + 5)
+    config.sweeper.close()  # the last sessions' sweeps, before the audit log closes
     log.info("stopped in %.2fs", time.monotonic() - started)
     if audit:
         audit.event("server-stop", signal=name)

@@ -344,6 +344,13 @@ class Session(CommandRunner):
             self._send_fatal(Error("shutdown", "server is shutting down"))
             self.closing = True
 
+    def _swept(self, escaped: list[int]) -> None:
+        if escaped:
+            log.warning("%s: killed %d process(es) that left their command's group: %s",
+                        self.peer, len(escaped), escaped)
+            if self.audit:
+                self.audit.event("sweep", peer=self.peer, pids=escaped)
+
     def _cleanup(self) -> None:
         cmd, self.cmd = self.cmd, None
         self.stream.close()  # first: the client learns at once that we are gone
@@ -352,12 +359,10 @@ class Session(CommandRunner):
             log.info("%s: command %r terminated: connection ended", self.peer, cmd.text)
         if self.commands:
             # Whatever a command daemonized out of its group goes with the session.
-            escaped = sweep.kill_session(self.marker, self._groups)
-            if escaped:
-                log.warning("%s: killed %d process(es) that left their command's group: %s",
-                            self.peer, len(escaped), escaped)
-                if self.audit:
-                    self.audit.event("sweep", peer=self.peer, pids=escaped)
+            if self.config.sweeper is not None:
+                self.config.sweeper.submit(self.marker, self._groups, self._swept)
+            else:
+                self._swept(sweep.kill_session(self.marker, self._groups))
         self._epoll.close()
         os.close(self._wake)
         log.info("%s: disconnected after %d command(s)%s", self.peer, self.commands,

@@ -203,10 +203,16 @@ def serve_connection(
         for thread in threads:
             thread.join(config.kill_grace + 5)
         if iface.groups:  # what a command daemonized out of its group goes with us
-            escaped = sweep.kill_session(iface.marker, iface.groups)
-            if escaped:
+            def swept(escaped: list[int]) -> None:
                 log.warning("%s: ssh: killed %d process(es) that left their command's group",
                             peer, len(escaped))
+
+            if config.sweeper is not None:
+                config.sweeper.submit(iface.marker, iface.groups, swept)
+            else:
+                escaped = sweep.kill_session(iface.marker, iface.groups)
+                if escaped:
+                    swept(escaped)
         log.info("%s: ssh: disconnected after %d channel(s)", peer, channels)
 
 

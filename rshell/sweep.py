@@ -13,11 +13,14 @@ Must not import anything above layer 0.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-from collections.abc import Collection, Iterator
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 MARKER = "RSHELL_SESSION"
+log = logging.getLogger("rshell.server")
 _PREFIX = MARKER.encode() + b"="
 
 
@@ -45,9 +48,15 @@ def kill_session(marker: str, groups: Collection[int] = ()) -> list[int]:
     """SIGKILL every process carrying exactly this marker; return the pids of
     those that had left ``groups`` (the session's command groups, whose
     members were already being killed and so are no news)."""
-    escaped = []
+    return kill_sessions({marker: groups}).get(marker, [])
+
+
+def kill_sessions(wanted: Mapping[str, Collection[int]]) -> dict[str, list[int]]:
+    """``kill_session`` for several markers in one pass over /proc."""
+    escaped: dict[str, list[int]] = {}
     for pid, value in _marked():
-        if value != marker:
+        groups = wanted.get(value)
+        if groups is None:
             continue
         try:
             group = os.getpgid(pid)
@@ -55,8 +64,71 @@ def kill_session(marker: str, groups: Collection[int] = ()) -> list[int]:
         except OSError:
             continue
         if group not in groups:
-            escaped.append(pid)
+            escaped.setdefault(value, []).append(pid)
     return escaped
+
+
+Report = Callable[[list[int]], None]
+
+
+class Sweeper:
+    """The sweeps of every session of one server, in one thread.
+
+    A sweep reads the environment of every process of the user, so its cost
+    grows with the host's process count (about 6 µs a process here): done by
+    each session as it ends, a server with many short connections would spend
+    a core on it.  Sessions hand their marker over instead and return; the
+    sessions that end while one scan runs are all served by the next.
+    ``report`` is called, in the sweeper's thread, with the escaped pids.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: dict[str, tuple[Collection[int], Report]] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rshell sweeper")
+        self._thread.start()
+
+    def submit(self, marker: str, groups: Collection[int], report: Report) -> None:
+        with self._cond:
+            if not self._closed:
+                self._pending[marker] = (frozenset(groups), report)
+                self._cond.notify()
+                return
+        _report(report, kill_session(marker, groups))  # closed: sweep here and now
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Sweep what is pending, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                batch, self._pending = self._pending, {}
+            if not batch:
+                return  # closed, nothing left
+            try:
+                escaped = kill_sessions({m: groups for m, (groups, _) in batch.items()})
+            except OSError:
+                log.exception("sweep failed")
+                continue
+            for marker, (_, report) in batch.items():
+                if marker in escaped:
+                    _report(report, escaped[marker])
+
+
+def _report(report: Report, pids: list[int]) -> None:
+    if not pids:
+        return
+    try:
+        report(pids)
+    except Exception:  # a report must not end the sweeper
+        log.exception("reporting a sweep failed")
 
 
 def kill_orphans() -> list[int]:

@@ -1,0 +1,111 @@
+"""The session-end sweep: escaped processes are found by their marker and
+killed; the server's Sweeper serves many sessions with one /proc scan."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from rshell import sweep
+
+
+@pytest.fixture
+def marked() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes carrying a marker of the test's choosing, in sessions of their own."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def spawn(procs: list[subprocess.Popen[bytes]], marker: str) -> int:
+    proc = subprocess.Popen(["sleep", "300"], env=dict(os.environ, **{sweep.MARKER: marker}),
+                            start_new_session=True)
+    procs.append(proc)
+    return proc.pid
+
+
+def _proc(procs: list[subprocess.Popen[bytes]], pid: int) -> subprocess.Popen[bytes]:
+    return next(p for p in procs if p.pid == pid)
+
+
+def killed(procs: list[subprocess.Popen[bytes]], pid: int) -> bool:
+    """Reaped here (they are this process's children) with SIGKILL as the cause."""
+    return _proc(procs, pid).wait(5) == -signal.SIGKILL
+
+
+def running(procs: list[subprocess.Popen[bytes]], pid: int) -> bool:
+    return _proc(procs, pid).poll() is None
+
+
+def test_one_scan_serves_every_session_that_ended_meanwhile(
+    marked: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"{os.getpid()}:test-{threading.get_ident()}"
+    pids = {f"{prefix}-{n}": spawn(marked, f"{prefix}-{n}") for n in range(3)}
+    bystander = spawn(marked, f"{prefix}-other")
+    scans: list[int] = []
+    real_marked = sweep._marked
+
+    def counting() -> Iterator[tuple[int, str]]:
+        scans.append(1)
+        return real_marked()
+
+    monkeypatch.setattr(sweep, "_marked", counting)
+    reports: dict[str, list[int]] = {}
+    done = threading.Event()
+
+    def report_for(marker: str) -> Callable[[list[int]], None]:
+        def report(escaped: list[int]) -> None:
+            reports[marker] = escaped
+            if len(reports) == len(pids):
+                done.set()
+        return report
+
+    sweeper = sweep.Sweeper()
+    try:
+        with sweeper._cond:  # held: the three sessions end while a scan "runs"
+            for marker in pids:
+                sweeper.submit(marker, (), report_for(marker))
+        assert done.wait(10), reports
+    finally:
+        sweeper.close()
+    assert reports == {marker: [pid] for marker, pid in pids.items()}
+    assert scans == [1], "one /proc scan for the three sessions"
+    assert all(killed(marked, pid) for pid in pids.values())
+    assert running(marked, bystander), "a process of another session was killed"
+
+
+def test_a_process_still_in_its_group_is_killed_but_not_reported(
+    marked: list[subprocess.Popen[bytes]],
+) -> None:
+    marker = f"{os.getpid()}:test-ingroup"
+    pid = spawn(marked, marker)
+    assert sweep.kill_session(marker, groups=[os.getpgid(pid)]) == []
+    assert killed(marked, pid)
+
+
+def test_close_sweeps_what_is_pending_and_later_submits_sweep_at_once(
+    marked: list[subprocess.Popen[bytes]],
+) -> None:
+    first, second = f"{os.getpid()}:test-close-1", f"{os.getpid()}:test-close-2"
+    pid1, pid2 = spawn(marked, first), spawn(marked, second)
+    got: list[list[int]] = []
+    sweeper = sweep.Sweeper()
+    with sweeper._cond:
+        sweeper.submit(first, (), got.append)
+        sweeper._closed = True  # close() right behind the submit, before any scan
+        sweeper._cond.notify()
+    sweeper._thread.join(10)
+    assert not sweeper._thread.is_alive()
+    assert got == [[pid1]], "the pending sweep was dropped at close"
+    sweeper.submit(second, (), got.append)  # after close: done by the caller
+    assert got == [[pid1], [pid2]]
+    assert killed(marked, pid1) and killed(marked, pid2)
