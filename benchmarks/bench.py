@@ -654,6 +654,17 @@ def pick_generator(size: int, forced: str) -> tuple[str, dict[str, Any]]:
     return name, probes
 
 
+def start_helper(argv: list[str], what: str) -> tuple[subprocess.Popen[str], int]:
+    """Start a helper process of this script that prints the port it listens on."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.isdigit():
+        stop_process(proc, 5.0)
+        raise BenchError(f"{what} did not start (said {line!r})")
+    return proc, int(line)
+
+
 class RawPeer:
     """The baselines' sender: this script in ``--raw-sender`` mode, in its own
     process (as rshell's server is), serving one transfer per connection: from
@@ -670,14 +681,7 @@ class RawPeer:
             ctx.minimum_version = ssl.TLSVersion.TLSv1_3
             ctx.load_verify_locations(cert)
             self.client_ctx = ctx
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.isdigit():
-            stop_process(self.proc, 5.0)
-            raise BenchError(f"raw sender did not start (said {line!r})")
-        self.port = int(line)
+        self.proc, self.port = start_helper(argv, "raw sender")
         self.buf = bytearray(RAW_CHUNK)
         self.info: dict[str, str] = {}
 
@@ -805,14 +809,7 @@ class FloorPeer:
 
     def __init__(self) -> None:
         argv = [sys.executable, str(Path(__file__).resolve()), "--floor-server"]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.isdigit():
-            stop_process(self.proc, 5.0)
-            raise BenchError(f"spawn floor server did not start (said {line!r})")
-        self.port = int(line)
+        self.proc, self.port = start_helper(argv, "spawn floor server")
         try:
             self.sock = socket.create_connection((LOOPBACK, self.port), timeout=30)
         except OSError as exc:
@@ -954,22 +951,10 @@ def bench_throughput(
              f"{probes[gen_name]['devnull_MBps']:.0f} MB/s into /dev/null")
     peer = RawPeer(make_cert(workdir) if mode.client_tls else None)
     try:
-        counted = 0
-
-        def sink(chunk: bytes | memoryview) -> None:
-            nonlocal counted
-            counted += len(chunk)
+        stream = rshell_stream(conn)
 
         def rshell(n: int = size, cmd: str = command) -> float:
-            nonlocal counted
-            counted = 0
-            start = time.perf_counter()
-            result = conn.run(cmd, on_stdout=sink)
-            elapsed = time.perf_counter() - start
-            if result.exit_code != 0 or counted != n:
-                raise BenchError(f"rshell stream: exit {result.exit_code}, error "
-                                 f"{result.error}, {counted} of {n} bytes")
-            return n / elapsed / 1e6
+            return n / stream(n, cmd) / 1e6
 
         def baseline(n: int = size) -> float:
             return n / peer.transfer(n) / 1e6

@@ -144,12 +144,7 @@ def run_threads(args: argparse.Namespace) -> dict[str, Any]:
     for t in threads:
         t.join(max(0.0, deadline - time.perf_counter()))
     hung = sum(t.is_alive() for t in threads)
-    total = Tally()
-    for tally in tallies:
-        total.add(tally)
-    if hung:
-        total.fail(0, f"{hung} connections still running after {args.timeout:g} s")
-        total.errors = args.conns * args.commands - total.ok
+    total = combine(args, tallies, hung)
     end = time.perf_counter() if hung else max(ends)
     return summary(args, total, end - start, hung)
 
@@ -190,16 +185,22 @@ def run_asyncssh(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = (time.perf_counter() if pending else max(ends)) - start
         for task in pending:
             task.cancel()
-        total = Tally()
-        for tally in tallies:
-            total.add(tally)
-        if pending:
-            total.fail(0, f"{len(pending)} connections still running after {args.timeout:g} s")
-            total.errors = args.conns * args.commands - total.ok
-        return total, elapsed, len(pending)
+        return combine(args, tallies, len(pending)), elapsed, len(pending)
 
     total, elapsed, hung = asyncio.run(main())
     return summary(args, total, elapsed, hung)
+
+
+def combine(args: argparse.Namespace, tallies: list[Tally], hung: int) -> Tally:
+    """All connections' tallies in one; a connection still running at the
+    deadline counts its unfinished commands as errors."""
+    total = Tally()
+    for tally in tallies:
+        total.add(tally)
+    if hung:
+        total.fail(0, f"{hung} connections still running after {args.timeout:g} s")
+        total.errors = args.conns * args.commands - total.ok
+    return total
 
 
 def summary(args: argparse.Namespace, total: Tally, seconds: float, hung: int) -> dict[str, Any]:
