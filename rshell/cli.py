@@ -7,61 +7,49 @@ remote status otherwise); no traceback reaches a user.
 
 from __future__ import annotations
 
-import functools
-import os
 import shlex
-import signal
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import click
 
-from rshell.errors import EXIT_CONNECTION, EXIT_USAGE, RshellError, UsageError
+from rshell.errors import EXIT_CONNECTION, EXIT_USAGE, UsageError
+from rshell.oneshot import (
+    CONNECT_TIMEOUT,
+    ask_passphrase,
+    command_words,
+    fail,
+    forward_sigint,
+    guarded,
+    one_shot,
+    open_client,
+    sane_descriptors,
+)
 from rshell.paths import DEFAULT_PORT, rshell_home
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _fail(message: str, code: int, prog: str = "rshell") -> NoReturn:
-    line = " ".join(message.split("\n"))  # one line, always
-    try:
-        sys.stderr.write(f"{prog.split()[0]}: {line}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
-        pass  # no stderr to write to: the exit status still says it
-    sys.exit(code)
-
-
 def _invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
     """Run a click command with rshell's error policy: one line, no traceback."""
-    fail = functools.partial(_fail, prog=prog)
-    try:
-        rv = command.main(list(args), prog_name=prog, standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help(), err=True)
-        sys.exit(EXIT_USAGE)
-    except click.UsageError as exc:
-        fail(f"{exc.format_message()} (see {prog} --help)", EXIT_USAGE)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        fail("aborted", 130)
-    except RshellError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except BrokenPipeError:
-        sys.exit(141)
-    except OSError as exc:  # a local file or device: not a crash, one line
-        where = f": {exc.filename}" if exc.filename else ""
-        fail(f"{exc.strerror or exc}{where}", EXIT_CONNECTION)
-    except UnicodeError as exc:
-        fail(f"cannot decode or encode text: {exc}", EXIT_CONNECTION)
-    sys.exit(rv if isinstance(rv, int) else 0)
+
+    def run() -> int | None:
+        try:
+            rv: int | None = command.main(list(args), prog_name=prog, standalone_mode=False)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help(), err=True)
+            sys.exit(EXIT_USAGE)
+        except click.UsageError as exc:
+            fail(f"{exc.format_message()} (see {prog} --help)", EXIT_USAGE, prog)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            fail("aborted", 130, prog)
+        return rv
+
+    guarded(run, prog)
 
 
 # ---- rshell ----------------------------------------------------------------------
@@ -85,7 +73,7 @@ def _invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
 @click.option("-q", "--quiet", is_flag=True, help="Do not report command errors on stderr.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Per-command limit (s).")
 @click.option(
-    "--connect-timeout", type=click.FloatRange(0, min_open=True), default=10.0,
+    "--connect-timeout", type=click.FloatRange(0, min_open=True), default=CONNECT_TIMEOUT,
     show_default=True, help="Connect, handshake and authentication limit (s).",
 )
 def client_command(
@@ -106,8 +94,6 @@ def client_command(
       rshell keygen [-f PATH] [-t ed25519|ecdsa|rsa]
       rshell fingerprint [PATH|HOST]
     """
-    from rshell.client import connect
-
     if sum(x is not None and x != () for x in (command, batch, argv or None)) > 1:
         raise UsageError("give only one of -c COMMAND, -f FILE, or -- CMD ARG...")
     if argv:
@@ -127,21 +113,20 @@ def client_command(
                          "lets anyone run commands will accept this\n")
 
     def open_connection() -> Any:
-        return connect(
-            target, port=port, identity=identity, passphrase=_ask_passphrase,
-            known_hosts=known_hosts, strict_host_keys=strict_host_keys, accept_new=accept_new,
-            ask=_ask_host if _on_terminal() else None, connect_timeout=connect_timeout,
-            tls=not no_tls, auth=not no_auth, on_warning=_warn,
+        return open_client(
+            target, port=port, identity=identity, known_hosts=known_hosts,
+            strict_host_keys=strict_host_keys, accept_new=accept_new,
+            connect_timeout=connect_timeout, tls=not no_tls, auth=not no_auth,
         )
 
     conn = open_connection()
     with conn:
         if command is not None:
-            return _one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
+            return one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
         if lines is not None:
             from rshell.batch import run_batch
 
-            with _forward_sigint(conn.send_signal):
+            with forward_sigint(conn.send_signal):
                 return run_batch(conn, lines, fail_fast=fail_fast, as_json=as_json,
                                  quiet=quiet, timeout=timeout)
         from rshell.repl import interactive
@@ -150,58 +135,9 @@ def client_command(
                            reconnect=open_connection)
 
 
-def _warn(message: str) -> None:
-    sys.stderr.write(f"rshell: WARNING: {message}\n")
-    sys.stderr.flush()
-
-
 def _stdin_is_tty() -> bool:
     """True on a terminal; a closed stdin (``<&-``) is not one."""
     return sys.stdin is not None and sys.stdin.isatty()
-
-
-def _on_terminal() -> bool:
-    try:
-        with open("/dev/tty"):
-            return sys.stdin.isatty()
-    except OSError:
-        return False
-
-
-def _ask_passphrase(prompt: str) -> str | None:
-    """Ask on the controlling terminal, as ssh does; None when there is none.
-
-    Never from stdin: that is the command's data (``... | rshell h -c cat``),
-    and getpass would fall back to it, echoing and eating it.
-    """
-    import getpass
-
-    try:
-        with open("/dev/tty", "r+b", buffering=0):
-            pass
-    except OSError:
-        return None
-    try:
-        return getpass.getpass(prompt)
-    except (EOFError, OSError):
-        return None
-
-
-def _ask_host(address: str, fingerprint: str) -> bool:
-    sys.stderr.write(
-        f"The authenticity of host '{address}' can't be established.\n"
-        f"Its host key fingerprint is {fingerprint}.\n"
-    )
-    while True:
-        try:
-            # Binary and unbuffered: a terminal is not seekable, so "r+" text fails.
-            with open("/dev/tty", "rb+", buffering=0) as tty:
-                tty.write(b"Are you sure you want to continue connecting (yes/no)? ")
-                answer = tty.readline().decode(errors="replace").strip().lower()
-        except OSError:
-            return False
-        if answer in ("yes", "no"):
-            return answer == "yes"
 
 
 def _batch_lines(batch: str) -> Iterator[str]:
@@ -223,64 +159,6 @@ def _decoded_lines(source: Any) -> Iterator[str]:
     with source:
         for raw in iter(source.readline, b""):
             yield raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
-
-
-def _one_shot(conn: Any, command: str, *, as_json: bool, quiet: bool,
-              timeout: float | None) -> int:
-    from rshell.output import fd_writer, report_error, write_json_line
-
-    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    with _forward_sigint(conn.send_signal):
-        if as_json:
-            result = conn.run(command, stdin=stdin, timeout=timeout)
-            write_json_line(result)
-        else:
-            out = _pipe_safe(fd_writer(1), conn.send_signal)
-            result = conn.run(command, stdin=stdin, timeout=timeout,
-                              on_stdout=out, on_stderr=fd_writer(2))
-            report_error(result, quiet)
-    return int(result.exit_status)
-
-
-def _pipe_safe(write: Callable[[Any], None], send_signal: Callable[[int], None]) -> Any:
-    """Once our stdout is gone (``| head``), tell the command, as a pipe would."""
-    broken = False
-
-    def guarded(data: Any) -> None:
-        nonlocal broken
-        if broken:
-            return
-        try:
-            write(data)
-        except BrokenPipeError:
-            broken = True
-            send_signal(signal.SIGPIPE)
-
-    return guarded
-
-
-class _forward_sigint:
-    """While running a command, Ctrl-C goes to the remote command, not to us;
-    three presses within two seconds abort locally (the connection closes, so
-    the server terminates the command), for a command that ignores SIGINT."""
-
-    def __init__(self, send: Callable[[int], None]) -> None:
-        self._send = send
-        self._previous: Any = None
-        self._presses: list[float] = []
-
-    def __enter__(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            now = time.monotonic()
-            self._presses = [t for t in self._presses if now - t < 2.0] + [now]
-            if len(self._presses) >= 3:
-                raise KeyboardInterrupt
-            self._send(signal.SIGINT)
-
-        self._previous = signal.signal(signal.SIGINT, handler)
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
 
 
 @click.command(context_settings=_CONTEXT)
@@ -351,7 +229,7 @@ def _public_key_of(path: Path) -> tuple[Any, str]:
             return keys.parse_public(text)
     except (OSError, ValueError) as exc:
         raise KeyFileError(f"{path}: {exc}") from None
-    ident = keys.load_identity(path, _ask_passphrase)
+    ident = keys.load_identity(path, ask_passphrase)
     return ident.key.public_key(), ""
 
 
@@ -360,62 +238,14 @@ _SUBCOMMANDS: dict[str, click.Command] = {
 }
 
 
-def _sane_descriptors() -> None:
-    """Open /dev/null on a closed 0, 1 or 2, as ssh does: otherwise the next
-    pipe or socket we open would take that number, and writing "to stderr"
-    would write into it."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
-
-
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point of ``rshell``."""
-    _sane_descriptors()
+    """The full command line of ``rshell`` (``rshell.oneshot.main`` is the entry
+    point: it takes the plain one-shot form itself and hands the rest here)."""
+    sane_descriptors()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in _SUBCOMMANDS:
         _invoke(_SUBCOMMANDS[args[0]], args[1:], f"rshell {args[0]}")
-    _invoke(client_command, _command_words(args), "rshell")
-
-
-#: Client options that take a value (the next word, unless attached).
-_VALUE_OPTIONS = frozenset({
-    "-c", "-f", "-p", "--port", "-i", "--known-hosts", "--timeout", "--connect-timeout",
-})
-
-
-def _takes_next_word(option: str) -> bool:
-    """Whether ``option`` consumes the following word as its value: ``-p``,
-    ``--port``, and a short cluster ending in one (``-qc``), but not ``-p22``,
-    ``--port=22`` or ``-cls`` (whose value is attached)."""
-    if option.startswith("--"):
-        return "=" not in option and option in _VALUE_OPTIONS
-    for at, letter in enumerate(option[1:], 1):
-        if f"-{letter}" in _VALUE_OPTIONS:
-            return at == len(option) - 1
-    return False
-
-
-def _command_words(args: list[str]) -> list[str]:
-    """As ssh reads ``ssh host ls -l /``: options may come before or right after
-    the target, and the first other word after it starts the remote command,
-    whose own dashes are its own (as if ``--`` stood before it)."""
-    target_seen = False
-    i = 0
-    while i < len(args):
-        word = args[i]
-        if word == "--":
-            return args
-        if word.startswith("-") and word != "-":
-            i += 2 if _takes_next_word(word) else 1
-            continue
-        if target_seen:
-            return [*args[:i], "--", *args[i:]]
-        target_seen = True
-        i += 1
-    return args
+    _invoke(client_command, command_words(args), "rshell")
 
 
 # ---- rshell-server ---------------------------------------------------------------

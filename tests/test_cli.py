@@ -14,6 +14,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -351,3 +352,63 @@ def test_server_dying_mid_command(home: Path, server: ServerProcess) -> None:
     assert b"Traceback" not in err
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rshell:"), err
+
+
+# ---- the one-shot fast path (rshell.oneshot) -------------------------------------
+
+
+def test_plain_one_shot_never_imports_click(server: ServerProcess) -> None:
+    """``rshell HOST -c CMD``, the form a cold start is measured with, runs
+    without click (about 15 ms of a 90 ms start); any other form uses it."""
+    probe = ("import runpy, sys; sys.argv = [sys.argv[1], *sys.argv[2:]]\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "finally:\n"
+             "    print('CLICK' if 'click' in sys.modules else 'NOCLICK', file=sys.stderr)")
+    env = base_env(server.home)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", probe, RSHELL, *args], env=env,
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+
+    fast = run(server.address, "-c", "echo fast")
+    assert (fast.returncode, fast.stdout) == (0, "fast\n"), fast.stderr
+    assert fast.stderr.strip().endswith("NOCLICK"), fast.stderr
+    full = run(server.address, "-q", "-c", "echo full")
+    assert (full.returncode, full.stdout) == (0, "full\n"), full.stderr
+    assert full.stderr.strip().endswith("CLICK") and "NOCLICK" not in full.stderr
+
+
+def test_fast_path_errors_are_the_full_paths(server: ServerProcess) -> None:
+    """The same one-line errors and exit codes as through click."""
+    env = base_env(server.home)
+    for args in ([server.address, "-c", "  "], ["nosuchhost.invalid:1", "-c", "true"]):
+        fast = subprocess.run([RSHELL, *args], env=env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        full = subprocess.run([RSHELL, "-q", *args], env=env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        assert fast.returncode == full.returncode != 0, (fast, full)
+        assert fast.stderr == full.stderr and fast.stderr.count("\n") == 1, (fast, full)
+
+
+def test_fast_path_defaults_are_the_full_paths() -> None:
+    """Every option the fast path leaves out is at click's default there, and
+    both know the same subcommands."""
+    import inspect
+
+    from rshell import cli, oneshot
+
+    # What click hands client_command for ``rshell HOST -c CMD``.
+    ctx = cli.client_command.make_context("rshell", ["HOST", "-c", "true"])
+    defaults = dict(ctx.params)
+    assert (defaults["target"], defaults["command"]) == ("HOST", "true")
+    assert set(oneshot.SUBCOMMANDS) == set(cli._SUBCOMMANDS)
+    opened = inspect.signature(oneshot.open_client).parameters
+    assert opened["connect_timeout"].default == defaults["connect_timeout"]
+    for name in ("port", "identity", "known_hosts"):
+        assert opened[name].default is None and defaults[name] is None
+    for name in ("strict_host_keys", "accept_new"):
+        assert opened[name].default is False and defaults[name] is False
+    assert opened["tls"].default is True and defaults["no_tls"] is False
+    assert opened["auth"].default is True and defaults["no_auth"] is False
+    assert (defaults["as_json"], defaults["quiet"], defaults["timeout"]) == (False, False, None)

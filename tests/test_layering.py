@@ -34,7 +34,7 @@ LAYERS: dict[str, int] = {
     # 4: front ends over the client / server
     "output": 4, "repl": 4, "batch": 4, "daemon_main": 4,
     # 5: the command line
-    "cli": 5,
+    "cli": 5, "oneshot": 5,
 }
 
 #: Modules the sans-IO protocol package must never import.

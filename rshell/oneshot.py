@@ -1,0 +1,249 @@
+"""The client command line's click-free half, and its fast path.
+
+``rshell HOST -c COMMAND`` is the commonest invocation and the one whose
+cold start is measured against ``ssh HOST true``.  In exactly that form
+(nothing else on the line) ``main`` runs it here without importing click,
+which alone costs about 15 ms of a 90 ms cold start; any other form goes to
+``rshell.cli``, click's half.  Both halves run the one-shot through the same
+functions below (``open_client``, ``one_shot``, ``guarded``), so the fast path
+cannot drift from the full one (tests/test_cli.py checks the defaults too).
+
+Must not import click.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from rshell.errors import EXIT_CONNECTION, RshellError, UsageError
+
+if TYPE_CHECKING:
+    from rshell.client import Connection
+
+#: --connect-timeout's default, for both halves.
+CONNECT_TIMEOUT = 10.0
+#: First words that name a subcommand rather than a host.
+SUBCOMMANDS = frozenset({"keygen", "fingerprint"})
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of ``rshell``: the fast path, or click's full command line."""
+    sane_descriptors()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 3 and args[1] == "-c" and not args[0].startswith("-") \
+            and args[0] not in SUBCOMMANDS:
+        target, command = args[0], args[2]
+        guarded(lambda: run_command(target, command), "rshell")
+    from rshell.cli import main as full
+
+    full(args)
+
+
+def run_command(target: str, command: str) -> int:
+    """``rshell TARGET -c COMMAND`` with every option at its default."""
+    if not command.strip():
+        raise UsageError("empty command")
+    with open_client(target) as conn:
+        return one_shot(conn, command, as_json=False, quiet=False, timeout=None)
+
+
+def open_client(
+    target: str, *, port: int | None = None, identity: str | None = None,
+    known_hosts: str | None = None, strict_host_keys: bool = False, accept_new: bool = False,
+    connect_timeout: float = CONNECT_TIMEOUT, tls: bool = True, auth: bool = True,
+) -> Connection:
+    """A connection as the command line opens it: questions only on a terminal."""
+    from rshell.client import connect
+
+    return connect(
+        target, port=port, identity=identity, passphrase=ask_passphrase,
+        known_hosts=known_hosts, strict_host_keys=strict_host_keys, accept_new=accept_new,
+        ask=ask_host if on_terminal() else None, connect_timeout=connect_timeout,
+        tls=tls, auth=auth, on_warning=warn,
+    )
+
+
+def guarded(run: Callable[[], int | None], prog: str) -> NoReturn:
+    """Run with rshell's error policy: one line on stderr, no traceback, and the
+    exit status the error class names."""
+    try:
+        rv = run()
+    except RshellError as exc:
+        fail(str(exc), exc.exit_code, prog)
+    except KeyboardInterrupt:
+        fail("interrupted", 130, prog)
+    except BrokenPipeError:
+        sys.exit(141)
+    except OSError as exc:  # a local file or device: not a crash, one line
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"{exc.strerror or exc}{where}", EXIT_CONNECTION, prog)
+    except UnicodeError as exc:
+        fail(f"cannot decode or encode text: {exc}", EXIT_CONNECTION, prog)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def fail(message: str, code: int, prog: str = "rshell") -> NoReturn:
+    line = " ".join(message.split("\n"))  # one line, always
+    try:
+        sys.stderr.write(f"{prog.split()[0]}: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass  # no stderr to write to: the exit status still says it
+    sys.exit(code)
+
+def sane_descriptors() -> None:
+    """Open /dev/null on a closed 0, 1 or 2, as ssh does: otherwise the next
+    pipe or socket we open would take that number, and writing "to stderr"
+    would write into it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+
+def on_terminal() -> bool:
+    try:
+        with open("/dev/tty"):
+            return sys.stdin.isatty()
+    except OSError:
+        return False
+
+
+def ask_passphrase(prompt: str) -> str | None:
+    """Ask on the controlling terminal, as ssh does; None when there is none.
+
+    Never from stdin: that is the command's data (``... | rshell h -c cat``),
+    and getpass would fall back to it, echoing and eating it.
+    """
+    import getpass
+
+    try:
+        with open("/dev/tty", "r+b", buffering=0):
+            pass
+    except OSError:
+        return None
+    try:
+        return getpass.getpass(prompt)
+    except (EOFError, OSError):
+        return None
+
+
+def ask_host(address: str, fingerprint: str) -> bool:
+    sys.stderr.write(
+        f"The authenticity of host '{address}' can't be established.\n"
+        f"Its host key fingerprint is {fingerprint}.\n"
+    )
+    while True:
+        try:
+            # Binary and unbuffered: a terminal is not seekable, so "r+" text fails.
+            with open("/dev/tty", "rb+", buffering=0) as tty:
+                tty.write(b"Are you sure you want to continue connecting (yes/no)? ")
+                answer = tty.readline().decode(errors="replace").strip().lower()
+        except OSError:
+            return False
+        if answer in ("yes", "no"):
+            return answer == "yes"
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"rshell: WARNING: {message}\n")
+    sys.stderr.flush()
+
+def one_shot(conn: Any, command: str, *, as_json: bool, quiet: bool,
+              timeout: float | None) -> int:
+    from rshell.output import fd_writer, report_error, write_json_line
+
+    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
+    with forward_sigint(conn.send_signal):
+        if as_json:
+            result = conn.run(command, stdin=stdin, timeout=timeout)
+            write_json_line(result)
+        else:
+            out = _pipe_safe(fd_writer(1), conn.send_signal)
+            result = conn.run(command, stdin=stdin, timeout=timeout,
+                              on_stdout=out, on_stderr=fd_writer(2))
+            report_error(result, quiet)
+    return int(result.exit_status)
+
+
+def _pipe_safe(write: Callable[[Any], None], send_signal: Callable[[int], None]) -> Any:
+    """Once our stdout is gone (``| head``), tell the command, as a pipe would."""
+    broken = False
+
+    def guarded(data: Any) -> None:
+        nonlocal broken
+        if broken:
+            return
+        try:
+            write(data)
+        except BrokenPipeError:
+            broken = True
+            send_signal(signal.SIGPIPE)
+
+    return guarded
+
+
+class forward_sigint:
+    """While running a command, Ctrl-C goes to the remote command, not to us;
+    three presses within two seconds abort locally (the connection closes, so
+    the server terminates the command), for a command that ignores SIGINT."""
+
+    def __init__(self, send: Callable[[int], None]) -> None:
+        self._send = send
+        self._previous: Any = None
+        self._presses: list[float] = []
+
+    def __enter__(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            now = time.monotonic()
+            self._presses = [t for t in self._presses if now - t < 2.0] + [now]
+            if len(self._presses) >= 3:
+                raise KeyboardInterrupt
+            self._send(signal.SIGINT)
+
+        self._previous = signal.signal(signal.SIGINT, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+#: Client options that take a value (the next word, unless attached).
+_VALUE_OPTIONS = frozenset({
+    "-c", "-f", "-p", "--port", "-i", "--known-hosts", "--timeout", "--connect-timeout",
+})
+
+
+def _takes_next_word(option: str) -> bool:
+    """Whether ``option`` consumes the following word as its value: ``-p``,
+    ``--port``, and a short cluster ending in one (``-qc``), but not ``-p22``,
+    ``--port=22`` or ``-cls`` (whose value is attached)."""
+    if option.startswith("--"):
+        return "=" not in option and option in _VALUE_OPTIONS
+    for at, letter in enumerate(option[1:], 1):
+        if f"-{letter}" in _VALUE_OPTIONS:
+            return at == len(option) - 1
+    return False
+
+
+def command_words(args: list[str]) -> list[str]:
+    """As ssh reads ``ssh host ls -l /``: options may come before or right after
+    the target, and the first other word after it starts the remote command,
+    whose own dashes are its own (as if ``--`` stood before it)."""
+    target_seen = False
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            return args
+        if word.startswith("-") and word != "-":
+            i += 2 if _takes_next_word(word) else 1
+            continue
+        if target_seen:
+            return [*args[:i], "--", *args[i:]]
+        target_seen = True
+        i += 1
+    return args
