@@ -119,10 +119,16 @@ def client_command(
             connect_timeout=connect_timeout, tls=not no_tls, auth=not no_auth,
         )
 
-    conn = open_connection()
+    try:
+        conn = open_connection()
+    except BrokenPipeError:
+        return 141  # as the fast path says it: click would turn a closed stderr into 1
     with conn:
         if command is not None:
-            return one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
+            try:
+                return one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
+            except BrokenPipeError:
+                return 141  # our stderr is gone (stdout's is handled in one_shot)
         if lines is not None:
             from rshell.batch import run_batch
 

@@ -269,7 +269,7 @@ class CommandRunner:
             cmd.out_bytes += n
         else:
             cmd.err_bytes += n
-        if cmd.linger_at is not None:
+        if cmd.linger_at is not None and cmd.reason is None:  # a stopped one gets no more
             cmd.linger_at = time.monotonic() + self.config.linger
 
     def _close_output(self, fd: int) -> None:
@@ -337,7 +337,10 @@ class CommandRunner:
         assert cmd is not None
         if cmd.reason is None:
             cmd.reason = reason
-        if cmd.kill_at is None and not cmd.child.exited:
+        # Even when the leader has exited: what is left of its group (a
+        # background job still writing) must stop too.  Safe until the reap,
+        # since the zombie leader keeps the group id from being reused.
+        if cmd.kill_at is None:
             cmd.child.signal_group(signal.SIGTERM)
             cmd.kill_at = time.monotonic() + self.config.kill_grace
 

@@ -312,11 +312,17 @@ def _serve(
     daemon.stop(shutdown_grace)
     if ssh_servers:
         stopper.join(shutdown_grace + config.kill_grace + 5)
-    config.sweeper.close()  # the last sessions' sweeps, before the audit log closes
-    log.info("stopped in %.2fs", time.monotonic() - started)
-    if audit:
-        audit.event("server-stop", signal=name)
-        audit.close()
+    try:
+        config.sweeper.close()  # the last sessions' sweeps, before the audit log closes
+        leftovers = sweep.kill_own()
+        if leftovers:
+            log.warning("killed %d process(es) left by sessions that outlived the stop: %s",
+                        len(leftovers), leftovers)
+        log.info("stopped in %.2fs", time.monotonic() - started)
+    finally:
+        if audit:
+            audit.event("server-stop", signal=name)
+            audit.close()
     return 0
 
 

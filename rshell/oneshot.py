@@ -175,7 +175,7 @@ def _pipe_safe(write: Callable[[Any], None], send_signal: Callable[[int], None])
     """Once our stdout is gone (``| head``), tell the command, as a pipe would."""
     broken = False
 
-    def guarded(data: Any) -> None:
+    def write_or_signal(data: Any) -> None:
         nonlocal broken
         if broken:
             return
@@ -185,7 +185,7 @@ def _pipe_safe(write: Callable[[Any], None], send_signal: Callable[[int], None])
             broken = True
             send_signal(signal.SIGPIPE)
 
-    return guarded
+    return write_or_signal
 
 
 class forward_sigint:

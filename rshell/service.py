@@ -236,6 +236,8 @@ class Session(CommandRunner):
         if cmd.kill_at is not None and now >= cmd.kill_at:
             cmd.kill_at = None
             cmd.child.signal_group(signal.SIGKILL)
+            if cmd.exit_seen:  # the leader is gone: whatever holds its pipes loses them
+                cmd.linger_at = now
         if cmd.linger_at is not None and now >= cmd.linger_at:
             # The leader is gone; whatever still holds the pipes loses them.
             for fd in (cmd.child.stdout, cmd.child.stderr):
@@ -349,7 +351,7 @@ class Session(CommandRunner):
             log.warning("%s: killed %d process(es) that left their command's group: %s",
                         self.peer, len(escaped), escaped)
             if self.audit:
-                self.audit.event("sweep", peer=self.peer, pids=escaped)
+                self.audit.event("sweep", peer=self.peer, session=self.marker, pids=escaped)
 
     def _cleanup(self) -> None:
         cmd, self.cmd = self.cmd, None

@@ -33,8 +33,8 @@ def _marked() -> Iterator[tuple[int, str]]:
         try:
             with open(f"/proc/{name}/environ", "rb") as f:
                 env = f.read()
-        except OSError:
-            continue  # gone, or another user's
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # gone, or another user's; any other error (EMFILE) fails the scan
         start = env.find(_PREFIX)
         if start < 0 or (start > 0 and env[start - 1] != 0):
             continue
@@ -91,7 +91,7 @@ class Sweeper:
 
     def submit(self, marker: str, groups: Collection[int], report: Report) -> None:
         with self._cond:
-            if not self._closed:
+            if not self._closed and self._thread.is_alive():
                 self._pending[marker] = (frozenset(groups), report)
                 self._cond.notify()
                 return
@@ -103,8 +103,11 @@ class Sweeper:
             self._closed = True
             self._cond.notify()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the sweeper did not finish in %gs (a /proc read blocked?)", timeout)
 
     def _run(self) -> None:
+        failures = 0
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
@@ -114,9 +117,16 @@ class Sweeper:
                 return  # closed, nothing left
             try:
                 escaped = kill_sessions({m: groups for m, (groups, _) in batch.items()})
-            except OSError:
-                log.exception("sweep failed")
+            except Exception:  # EMFILE, say: the batch is not lost, it is tried again
+                failures += 1
+                log.exception("sweep failed (attempt %d); retrying", failures)
+                with self._cond:
+                    self._pending = {**batch, **self._pending}
+                    if failures >= 5 and self._closed:
+                        return  # give up only when stopping; the next start sweeps orphans
+                    self._cond.wait(min(0.1 * failures, 2.0))
                 continue
+            failures = 0
             for marker, (_, report) in batch.items():
                 if marker in escaped:
                     _report(report, escaped[marker])
@@ -129,6 +139,22 @@ def _report(report: Report, pids: list[int]) -> None:
         report(pids)
     except Exception:  # a report must not end the sweeper
         log.exception("reporting a sweep failed")
+
+
+def kill_own() -> list[int]:
+    """SIGKILL what this server's sessions left: for a stopping server, after
+    its sessions ended or were given up on (a session that outlived the stop
+    never asked for its sweep)."""
+    prefix = f"{os.getpid()}:"
+    killed = []
+    for pid, value in _marked():
+        if value.startswith(prefix):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                pass
+    return killed
 
 
 def kill_orphans() -> list[int]:

@@ -391,6 +391,20 @@ def test_fast_path_errors_are_the_full_paths(server: ServerProcess) -> None:
         assert fast.stderr == full.stderr and fast.stderr.count("\n") == 1, (fast, full)
 
 
+def test_fast_path_and_full_path_agree_on_a_closed_stderr(server: ServerProcess) -> None:
+    """stderr gone before the command writes to it: 141 on both paths (click
+    would have made the full path's 1)."""
+    codes = []
+    for extra in ([], ["-q"]):
+        proc = subprocess.Popen([RSHELL, *extra, server.address, "-c", "sleep 0.3; echo x >&2"],
+                                env=base_env(server.home), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        codes.append(proc.wait(60))
+    assert codes == [141, 141]
+
+
 def test_fast_path_defaults_are_the_full_paths() -> None:
     """Every option the fast path leaves out is at click's default there, and
     both know the same subcommands."""

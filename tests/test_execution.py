@@ -8,13 +8,14 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
 
 from rshell.execution import Child, StartError
 from tests.conftest import ServerProcess, connect
-from tests.proctools import pid_gone, wait_until
+from tests.proctools import group_members, pid_gone, wait_until
 
 
 def open_fds() -> set[int]:
@@ -118,3 +119,20 @@ def test_a_stopped_commands_stragglers_are_killed_before_its_exit(server: Server
         assert stream.result is not None and stream.result.error == "timed out after 0.5 s"
         assert _killed_or_gone(straggler), f"{straggler} was still running when Exit came"
     assert wait_until(lambda: pid_gone(straggler), 5)
+
+
+def test_a_timeout_stops_a_background_job_the_leader_left_running(
+    start_server: Any,
+) -> None:
+    """The leader exits at once, a background job of its group keeps writing:
+    the command still times out, the job is stopped, and the client hears
+    the timeout, not its own deadline."""
+    srv: ServerProcess = start_server("--timeout", "1")
+    with connect(srv) as conn:
+        started = time.monotonic()
+        result = conn.run("echo $$; (while :; do echo x; sleep 0.1; done) & exit 0", timeout=10)
+        elapsed = time.monotonic() - started
+    assert result.error == "timed out after 1 s", result
+    assert elapsed < 4, f"took {elapsed:.1f}s: the writer kept the command alive"
+    leader = int(result.stdout.split()[0])
+    assert wait_until(lambda: not group_members(leader), 5), "the background job survived"

@@ -109,3 +109,40 @@ def test_close_sweeps_what_is_pending_and_later_submits_sweep_at_once(
     sweeper.submit(second, (), got.append)  # after close: done by the caller
     assert got == [[pid1], [pid2]]
     assert killed(marked, pid1) and killed(marked, pid2)
+
+
+def test_a_failed_scan_is_retried_not_dropped(
+    marked: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan that fails (EMFILE near the descriptor limit, faked: it cannot be
+    provoked for one scan only) keeps its batch for the next attempt."""
+    marker = f"{os.getpid()}:test-retry"
+    pid = spawn(marked, marker)
+    real_marked = sweep._marked
+    calls: list[int] = []
+
+    def flaky() -> Iterator[tuple[int, str]]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(24, "Too many open files")
+        return real_marked()
+
+    monkeypatch.setattr(sweep, "_marked", flaky)
+    got: list[list[int]] = []
+    done = threading.Event()
+    sweeper = sweep.Sweeper()
+    try:
+        sweeper.submit(marker, (), lambda pids: (got.append(pids), done.set()))
+        assert done.wait(10), "the sweep was dropped after a failed scan"
+    finally:
+        sweeper.close()
+    assert got == [[pid]] and len(calls) == 2
+    assert killed(marked, pid)
+
+
+def test_kill_own_takes_this_servers_marks_only(marked: list[subprocess.Popen[bytes]]) -> None:
+    ours = spawn(marked, f"{os.getpid()}:99999")
+    other = spawn(marked, f"{os.getpid() + 1}:1")
+    assert ours in sweep.kill_own()
+    assert killed(marked, ours)
+    assert running(marked, other)
