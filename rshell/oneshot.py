@@ -76,8 +76,12 @@ def guarded(run: Callable[[], int | None], prog: str) -> NoReturn:
         rv = run()
     except RshellError as exc:
         fail(str(exc), exc.exit_code, prog)
-    except KeyboardInterrupt:
-        fail("interrupted", 130, prog)
+    except KeyboardInterrupt:  # said as click says it on the full path
+        try:
+            sys.stderr.write("\n")
+        except (OSError, ValueError, AttributeError):
+            pass
+        fail("aborted", 130, prog)
     except BrokenPipeError:
         sys.exit(141)
     except OSError as exc:  # a local file or device: not a crash, one line

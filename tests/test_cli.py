@@ -405,6 +405,26 @@ def test_fast_path_and_full_path_agree_on_a_closed_stderr(server: ServerProcess)
     assert codes == [141, 141]
 
 
+def test_three_ctrl_c_abort_alike_on_both_paths(server: ServerProcess) -> None:
+    """Three SIGINTs within two seconds abort locally (a command that ignores
+    SIGINT): exit 130 and the same words on the fast and the full path."""
+    outcomes = []
+    for extra in ([], ["-q"]):
+        proc = subprocess.Popen(
+            [RSHELL, *extra, server.address, "-c", "trap '' INT; echo ready; sleep 30"],
+            env=base_env(server.home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        for _ in range(3):  # three presses, as a hand makes them: apart, within 2 s
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)  # signals sent at once would merge into one
+        _, err = proc.communicate(timeout=30)
+        outcomes.append((proc.returncode, err))
+    assert outcomes[0] == outcomes[1] == (130, "\nrshell: aborted\n"), outcomes
+
+
 def test_fast_path_defaults_are_the_full_paths() -> None:
     """Every option the fast path leaves out is at click's default there, and
     both know the same subcommands."""
