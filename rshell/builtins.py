@@ -56,6 +56,11 @@ def _expand(command: str, env: Mapping[str, str]) -> str:
     return "".join(out)
 
 
+def might_be_cd(command: str) -> bool:
+    """The cheap test that rules out nearly every command before ``cd`` parses."""
+    return command.lstrip().startswith("cd")
+
+
 def cd(
     command: str, cwd: str, previous: str, home: str, env: Mapping[str, str] | None = None
 ) -> CdResult | None:
@@ -63,7 +68,7 @@ def cd(
 
     ``$NAME`` and ``${NAME}`` expand from the command environment, ``~`` to a
     home, as a shell would (quoting as in ``shlex``)."""
-    if not command.lstrip().startswith("cd"):
+    if not might_be_cd(command):
         return None  # the common case, without the cost of shlex
     try:
         argv = shlex.split(_expand(command, env) if env is not None else command)

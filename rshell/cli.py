@@ -120,25 +120,23 @@ def client_command(
         )
 
     try:
-        conn = open_connection()
-    except BrokenPipeError:
-        return 141  # as the fast path says it: click would turn a closed stderr into 1
-    with conn:
-        if command is not None:
-            try:
+        with open_connection() as conn:
+            if command is not None:
                 return one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
-            except BrokenPipeError:
-                return 141  # our stderr is gone (stdout's is handled in one_shot)
-        if lines is not None:
-            from rshell.batch import run_batch
+            if lines is not None:
+                from rshell.batch import run_batch
 
-            with forward_sigint(conn.send_signal):
-                return run_batch(conn, lines, fail_fast=fail_fast, as_json=as_json,
-                                 quiet=quiet, timeout=timeout)
-        from rshell.repl import interactive
+                with forward_sigint(conn.send_signal):
+                    return run_batch(conn, lines, fail_fast=fail_fast, as_json=as_json,
+                                     quiet=quiet, timeout=timeout)
+            from rshell.repl import interactive
 
-        return interactive(conn, rshell_home() / "history", timeout=timeout,
-                           reconnect=open_connection)
+            return interactive(conn, rshell_home() / "history", timeout=timeout,
+                               reconnect=open_connection)
+    except BrokenPipeError:
+        # Our stdout or stderr is gone: 141, as `guarded` (and the fast path)
+        # says it; click's own handler, which would see it first, exits 1.
+        return 141
 
 
 def _stdin_is_tty() -> bool:

@@ -46,6 +46,7 @@ _DRAIN_ROUNDS = 4
 _DEFAULT_PIPE_SIZE = 65536
 _SMALL_READ = _DEFAULT_PIPE_SIZE
 
+
 @dataclass
 class ServerConfig:
     """Settings every session of one server shares."""
@@ -187,8 +188,8 @@ class CommandRunner:
 
     def _builtin(self, run: Run) -> Exit | None:
         """``cd [DIR]`` changes the session's directory; anything else is not ours."""
-        if not run.command.lstrip().startswith("cd"):
-            return None  # the common case, before any copying
+        if not builtins.might_be_cd(run.command):
+            return None  # the common case, before the environment is copied
         env = dict(self.env, PWD=self.cwd, OLDPWD=self.prev_cwd)
         result = builtins.cd(run.command, self.cwd, self.prev_cwd, self.config.home, env)
         if result is None:

@@ -101,6 +101,7 @@ def fail(message: str, code: int, prog: str = "rshell") -> NoReturn:
         pass  # no stderr to write to: the exit status still says it
     sys.exit(code)
 
+
 def sane_descriptors() -> None:
     """Open /dev/null on a closed 0, 1 or 2, as ssh does: otherwise the next
     pipe or socket we open would take that number, and writing "to stderr"
@@ -110,6 +111,7 @@ def sane_descriptors() -> None:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+
 
 def on_terminal() -> bool:
     try:
@@ -154,9 +156,11 @@ def ask_host(address: str, fingerprint: str) -> bool:
         if answer in ("yes", "no"):
             return answer == "yes"
 
+
 def warn(message: str) -> None:
     sys.stderr.write(f"rshell: WARNING: {message}\n")
     sys.stderr.flush()
+
 
 def one_shot(conn: Any, command: str, *, as_json: bool, quiet: bool,
               timeout: float | None) -> int:
@@ -214,6 +218,7 @@ class forward_sigint:
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self._previous)
+
 
 #: Client options that take a value (the next word, unless attached).
 _VALUE_OPTIONS = frozenset({

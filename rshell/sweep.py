@@ -146,23 +146,24 @@ def kill_own() -> list[int]:
     its sessions ended or were given up on (a session that outlived the stop
     never asked for its sweep)."""
     prefix = f"{os.getpid()}:"
-    killed = []
-    for pid, value in _marked():
-        if value.startswith(prefix):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except OSError:
-                pass
-    return killed
+    return _kill_marked(lambda value: value.startswith(prefix))
 
 
 def kill_orphans() -> list[int]:
     """SIGKILL what previous, now dead, server processes left behind."""
+
+    def orphaned(value: str) -> bool:
+        owner = value.split(":", 1)[0]
+        return owner.isdigit() and not _alive(int(owner))
+
+    return _kill_marked(orphaned)
+
+
+def _kill_marked(wanted: Callable[[str], bool]) -> list[int]:
+    """SIGKILL every marked process whose marker value ``wanted`` accepts."""
     killed = []
     for pid, value in _marked():
-        owner = value.split(":", 1)[0]
-        if not owner.isdigit() or _alive(int(owner)):
+        if not wanted(value):
             continue
         try:
             os.kill(pid, signal.SIGKILL)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 
 def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
@@ -82,3 +82,12 @@ def kill_group(pgid: int) -> str:
         except ProcessLookupError:
             pass
     return found
+
+
+def first_pid(stream: Iterable[tuple[str, bytes]]) -> tuple[Iterator[tuple[str, bytes]], int]:
+    """For a command that prints a pid first (``echo $$; ...``): the chunks
+    still to come, and that pid (its process group, for a command's shell)."""
+    chunks = iter(stream)
+    kind, first = next(chunks)
+    assert kind == "stdout", (kind, first)
+    return chunks, int(first)

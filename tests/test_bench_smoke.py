@@ -12,22 +12,28 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
 
-def test_bench_quick_roundtrip_writes_json(tmp_path: Path) -> None:
+def run_bench(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """``bench.py --quick ARGS``, which must exit 0: its table and its JSON."""
     out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--mode", "plain", "--only", "roundtrip",
-         "--samples", "2", "--batch", "3", "--json-out", str(out)],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        [sys.executable, str(BENCH), "--quick", *args, "--json-out", str(out)],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "round trip" in proc.stdout
-    data = json.loads(out.read_text())
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_bench_quick_roundtrip_writes_json(tmp_path: Path) -> None:
+    stdout, data = run_bench(tmp_path, "--mode", "plain", "--only", "roundtrip",
+                             "--samples", "2", "--batch", "3", timeout=60)
+    assert "round trip" in stdout
     assert {"when", "machine", "plan", "modes", "duration_s"} <= data.keys()
     mode = data["modes"]["plain"]
     assert mode["server_exit"] == 0
@@ -40,7 +46,7 @@ def test_bench_quick_roundtrip_writes_json(tmp_path: Path) -> None:
     assert fig["ratio"] > 0
     assert [t["value"] for t in fig["targets"]] == [1.5, 1.2]
     assert all(isinstance(t["pass"], bool) for t in fig["targets"])
-    assert "spawn floor" in proc.stdout
+    assert "spawn floor" in stdout
     floor = fig["spawn_floor"]
     assert floor["target"] == "(floor)" and floor["floor"]["n"] == 2
     assert 0 < floor["floor"]["min"] <= floor["floor"]["max"]
@@ -50,15 +56,9 @@ def test_bench_quick_roundtrip_writes_json(tmp_path: Path) -> None:
 def test_bench_tiny_throughput_has_relay_ceiling(tmp_path: Path) -> None:
     """Both modes, a 16 MiB stream: the raw, relay-ceiling and rshell samples
     are all taken, and the ceiling is reported beside the raw ratio."""
-    out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--mode", "both", "--only", "throughput",
-         "--size", "16M", "--samples", "2", "--json-out", str(out)],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("vs relay ceiling") == 2
-    data = json.loads(out.read_text())
+    stdout, data = run_bench(tmp_path, "--mode", "both", "--only", "throughput",
+                             "--size", "16M", "--samples", "2", timeout=120)
+    assert stdout.count("vs relay ceiling") == 2
     for name in ("plain", "tls"):
         mode = data["modes"][name]
         assert mode["server_exit"] == 0
@@ -79,15 +79,10 @@ def test_bench_tiny_ssh_mode(tmp_path: Path) -> None:
     if not os.path.exists("/usr/sbin/sshd"):
         pytest.skip("OpenSSH server missing")
     pytest.importorskip("paramiko")
-    out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--mode", "ssh", "--size", "4M",
-         "--samples", "2", "--batch", "3", "--json-out", str(out)],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "rshell/sshd" in proc.stdout
-    mode = json.loads(out.read_text())["modes"]["ssh"]
+    stdout, data = run_bench(tmp_path, "--mode", "ssh", "--size", "4M",
+                             "--samples", "2", "--batch", "3", timeout=120)
+    assert "rshell/sshd" in stdout
+    mode = data["modes"]["ssh"]
     assert mode["server_exit"] == 0 and "sshd_exit" in mode
     assert mode["transport"]["sshd"]["server_version"].startswith("SSH-2.0-OpenSSH")
     assert mode["transport"]["rshell"]["server_version"].startswith("SSH-2.0-rshell")
@@ -106,15 +101,10 @@ def test_bench_tiny_all_mode(tmp_path: Path) -> None:
     figure, side and comparison.  No figure's value is judged."""
     if not os.path.exists("/usr/sbin/sshd"):
         pytest.skip("OpenSSH server missing")
-    out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--mode", "all", "--samples", "1",
-         "--batch", "3", "--size", "4M", "--json-out", str(out)],
-        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "spawn floor" in proc.stdout and "(floor)" in proc.stdout
-    mode = json.loads(out.read_text())["modes"]["all"]
+    stdout, data = run_bench(tmp_path, "--mode", "all", "--samples", "1",
+                             "--batch", "3", "--size", "4M", timeout=180)
+    assert "spawn floor" in stdout and "(floor)" in stdout
+    mode = data["modes"]["all"]
     assert mode["peer_errors"] == {}
     assert all(s["exit"] == 0 for s in mode["servers"].values())
     assert mode["peers"]["sshd"]["exit"] == 0

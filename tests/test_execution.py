@@ -15,7 +15,7 @@ import pytest
 
 from rshell.execution import Child, StartError
 from tests.conftest import ServerProcess, connect
-from tests.proctools import group_members, pid_gone, wait_until
+from tests.proctools import first_pid, group_members, pid_gone, wait_until
 
 
 def open_fds() -> set[int]:
@@ -111,10 +111,7 @@ def test_a_stopped_commands_stragglers_are_killed_before_its_exit(server: Server
                "sleep 30")
     with connect(server) as conn:
         stream = conn.stream(command, timeout=0.5)
-        chunks = iter(stream)
-        kind, first = next(chunks)
-        assert kind == "stdout"
-        straggler = int(first)
+        chunks, straggler = first_pid(stream)
         assert list(chunks) == []
         assert stream.result is not None and stream.result.error == "timed out after 0.5 s"
         assert _killed_or_gone(straggler), f"{straggler} was still running when Exit came"

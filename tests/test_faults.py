@@ -28,7 +28,7 @@ import pytest
 from rshell.protocol.messages import Hello, Run, encode
 from rshell.service import ServerConfig
 from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli, connect
-from tests.proctools import describe, group_members, kill_group, pid_gone, wait_until
+from tests.proctools import describe, first_pid, group_members, kill_group, pid_gone, wait_until
 from tests.test_robustness import HEADER, raw_connect
 
 #: The server's SIGTERM -> SIGKILL grace (not a flag: the documented default).
@@ -422,9 +422,7 @@ def test_audit_log_records_sessions_and_survives_sigkill(
 
     # SIGKILL mid-command: the command's start is already on disk, whole.
     with connect(srv) as conn:
-        chunks = iter(conn.stream("echo $$; exec sleep 300"))
-        kind, first = next(chunks)
-        sleeper = int(first)
+        chunks, sleeper = first_pid(conn.stream("echo $$; exec sleep 300"))
         stray.append(sleeper)
         srv.proc.kill()
         srv.proc.wait(10)

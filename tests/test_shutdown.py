@@ -18,7 +18,7 @@ import pytest
 
 from rshell import RshellError
 from tests.conftest import ServerProcess, connect
-from tests.proctools import group_members, kill_group, pid_gone, wait_until
+from tests.proctools import first_pid, group_members, kill_group, pid_gone, wait_until
 
 #: How long a clean shutdown may take beyond the grace it was given.
 EXIT_DEADLINE = 10.0
@@ -80,10 +80,7 @@ def test_sigterm_grace_expires_and_command_is_terminated(start_server: Any) -> N
     outcome: list[object] = []
     with connect(srv) as conn:
         stream = conn.stream("sleep 300 & echo $$; sleep 300; wait")
-        chunks = iter(stream)
-        kind, first = next(chunks)
-        assert kind == "stdout"
-        pgid = int(first)
+        chunks, pgid = first_pid(stream)
         try:
             assert wait_until(lambda: len(group_members(pgid)) >= 3, 10)
 
@@ -157,11 +154,8 @@ def test_kill_grace_after_shutdown_does_not_spin(start_server: Any) -> None:
     (a spent shutdown deadline once made every poll return at once)."""
     srv: ServerProcess = start_server("--shutdown-grace", "0.2")
     with connect(srv) as conn:
-        stream = conn.stream("trap '' TERM; echo $$; sleep 300")
-        chunks = iter(stream)
-        kind, first = next(chunks)
-        assert kind == "stdout"
-        pgid = int(first)
+        # Kept: a dropped iterator would abandon the command (and close the connection).
+        _running, pgid = first_pid(conn.stream("trap '' TERM; echo $$; sleep 300"))
         try:
             before = _cpu_seconds(srv.proc.pid)
             started = time.monotonic()
