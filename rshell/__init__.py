@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from rshell.client import Connection, connect
+    from rshell.client.api import Connection, connect
     from rshell.errors import (
         AuthenticationFailed,
         CommandFailed,
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from rshell.result import Result
 
 _EXPORTS = {
-    "connect": "rshell.client",
-    "Connection": "rshell.client",
+    "connect": "rshell.client.api",
+    "Connection": "rshell.client.api",
     "Result": "rshell.result",
     "RshellError": "rshell.errors",
     "ConnectionFailed": "rshell.errors",

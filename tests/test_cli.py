@@ -354,7 +354,7 @@ def test_server_dying_mid_command(home: Path, server: ServerProcess) -> None:
     assert len(lines) == 1 and lines[0].startswith("rshell:"), err
 
 
-# ---- the one-shot fast path (rshell.oneshot) -------------------------------------
+# ---- the one-shot fast path (rshell.cli.oneshot) -------------------------------------
 
 
 def test_plain_one_shot_never_imports_click(server: ServerProcess) -> None:
@@ -430,7 +430,8 @@ def test_fast_path_defaults_are_the_full_paths() -> None:
     both know the same subcommands."""
     import inspect
 
-    from rshell import cli, oneshot
+    from rshell.cli import commands as cli
+    from rshell.cli import common as oneshot
 
     # What click hands client_command for ``rshell HOST -c CMD``.
     ctx = cli.client_command.make_context("rshell", ["HOST", "-c", "true"])
@@ -446,3 +447,14 @@ def test_fast_path_defaults_are_the_full_paths() -> None:
     assert opened["tls"].default is True and defaults["no_tls"] is False
     assert opened["auth"].default is True and defaults["no_auth"] is False
     assert (defaults["as_json"], defaults["quiet"], defaults["timeout"]) == (False, False, None)
+
+
+def test_value_options_are_read_off_click() -> None:
+    """The ssh-style word splitter knows exactly the options click gives a value."""
+    from rshell.cli import commands
+
+    assert {"-c", "-f", "-p", "--port", "-i", "--timeout", "--connect-timeout"} <= \
+        commands._VALUE_OPTIONS
+    assert not {"-q", "--json", "--no-tls", "--fail-fast"} & commands._VALUE_OPTIONS
+    assert commands.command_words(["-p", "22", "h", "ls", "-l"]) == ["-p", "22", "h", "--", "ls", "-l"]
+    assert commands.command_words(["h", "--timeout", "3", "ls"]) == ["h", "--timeout", "3", "--", "ls"]

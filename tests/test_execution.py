@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rshell.execution import Child, StartError
+from rshell.exec.child import Child, StartError
 from tests.conftest import ServerProcess, connect
 from tests.proctools import first_pid, group_members, pid_gone, wait_until
 
@@ -27,7 +27,7 @@ def test_no_descriptors_left_is_a_start_error() -> None:
     StartError (a command error, Exit 127), and closes the pipe it had made."""
     code = r"""
 import os, resource, sys
-from rshell.execution import Child, StartError
+from rshell.exec.child import Child, StartError
 before = set(os.listdir("/proc/self/fd"))
 free = os.dup(0)  # the lowest free descriptor number
 os.close(free)

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from rshell.protocol.messages import Hello, Run, encode
-from rshell.service import ServerConfig
+from rshell.server.session import ServerConfig
 from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli, connect
 from tests.proctools import describe, first_pid, group_members, kill_group, pid_gone, wait_until
 from tests.test_robustness import HEADER, raw_connect

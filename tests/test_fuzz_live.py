@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rshell import keys, tls
 from rshell.protocol.frames import MAX_PAYLOAD
 from rshell.protocol.messages import MessageType as T
 from rshell.protocol.signing import signed_data
+from rshell.trust import keys, tls
 from tests.conftest import ServerProcess, connect
 from tests.figures import children, fd_count, fd_targets, soak, thread_count, write_figures
 from tests.proctools import wait_until

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from rshell import authkeys, keys, knownhosts
 from rshell.errors import KeyFileError
+from rshell.trust import authorized_keys as authkeys
+from rshell.trust import keys
+from rshell.trust import known_hosts as knownhosts
 from tests.conftest import cli
 
 SSH_KEYGEN = "ssh-keygen"

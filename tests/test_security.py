@@ -23,7 +23,6 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from rshell import keys, tls
 from rshell.protocol.frames import BufferDecoder
 from rshell.protocol.messages import (
     Auth,
@@ -37,6 +36,7 @@ from rshell.protocol.messages import (
     encode,
 )
 from rshell.protocol.signing import signed_data
+from rshell.trust import keys, tls
 from tests.conftest import RSHELL, RSHELL_SERVER, ServerProcess, base_env, cli
 
 StartServer = Callable[..., ServerProcess]

@@ -30,7 +30,7 @@ from rshell.protocol.messages import (
     Welcome,
     encode,
 )
-from rshell.protocol.session import ClientProtocol, ServerProtocol, State
+from rshell.protocol.states import ClientProtocol, ServerProtocol, State
 
 Endpoint = ClientProtocol | ServerProtocol
 

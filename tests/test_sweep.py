@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from rshell import sweep
+from rshell.exec import sweep
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 import rshell
-from rshell import keys, tls
+from rshell.trust import keys, tls
 from tests.conftest import ServerProcess
 
 

@@ -6,7 +6,7 @@ bytes into validated messages and messages into bytes.  See docs/PROTOCOL.md.
 
 from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, MAX_PAYLOAD, BufferDecoder
 from rshell.protocol.messages import PROTOCOL_VERSION, MessageType
-from rshell.protocol.session import ClientProtocol, ServerProtocol, State
+from rshell.protocol.states import ClientProtocol, ServerProtocol, State
 
 __all__ = [
     "CHUNK_SIZE", "HEADER_SIZE", "MAX_PAYLOAD", "BufferDecoder", "PROTOCOL_VERSION",

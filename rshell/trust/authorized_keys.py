@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from rshell import keys
+from rshell.trust import keys
 
 log = logging.getLogger("rshell.server")
 

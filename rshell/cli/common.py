@@ -1,12 +1,10 @@
-"""The client command line's click-free half, and its fast path.
+"""What both halves of the client command line share, click-free: opening a
+client with the CLI's options, the one-shot run, the error policy (one line,
+exit codes), terminal questions and Ctrl-C forwarding.
 
-``rshell HOST -c COMMAND`` is the commonest invocation and the one whose
-cold start is measured against ``ssh HOST true``.  In exactly that form
-(nothing else on the line) ``main`` runs it here without importing click,
-which alone costs about 15 ms of a 90 ms cold start; any other form goes to
-``rshell.cli``, click's half.  Both halves run the one-shot through the same
-functions below (``open_client``, ``one_shot``, ``guarded``), so the fast path
-cannot drift from the full one (tests/test_cli.py checks the defaults too).
+``rshell HOST -c COMMAND`` (cli.oneshot) and click's full command line
+(cli.commands) both run through these functions, so the fast path cannot drift
+from the full one (tests/test_cli.py checks the defaults too).
 
 Must not import click.
 """
@@ -17,40 +15,19 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from rshell.errors import EXIT_CONNECTION, RshellError, UsageError
+from rshell.errors import EXIT_CONNECTION, RshellError
 
 if TYPE_CHECKING:
-    from rshell.client import Connection
+    from rshell.client.api import Connection
 
 #: --connect-timeout's default, for both halves.
 CONNECT_TIMEOUT = 10.0
 #: First words that name a subcommand rather than a host.
 SUBCOMMANDS = frozenset({"keygen", "fingerprint"})
-
-
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point of ``rshell``: the fast path, or click's full command line."""
-    sane_descriptors()
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) == 3 and args[1] == "-c" and not args[0].startswith("-") \
-            and args[0] not in SUBCOMMANDS:
-        target, command = args[0], args[2]
-        guarded(lambda: run_command(target, command), "rshell")
-    from rshell.cli import main as full
-
-    full(args)
-
-
-def run_command(target: str, command: str) -> int:
-    """``rshell TARGET -c COMMAND`` with every option at its default."""
-    if not command.strip():
-        raise UsageError("empty command")
-    with open_client(target) as conn:
-        return one_shot(conn, command, as_json=False, quiet=False, timeout=None)
 
 
 def open_client(
@@ -59,7 +36,7 @@ def open_client(
     connect_timeout: float = CONNECT_TIMEOUT, tls: bool = True, auth: bool = True,
 ) -> Connection:
     """A connection as the command line opens it: questions only on a terminal."""
-    from rshell.client import connect
+    from rshell.client.api import connect
 
     return connect(
         target, port=port, identity=identity, passphrase=ask_passphrase,
@@ -164,7 +141,7 @@ def warn(message: str) -> None:
 
 def one_shot(conn: Any, command: str, *, as_json: bool, quiet: bool,
               timeout: float | None) -> int:
-    from rshell.output import fd_writer, report_error, write_json_line
+    from rshell.cli.output import fd_writer, report_error, write_json_line
 
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
     with forward_sigint(conn.send_signal):
@@ -218,41 +195,3 @@ class forward_sigint:
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self._previous)
-
-
-#: Client options that take a value (the next word, unless attached).
-_VALUE_OPTIONS = frozenset({
-    "-c", "-f", "-p", "--port", "-i", "--known-hosts", "--timeout", "--connect-timeout",
-})
-
-
-def _takes_next_word(option: str) -> bool:
-    """Whether ``option`` consumes the following word as its value: ``-p``,
-    ``--port``, and a short cluster ending in one (``-qc``), but not ``-p22``,
-    ``--port=22`` or ``-cls`` (whose value is attached)."""
-    if option.startswith("--"):
-        return "=" not in option and option in _VALUE_OPTIONS
-    for at, letter in enumerate(option[1:], 1):
-        if f"-{letter}" in _VALUE_OPTIONS:
-            return at == len(option) - 1
-    return False
-
-
-def command_words(args: list[str]) -> list[str]:
-    """As ssh reads ``ssh host ls -l /``: options may come before or right after
-    the target, and the first other word after it starts the remote command,
-    whose own dashes are its own (as if ``--`` stood before it)."""
-    target_seen = False
-    i = 0
-    while i < len(args):
-        word = args[i]
-        if word == "--":
-            return args
-        if word.startswith("-") and word != "-":
-            i += 2 if _takes_next_word(word) else 1
-            continue
-        if target_seen:
-            return [*args[:i], "--", *args[i:]]
-        target_seen = True
-        i += 1
-    return args

@@ -23,18 +23,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rshell import builtins, sweep
 from rshell.errors import LocalProtocolError
-from rshell.execution import Child, StartError
+from rshell.exec import cd as builtins
+from rshell.exec import sweep
+from rshell.exec.child import Child, StartError
 from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header_into
 from rshell.protocol.messages import Error, Exit, Message, MessageType, Run, StdinAck
-from rshell.protocol.session import DEFAULT_STDIN_WINDOW, ServerProtocol, State
+from rshell.protocol.states import DEFAULT_STDIN_WINDOW, ServerProtocol, State
 from rshell.transport import Stream
 
 if TYPE_CHECKING:
-    from rshell.audit import AuditLog
-    from rshell.authkeys import AuthorizedKeys, Entry
-    from rshell.sweep import Sweeper
+    from rshell.exec.sweep import Sweeper
+    from rshell.server.audit import AuditLog
+    from rshell.trust.authorized_keys import AuthorizedKeys, Entry
 
 log = logging.getLogger("rshell.server")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from rshell.client import Connection
-from rshell.output import fd_writer, report_error, write_json_line
+from rshell.cli.output import fd_writer, report_error, write_json_line
+from rshell.client.api import Connection
 
 
 def commands(lines: Iterable[str]) -> Iterable[str]:

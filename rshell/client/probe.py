@@ -12,12 +12,12 @@ from rshell.errors import HostKeyError
 from rshell.transport import edge, tune
 
 if TYPE_CHECKING:
-    from rshell.keys import PublicKey
+    from rshell.trust.keys import PublicKey
 
 
 def host_key_of(host: str, port: int, timeout: float) -> PublicKey:
     """The key the server at host:port proves it holds in a TLS handshake."""
-    from rshell import tls
+    from rshell.trust import tls
 
     with edge(f"connecting to {host}:{port}"):
         sock = socket.create_connection((host, port), timeout=timeout)

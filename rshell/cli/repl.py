@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from rshell.client import Connection
+from rshell.cli.output import Writer, fd_writer, report_error
+from rshell.client.api import Connection
 from rshell.errors import RemoteProtocolError
-from rshell.output import Writer, fd_writer, report_error
 from rshell.result import Result
 
 EXIT_WORDS = frozenset({"exit", "quit", "logout"})

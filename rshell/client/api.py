@@ -22,6 +22,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from rshell.client.stdin import Pump, StdinSource, pump_for
 from rshell.errors import (
     AuthenticationFailed,
     CommandFailed,
@@ -51,14 +52,13 @@ from rshell.protocol.messages import (
     Stdout,
     Welcome,
 )
-from rshell.protocol.session import ClientProtocol, State
 from rshell.protocol.signing import signed_data
-from rshell.pumps import Pump, StdinSource, pump_for
+from rshell.protocol.states import ClientProtocol, State
 from rshell.result import Result
 from rshell.transport import Stream, edge, tune
 
 if TYPE_CHECKING:
-    from rshell.keys import Identity
+    from rshell.trust.keys import Identity
 
 _READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
 #: Stop pulling stdin while this much is queued for the server.
@@ -101,7 +101,7 @@ def connect(
     """
     if target.startswith("ssh://"):
         # Any sshd, through paramiko: the same run() -> Result, duck-typed.
-        from rshell.ssh import connect_ssh
+        from rshell.ssh.client import connect_ssh
 
         return cast("Connection", connect_ssh(
             target, port=port, identity=identity, passphrase=passphrase,
@@ -240,7 +240,7 @@ class Connection:
 
     def _tls(self, sock: socket.socket, deadline: float) -> socket.socket:
         """TLS 1.3 handshake, then pin the host key the server proved it holds."""
-        from rshell import keys, tls
+        from rshell.trust import keys, tls
 
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         try:
@@ -267,7 +267,7 @@ class Connection:
         return wrapped
 
     def _check_host_key(self, fp: str) -> None:
-        from rshell import knownhosts
+        from rshell.trust import known_hosts as knownhosts
 
         path = self._known_hosts
         strict, accept_new, ask = self._host_policy
@@ -310,7 +310,7 @@ class Connection:
     def _identity(self, required: bool) -> Identity | None:
         """The key to sign with; None if there is none and it is not required
         yet (a --no-auth server never asks)."""
-        from rshell import keys
+        from rshell.trust import keys
 
         passphrase = self._passphrase
         ask = (lambda _prompt: passphrase) if isinstance(passphrase, str) else passphrase

@@ -1,4 +1,4 @@
-"""The ``rshell`` and ``rshell-server`` commands: the only importer of click.
+"""The ``rshell`` command line beyond the fast path: click's half.
 
 Every failure becomes one line on stderr and an exit code taken from the
 error class (2 for usage, 255 for connection/protocol/authentication, the
@@ -15,11 +15,9 @@ from typing import Any, NoReturn
 
 import click
 
-from rshell.errors import EXIT_CONNECTION, EXIT_USAGE, UsageError
-from rshell.oneshot import (
+from rshell.cli.common import (
     CONNECT_TIMEOUT,
     ask_passphrase,
-    command_words,
     fail,
     forward_sigint,
     guarded,
@@ -27,12 +25,13 @@ from rshell.oneshot import (
     open_client,
     sane_descriptors,
 )
+from rshell.errors import EXIT_USAGE, UsageError
 from rshell.paths import DEFAULT_PORT, rshell_home
 
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
+def invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
     """Run a click command with rshell's error policy: one line, no traceback."""
 
     def run() -> int | None:
@@ -55,7 +54,7 @@ def _invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
 # ---- rshell ----------------------------------------------------------------------
 
 
-@click.command(context_settings=_CONTEXT, no_args_is_help=True)
+@click.command(context_settings=CONTEXT, no_args_is_help=True)
 @click.argument("target")
 @click.argument("argv", nargs=-1)
 @click.option("-c", "command", metavar="COMMAND", help="Run one command and exit.")
@@ -124,12 +123,12 @@ def client_command(
             if command is not None:
                 return one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
             if lines is not None:
-                from rshell.batch import run_batch
+                from rshell.cli.batch import run_batch
 
                 with forward_sigint(conn.send_signal):
                     return run_batch(conn, lines, fail_fast=fail_fast, as_json=as_json,
                                      quiet=quiet, timeout=timeout)
-            from rshell.repl import interactive
+            from rshell.cli.repl import interactive
 
             return interactive(conn, rshell_home() / "history", timeout=timeout,
                                reconnect=open_connection)
@@ -165,7 +164,7 @@ def _decoded_lines(source: Any) -> Iterator[str]:
             yield raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
 
 
-@click.command(context_settings=_CONTEXT)
+@click.command(context_settings=CONTEXT)
 @click.option("-f", "path", metavar="PATH", help="Key file [$RSHELL_HOME/id_ed25519].")
 @click.option("-t", "kind", type=click.Choice(["ed25519", "ecdsa", "rsa"]), default="ed25519",
               show_default=True)
@@ -176,8 +175,8 @@ def keygen_command(
     path: str | None, kind: str, bits: int | None, new_passphrase: str, comment: str | None
 ) -> int:
     """Generate a key pair in OpenSSH format (private file mode 0600)."""
-    from rshell import keys
     from rshell.errors import KeyFileError
+    from rshell.trust import keys
 
     target = Path(path).expanduser() if path else rshell_home() / f"id_{kind}"
     try:
@@ -192,7 +191,7 @@ def keygen_command(
     return 0
 
 
-@click.command(context_settings=_CONTEXT)
+@click.command(context_settings=CONTEXT)
 @click.argument("what", required=False)
 @click.option("-p", "--port", type=click.IntRange(1, 65535))
 @click.option("--connect-timeout", type=float, default=10.0)
@@ -202,7 +201,7 @@ def fingerprint_command(what: str | None, port: int | None, connect_timeout: flo
     WHAT is a key file (private or .pub), or HOST[:PORT] to ask a server
     for its host key; default: your identity.
     """
-    from rshell import keys
+    from rshell.trust import keys
 
     path = Path(what).expanduser() if what else rshell_home() / "id_ed25519"
     if what is None or path.exists() or "/" in what:
@@ -210,8 +209,8 @@ def fingerprint_command(what: str | None, port: int | None, connect_timeout: flo
         bits, name = keys.describe(key)
         click.echo(f"{bits} {keys.fingerprint(key)} {comment or 'no comment'} ({name})")
         return 0
+    from rshell.client.probe import host_key_of
     from rshell.paths import format_hostport, parse_hostport
-    from rshell.probe import host_key_of
 
     host, p = parse_hostport(what, port or DEFAULT_PORT)
     key = host_key_of(host, p, connect_timeout)
@@ -221,8 +220,8 @@ def fingerprint_command(what: str | None, port: int | None, connect_timeout: flo
 
 
 def _public_key_of(path: Path) -> tuple[Any, str]:
-    from rshell import keys
     from rshell.errors import KeyFileError
+    from rshell.trust import keys
 
     pub = path if path.suffix == ".pub" else Path(f"{path}.pub")
     try:
@@ -237,67 +236,63 @@ def _public_key_of(path: Path) -> tuple[Any, str]:
     return ident.key.public_key(), ""
 
 
+def _value_options(command: click.Command) -> frozenset[str]:
+    """The options of ``command`` that take a value, read off click's own
+    definitions (a hand-kept list drifts the day an option is added)."""
+    return frozenset(
+        name for p in command.params if isinstance(p, click.Option) and not p.is_flag
+        for name in (*p.opts, *p.secondary_opts)
+    )
+
+
+#: Client options that take a value (the next word, unless attached).
+_VALUE_OPTIONS = _value_options(client_command)
+
+
+
+
+def _takes_next_word(option: str) -> bool:
+    """Whether ``option`` consumes the following word as its value: ``-p``,
+    ``--port``, and a short cluster ending in one (``-qc``), but not ``-p22``,
+    ``--port=22`` or ``-cls`` (whose value is attached)."""
+    if option.startswith("--"):
+        return "=" not in option and option in _VALUE_OPTIONS
+    for at, letter in enumerate(option[1:], 1):
+        if f"-{letter}" in _VALUE_OPTIONS:
+            return at == len(option) - 1
+    return False
+
+
+def command_words(args: list[str]) -> list[str]:
+    """As ssh reads ``ssh host ls -l /``: options may come before or right after
+    the target, and the first other word after it starts the remote command,
+    whose own dashes are its own (as if ``--`` stood before it)."""
+    target_seen = False
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            return args
+        if word.startswith("-") and word != "-":
+            i += 2 if _takes_next_word(word) else 1
+            continue
+        if target_seen:
+            return [*args[:i], "--", *args[i:]]
+        target_seen = True
+        i += 1
+    return args
+
+
 _SUBCOMMANDS: dict[str, click.Command] = {
     "keygen": keygen_command, "fingerprint": fingerprint_command,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """The full command line of ``rshell`` (``rshell.oneshot.main`` is the entry
+    """The full command line of ``rshell`` (``rshell.cli.entry.main`` is the entry
     point: it takes the plain one-shot form itself and hands the rest here)."""
     sane_descriptors()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in _SUBCOMMANDS:
-        _invoke(_SUBCOMMANDS[args[0]], args[1:], f"rshell {args[0]}")
-    _invoke(client_command, command_words(args), "rshell")
-
-
-# ---- rshell-server ---------------------------------------------------------------
-
-
-@click.command(context_settings=_CONTEXT)
-@click.option("--bind", "binds", multiple=True, metavar="HOST:PORT",
-              help="Address to listen on, repeatable [127.0.0.1:7722]; IPv6 as [::1]:7722.")
-@click.option("--ssh-bind", "ssh_binds", multiple=True, metavar="HOST:PORT",
-              help="Also serve SSH-2 (OpenSSH clients) here, repeatable.")
-@click.option("--state-dir", metavar="DIR",
-              help="Host key and authorized_keys [$RSHELL_HOME/server].")
-@click.option("--authorized-keys", metavar="FILE", help="[STATE_DIR/authorized_keys]")
-@click.option("--no-tls", is_flag=True, help="Serve plain TCP (insecure, loud warning).")
-@click.option("--no-auth", is_flag=True, help="Run commands for anyone who connects (insecure).")
-@click.option("--allow-unauthenticated-remote", is_flag=True,
-              help="Permit --no-auth on a non-loopback address.")
-@click.option("--timeout", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="Default per-command time limit in seconds (0 = none).")
-@click.option("--max-output", type=click.IntRange(0), default=0, show_default=True,
-              help="Output bytes per command (0 = unlimited).")
-@click.option("--max-connections", type=click.IntRange(1), default=100, show_default=True,
-              help="Simultaneous connections; beyond, 'server busy'.")
-@click.option("--max-unauthenticated", type=click.IntRange(1), default=64, show_default=True,
-              help="Connections still authenticating; beyond, the oldest idle one is cut off.")
-@click.option("--idle-timeout", type=click.FloatRange(0), default=3600.0, show_default=True,
-              help="Close a session idle this long between commands (0 = never).")
-@click.option("--max-commands", type=click.IntRange(1), default=1_000_000, show_default=True,
-              help="Commands per connection before it must reconnect.")
-@click.option("--auth-timeout", type=click.FloatRange(0, min_open=True), default=10.0,
-              show_default=True, help="Seconds to complete the handshake.")
-@click.option("--shutdown-grace", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="Seconds running commands get to finish on SIGTERM.")
-@click.option("--shell", default="/bin/sh", show_default=True)
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
-@click.option("--audit-log", metavar="FILE", help="Append one JSON line per event.")
-def server_command(**opts: Any) -> int:
-    """Serve rshell commands: run them, stream their output, report their status."""
-    from rshell.daemon_main import run_server
-
-    return run_server(**opts)
-
-
-def server_main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point of ``rshell-server``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    _invoke(server_command, args, "rshell-server")
-
-
-__all__ = ["main", "server_main", "EXIT_CONNECTION"]
+        invoke(_SUBCOMMANDS[args[0]], args[1:], f"rshell {args[0]}")
+    invoke(client_command, command_words(args), "rshell")

@@ -23,17 +23,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rshell import sweep
-from rshell.commands import (
-    HIGH_WATER,
-    SESSION_IDS,
-    CommandRunner,
-    RunningCommand,
-    ServerConfig,
-    command_environment,
-    login_name,
-)
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
+from rshell.exec import sweep
 from rshell.protocol.frames import BufferDecoder
 from rshell.protocol.messages import (
     Auth,
@@ -47,12 +38,21 @@ from rshell.protocol.messages import (
     StdinEof,
     Welcome,
 )
-from rshell.protocol.session import ServerProtocol
 from rshell.protocol.signing import NONCE_SIZE
+from rshell.protocol.states import ServerProtocol
+from rshell.server.commands import (
+    HIGH_WATER,
+    SESSION_IDS,
+    CommandRunner,
+    RunningCommand,
+    ServerConfig,
+    command_environment,
+    login_name,
+)
 from rshell.transport import Stream
 
 if TYPE_CHECKING:
-    from rshell.authkeys import Entry
+    from rshell.trust.authorized_keys import Entry
 
 log = logging.getLogger("rshell.server")
 
@@ -295,7 +295,7 @@ class Session(CommandRunner):
 
     def _authenticate(self, msg: Auth) -> None:
         """Check the key is authorized for this address and signed our challenge."""
-        from rshell import auth
+        from rshell.server import auth
 
         assert self.config.authorized is not None
         verdict = auth.check(

@@ -117,7 +117,7 @@ def _is_loopback(host: str) -> bool:
 
 def _host_identity(state: Path, no_tls: bool) -> tuple[Any, Any, bytes]:
     """Load (first start: generate) the host key; build the TLS context from it."""
-    from rshell import keys
+    from rshell.trust import keys
 
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state / "host_key"
@@ -129,7 +129,7 @@ def _host_identity(state: Path, no_tls: bool) -> tuple[Any, Any, bytes]:
     log.info("host key fingerprint %s", fp)
     if no_tls:
         return host_key, None, b""
-    from rshell import tls
+    from rshell.trust import tls
 
     return host_key, tls.server_context(host_key, state), keys.public_blob(host_key.public_key())
 
@@ -138,7 +138,7 @@ def _provision_authorized_keys(path: Path) -> None:
     """First start: authorize the current user's rshell key, and nobody else's."""
     import os
 
-    from rshell import keys
+    from rshell.trust import keys
 
     identity = rshell_home() / "id_ed25519"
     if not identity.exists():
@@ -161,7 +161,7 @@ def _ssh_listeners(
     """The --ssh-bind listeners (paramiko is imported only when asked for)."""
     if not addresses:
         return []
-    from rshell.ssh import SshServer
+    from rshell.ssh.server import SshServer
 
     try:
         return [SshServer(address, config, str(host_key), daemon) for address in addresses]
@@ -206,8 +206,8 @@ def _serve(
     shell: str, audit_log: str | None, max_unauthenticated: int, idle_timeout: float,
     max_commands: int, ssh_binds: tuple[str, ...],
 ) -> int:
-    from rshell.commands import ServerConfig
-    from rshell.server import Daemon
+    from rshell.server.commands import ServerConfig
+    from rshell.server.listener import Daemon
 
     addresses = [parse_hostport(b, DEFAULT_PORT, listen=True)
                  for b in binds or (() if ssh_binds else ("127.0.0.1",))]
@@ -228,7 +228,7 @@ def _serve(
     host_key, tls_context, host_blob = _host_identity(state, no_tls)
     authorized = None
     if not no_auth:
-        from rshell.authkeys import AuthorizedKeys
+        from rshell.trust.authorized_keys import AuthorizedKeys
 
         path = Path(authorized_keys) if authorized_keys else state / "authorized_keys"
         if authorized_keys is None and not path.exists():
@@ -238,7 +238,7 @@ def _serve(
     del host_key
     audit = None
     if audit_log is not None:
-        from rshell.audit import AuditLog
+        from rshell.server.audit import AuditLog
 
         audit = AuditLog(os.path.abspath(audit_log))
     if no_tls:
@@ -276,7 +276,7 @@ def _serve(
     # kernel reap commands itself, and waitid on them fail: take the default.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     ssh_servers = _ssh_listeners(ssh_addresses, config, state / "host_key", daemon)
-    from rshell import sweep
+    from rshell.exec import sweep
 
     orphans = sweep.kill_orphans()
     if orphans:
@@ -304,7 +304,7 @@ def _serve(
         srv.shutdown()
         srv.server_close()
     if ssh_servers:
-        from rshell import ssh
+        from rshell.ssh import server as ssh
 
         stopper = threading.Thread(target=ssh.stop_all,
                                    args=(shutdown_grace, config.kill_grace), daemon=True)

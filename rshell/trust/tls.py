@@ -15,12 +15,12 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rshell.keys import private_pem
+from rshell.trust.keys import private_pem
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from rshell.keys import PublicKey
+    from rshell.trust.keys import PublicKey
 
 #: DER SubjectPublicKeyInfo of an Ed25519 key, up to the 32 key bytes
 #: (RFC 8410): SEQUENCE { SEQUENCE { OID 1.3.101.112 } BIT STRING (33 bytes) }.
@@ -86,7 +86,7 @@ def peer_key_blob(sock: ssl.SSLSocket) -> bytes:
     holds.  The client's cold path needs no X.509 library (``cryptography.x509``
     costs tens of milliseconds to import): ``certificate_ed25519`` walks the DER
     to the one field TLS binds, subjectPublicKeyInfo."""
-    from rshell.keys import ed25519_blob
+    from rshell.trust.keys import ed25519_blob
 
     return ed25519_blob(certificate_ed25519(sock.getpeercert(binary_form=True) or b""))
 

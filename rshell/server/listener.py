@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rshell.commands import ServerConfig
 from rshell.paths import format_hostport
 from rshell.protocol.messages import Error, encode
-from rshell.service import Session
+from rshell.server.commands import ServerConfig
+from rshell.server.session import Session
 from rshell.transport import Stream, tune
 
 log = logging.getLogger("rshell.server")

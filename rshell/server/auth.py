@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rshell import keys
-from rshell.authkeys import AuthorizedKeys, Entry
 from rshell.protocol.messages import Auth
 from rshell.protocol.signing import signed_data
+from rshell.trust import keys
+from rshell.trust.authorized_keys import AuthorizedKeys, Entry
 
 
 @dataclass(frozen=True)
