@@ -1,12 +1,13 @@
-#!/usr/bin/env python3
 """Client load driven from a process of its own, one JSON line on stdout.
 
-bench.py starts one of these per sample, for rshell and for each SSH peer
+Mode all starts one of these per sample, for rshell and for each SSH peer
 alike, so that every side's client starts from the same fresh state and
 none shares the measuring process (its GIL, its event loop, its garbage).
+Run from benchmarks/:
 
-    load.py run  --peer rshell|paramiko|asyncssh --address H:P --conns 50 --commands 20
-    load.py hold --peer rshell|asyncssh --address H:P --conns 200
+    python -m rshell_bench.load run  --peer rshell|paramiko|asyncssh --address H:P \
+        --conns 50 --commands 20
+    python -m rshell_bench.load hold --peer rshell|asyncssh --address H:P --conns 200
 
 ``run`` (the concurrency figure): ``--conns`` clients at once, each its own
 connection running ``true`` ``--commands`` times in a row; timed inside this
@@ -40,8 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import BenchError, raise_nofile
-from peers import asyncssh_connect, import_asyncssh, ssh_client, ssh_exec
+from .core import BenchError
+from .peers import asyncssh_connect, import_asyncssh, ssh_client, ssh_exec
+from .procs import raise_nofile
 
 #: Error messages kept as examples in the output (the count is always exact).
 EXAMPLES = 5
@@ -298,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise BenchError("hold: rshell or asyncssh")
             return hold_rshell(args) if args.peer == "rshell" else hold_asyncssh(args)
         out = run_asyncssh(args) if args.peer == "asyncssh" else run_threads(args)
-    except Exception as exc:  # reported to bench.py, which fails this peer only
+    except Exception as exc:  # reported to mode all, which fails this peer only
         print(json.dumps({"error": describe(exc)}), flush=True)
         return 1
     print(json.dumps(out), flush=True)

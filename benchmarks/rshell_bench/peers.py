@@ -5,7 +5,9 @@ binary, paramiko and asyncssh.
 Every peer uses its defaults (algorithms, window sizes); only what keeps the
 run hermetic (own config, keys, pinned host keys) or lets it be measured at
 all (sshd's start-up limits, see ``ALL_SSHD_LIMITS``) is set.  A missing peer
-raises BenchError saying so, and bench.py fails that peer only.
+raises BenchError saying so, and mode all fails that peer only.  Also
+what the SSH figures share: paramiko's ``true`` and stream samples, and the
+tally of exit statuses a server lost (mode ssh).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from common import LOOPBACK, BenchError, MiB, stop_process
+from .core import LOOPBACK, BenchError, MiB
+from .procs import stop_process
 
 #: The client's read size for stream output (channel.recv returns what is buffered).
 SSH_RECV = MiB
@@ -255,6 +258,67 @@ def ssh_exec(client: Any, command: str, sink: Callable[[bytes], Any] | None = No
     finally:
         channel.close()
     return status
+
+
+
+def paramiko_true(client: Any, check: Callable[[int], None]) -> Callable[[], None]:
+    """One ``true`` on its own channel; its exit status to ``check``."""
+    return lambda: check(ssh_exec(client, "true"))
+
+
+def exit_zero(label: str) -> Callable[[int], None]:
+    def check(status: int) -> None:
+        if status != 0:
+            raise BenchError(f"{label}: 'true' exited {status}")
+    return check
+
+
+def paramiko_stream(client: Any, label: str, check: Callable[[int, str], None] | None = None,
+                    ) -> Callable[[int, str], float]:
+    """Seconds for ``command``'s output through paramiko, read with recv(1 MiB):
+    every byte must come, and exit status 0 (or what ``check`` accepts)."""
+    def stream(size: int, command: str) -> float:
+        got = 0
+
+        def count(data: bytes) -> None:
+            nonlocal got
+            got += len(data)
+        start = time.perf_counter()
+        status = ssh_exec(client, command, count)
+        elapsed = time.perf_counter() - start
+        if got != size or (check is None and status != 0):
+            raise BenchError(f"{label}: exit {status}, {got} of {size} bytes")
+        if check is not None:
+            check(status, command)
+        return elapsed
+    return stream
+
+
+class ExitTally:
+    """Commands per server, and those whose output came complete but whose exit
+    status never did (paramiko's -1): a server fault that is counted and
+    reported in a note, not fatal, so that it does not hide every figure.  Any
+    other wrong status or byte count stops the mode."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {"sshd": [0, 0], "rshell": [0, 0]}
+
+    def check(self, name: str, status: int, what: str) -> None:
+        self.counts[name][1] += 1
+        if status == -1:
+            self.counts[name][0] += 1
+        elif status != 0:
+            raise BenchError(f"ssh: {what} on {name} exited {status}")
+
+    def record(self, result: dict[str, Any]) -> None:
+        result["lost_exit_status"] = {k: {"lost": lost, "commands": n}
+                                      for k, (lost, n) in self.counts.items()}
+        for name, (lost, n) in self.counts.items():
+            if lost:
+                result.setdefault("notes", []).append(
+                    f"{name}: {lost} of {n} commands ended without an exit status (output "
+                    "complete; their times are in the figure): a server fault, see its log")
+
 
 
 # ---- asyncssh ---------------------------------------------------------------------------

@@ -1,46 +1,22 @@
-"""What bench.py, peers.py and load.py share: constants, the error a figure
-fails with, process handling and /proc readers.
+"""The processes a benchmark starts, and what /proc says about them.
 
-A module of its own so that the peers and the load worker need not import
-bench.py (run as ``__main__``, importing it again would make a second copy,
-with a second ``BenchError`` class that ``except`` clauses would not catch).
+Owns: stopping a process by its own handle, bounded waits for a condition,
+running a whole process and timing it, starting a helper that reports its
+port, the descriptor limit, and the /proc readers (children, process tree,
+RSS, PSS) the memory figure needs.
 """
 
 from __future__ import annotations
 
 import resource
 import signal
-import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-LOOPBACK = "127.0.0.1"
-MiB = 1 << 20
-GiB = 1 << 30
-
-
-class BenchError(Exception):
-    """A figure or a mode cannot be measured; the message says why."""
-
-
-def progress(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
-def summarize(values: list[float]) -> dict[str, Any]:
-    """Median and spread; p10/p90 are the inclusive deciles (min/max for n < 2)."""
-    ordered = sorted(values)
-    if len(ordered) >= 2:
-        deciles = statistics.quantiles(ordered, n=10, method="inclusive")
-        p10, p90 = deciles[0], deciles[-1]
-    else:
-        p10 = p90 = ordered[0]
-    return {"median": statistics.median(ordered), "p10": p10, "p90": p90,
-            "min": ordered[0], "max": ordered[-1], "n": len(ordered), "samples": values}
+from .core import BenchError
 
 
 def stop_process(proc: subprocess.Popen[Any], grace: float) -> int | None:
@@ -62,6 +38,30 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.01)
+
+
+def run_cli(argv: list[str], env: dict[str, str], what: str) -> float:
+    """Run one process to completion; its wall time in seconds, or BenchError."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise BenchError(f"{what}: `{' '.join(argv)}` exited {proc.returncode}"
+                         + (f": {err[-1]}" if err else ""))
+    return elapsed
+
+
+def start_helper(argv: list[str], what: str) -> tuple[subprocess.Popen[str], int]:
+    """Start a helper process that prints the port it listens on."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.isdigit():
+        stop_process(proc, 5.0)
+        raise BenchError(f"{what} did not start (said {line!r})")
+    return proc, int(line)
 
 
 def raise_nofile(wanted: int) -> int:

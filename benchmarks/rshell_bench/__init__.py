@@ -1,0 +1,14 @@
+"""rshell's benchmark (benchmarks/bench.py is its entry; see benchmarks/README.md).
+
+One measurement machinery, every figure a module:
+
+- ``core``: the alternating sampler, statistics, targets, the figures' JSON shapes
+- ``report``: the tables and results.json; ``cli``: the options and a run
+- ``plans``: modes, figures, sample counts; ``modes``: each mode start to end
+- ``contenders``: rshell servers and clients; ``bounds``: the raw sender, relay
+  ceiling and spawn floor; ``peers``: sshd, ssh, paramiko, asyncssh;
+  ``procs``: processes and /proc; ``load``: the load worker (its own process)
+- figures: ``roundtrip``, ``stream``, ``cold``, ``concurrency``, ``memory``
+
+Not installed: imported from benchmarks/ (the entry's folder).
+"""
