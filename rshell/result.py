@@ -42,3 +42,30 @@ class Result:
         if self.exit_code is not None:
             return self.exit_code
         return 1
+
+
+def silent_failure(exit_code: int | None, signal: int | None, output: int) -> str | None:
+    """The ``command error`` reason for a command that failed without a word
+    (``output`` bytes in all), or None.  One rule for the server and for every
+    client backend, so a reason never depends on the path a command took."""
+    if exit_code == 127:
+        return "command not found"
+    if exit_code == 126:
+        return "command cannot be executed"
+    if output:
+        return None
+    if signal:
+        return f"killed by {signal_name(signal)} with no output"
+    if exit_code:
+        return f"exit status {exit_code} with no output"
+    return None
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``signal 99`` for a number with no name here."""
+    import signal as signals
+
+    try:
+        return signals.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -30,6 +30,7 @@ from rshell.exec.child import Child, StartError
 from rshell.protocol.frames import CHUNK_SIZE, HEADER_SIZE, pack_header_into
 from rshell.protocol.messages import Error, Exit, Message, MessageType, Run, StdinAck
 from rshell.protocol.states import DEFAULT_STDIN_WINDOW, ServerProtocol, State
+from rshell.result import silent_failure
 from rshell.transport import Stream
 
 if TYPE_CHECKING:
@@ -362,7 +363,8 @@ class CommandRunner:
                 self._set(fd, 0, None)
         child.reap()
         duration = time.monotonic() - child.started
-        error = cmd.reason or silent_failure(child, cmd.out_bytes + cmd.err_bytes)
+        error = cmd.reason or silent_failure(
+            child.exit_code, child.signal, cmd.out_bytes + cmd.err_bytes)
         self.cmd = None
         self._spare = None  # an idle session holds no read buffer
         if self.idle_deadline is not None:  # idleness counts from the command's end
@@ -405,34 +407,12 @@ def command_environment(config: ServerConfig, peer: str, marker: str) -> dict[st
     return env
 
 
-def silent_failure(child: Child, output: int) -> str | None:
-    """The ``command error`` reason for a command that failed without a word."""
-    if child.exit_code == 127:
-        return "command not found"
-    if child.exit_code == 126:
-        return "command cannot be executed"
-    if output:
-        return None
-    if child.signal:
-        return f"killed by {_signame(child.signal)} with no output"
-    if child.exit_code:
-        return f"exit status {child.exit_code} with no output"
-    return None
-
-
 def _os_bytes(text: str) -> bytes:
     """Text that came from the client's bytes (``surrogateescape``), as those bytes."""
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate that no byte stands for
         return text.encode("utf-8", "backslashreplace")
-
-
-def _signame(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 def login_name() -> str:

@@ -34,7 +34,8 @@ from rshell.exec import cd as builtins
 from rshell.exec import sweep
 from rshell.exec.child import Child, StartError
 from rshell.paths import format_hostport
-from rshell.server.commands import SESSION_IDS, ServerConfig, command_environment, silent_failure
+from rshell.result import silent_failure
+from rshell.server.commands import SESSION_IDS, ServerConfig, command_environment
 from rshell.ssh._paramiko import SIGNAL_NAMES as _SIGNAL_NAMES
 from rshell.transport import tune
 
@@ -300,7 +301,7 @@ def _run(
             _RUNNING.discard(child)
             _RUNNING_LOCK.notify_all()
     child.reap()
-    error = reason or silent_failure(child, out)
+    error = reason or silent_failure(child.exit_code, child.signal, out)
     if error:
         channel.sendall_stderr(f"rshell: command error: {error}\n".encode())
     log.info("%s: ssh command %r exit=%s signal=%s error=%s", iface.peer, text,
