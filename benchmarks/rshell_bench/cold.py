@@ -11,20 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .contenders import Rig, script_interpreter
-from .core import (
-    ISSUE6,
-    Probe,
-    Side,
-    Target,
-    all_figure,
-    bind,
-    compare,
-    progress,
-    run_rounds,
-    versus,
-)
+from .core import Probe, Side, bind, progress, run_rounds
 from .plans import Mode, Plan, targets
 from .procs import run_cli
+from .stats import ISSUE6, Target, all_figure, compare, versus
 
 if TYPE_CHECKING:
     from .modes import AllRig

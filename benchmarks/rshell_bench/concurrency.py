@@ -12,20 +12,8 @@ import json
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from .core import (
-    BENCH_DIR,
-    ISSUE6,
-    BenchError,
-    Probe,
-    Side,
-    Target,
-    absolute,
-    all_figure,
-    bind,
-    compare,
-    progress,
-    run_rounds,
-)
+from .core import BENCH_DIR, BenchError, Probe, Side, bind, progress, run_rounds
+from .stats import ISSUE6, Target, absolute, all_figure, compare
 
 if TYPE_CHECKING:
     from .modes import AllRig

@@ -15,23 +15,10 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core import (
-    BENCH_DIR,
-    ISSUE6,
-    BenchError,
-    MiB,
-    Probe,
-    Side,
-    Target,
-    absolute,
-    all_figure,
-    bind,
-    compare,
-    progress,
-    run_rounds,
-)
-from .peers import SshdProcess
+from .core import BENCH_DIR, BenchError, MiB, Probe, Side, bind, progress, run_rounds
+from .openssh import SshdProcess
 from .procs import children, comm, process_tree, stop_process, tree_pss, vm_rss, wait_for
+from .stats import ISSUE6, Target, absolute, all_figure, compare
 
 if TYPE_CHECKING:
     from .modes import AllRig

@@ -22,19 +22,16 @@ from typing import Any
 from . import cold, concurrency, memory, roundtrip, stream
 from .contenders import SSH_LISTEN, Rig, login_shell, probe_tls, stop_into
 from .core import LOOPBACK, BenchError, Probe, Side, bind, progress
-from .peers import (
+from .openssh import (
     ALL_SSHD_LIMITS,
     ALL_SSHD_OPTIONAL,
-    AsyncsshPeer,
     OpenSshClient,
     SshdProcess,
     find_ssh,
     find_sshd,
-    import_paramiko,
-    ssh_client,
-    ssh_transport_info,
     write_ssh_key,
 )
+from .peers import AsyncsshPeer, import_paramiko, ssh_client, ssh_transport_info
 from .plans import MODES, NATIVE_FIGURES, SSH_FIGURES, AllPlan, Mode, Plan
 from .procs import raise_nofile
 

@@ -9,7 +9,8 @@ import argparse
 from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
-from .core import GiB, MiB, Target
+from .core import GiB, MiB
+from .stats import Target
 
 FIGURES = ("roundtrip", "throughput", "cold", "concurrency", "memory")
 #: What modes plain and tls measure (rshell against local baselines only).

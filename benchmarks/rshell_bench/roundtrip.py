@@ -16,24 +16,11 @@ from typing import Any
 
 from .bounds import FLOOR_WHAT, FloorPeer
 from .contenders import checked_run
-from .core import (
-    ISSUE6,
-    BenchError,
-    Probe,
-    Side,
-    Target,
-    all_figure,
-    bind,
-    bound_row,
-    compare,
-    per_command_ms,
-    progress,
-    run_rounds,
-    versus,
-)
+from .core import BenchError, Probe, Side, bind, per_command_ms, progress, run_rounds
 from .peers import AsyncsshPeer, ExitTally, exit_zero, paramiko_true, ssh_exec
 from .plans import Mode, Plan, targets
 from .report import num
+from .stats import ISSUE6, Target, all_figure, bound_row, compare, versus
 
 SH_TRUE = ["/bin/sh", "-c", "true"]
 

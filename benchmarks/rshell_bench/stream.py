@@ -18,24 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from .bounds import RELAY_PIPE, Output, RawPeer, make_cert
 from .contenders import rshell_stream
-from .core import (
-    ISSUE6,
-    MiB,
-    Probe,
-    Side,
-    Target,
-    all_figure,
-    bind,
-    bound_row,
-    compare,
-    progress,
-    run_rounds,
-    summarize,
-    versus,
-)
+from .core import MiB, Probe, Side, bind, progress, run_rounds
 from .peers import SSH_RECV, ExitTally, paramiko_stream
 from .plans import Mode, Plan, targets
 from .procs import run_cli
+from .stats import ISSUE6, Target, all_figure, bound_row, compare, summarize, versus
 
 if TYPE_CHECKING:
     from .modes import AllRig
