@@ -456,5 +456,6 @@ def test_value_options_are_read_off_click() -> None:
     assert {"-c", "-f", "-p", "--port", "-i", "--timeout", "--connect-timeout"} <= \
         commands._VALUE_OPTIONS
     assert not {"-q", "--json", "--no-tls", "--fail-fast"} & commands._VALUE_OPTIONS
-    assert commands.command_words(["-p", "22", "h", "ls", "-l"]) == ["-p", "22", "h", "--", "ls", "-l"]
-    assert commands.command_words(["h", "--timeout", "3", "ls"]) == ["h", "--timeout", "3", "--", "ls"]
+    words = commands.command_words
+    assert words(["-p", "22", "h", "ls", "-l"]) == ["-p", "22", "h", "--", "ls", "-l"]
+    assert words(["h", "--timeout", "3", "ls"]) == ["h", "--timeout", "3", "--", "ls"]

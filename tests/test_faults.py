@@ -25,14 +25,14 @@ from typing import Any
 
 import pytest
 
+from rshell.exec.policy import Limits
 from rshell.protocol.messages import Hello, Run, encode
-from rshell.server.session import ServerConfig
 from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli, connect
 from tests.proctools import describe, first_pid, group_members, kill_group, pid_gone, wait_until
 from tests.test_robustness import HEADER, raw_connect
 
 #: The server's SIGTERM -> SIGKILL grace (not a flag: the documented default).
-KILL_GRACE = ServerConfig().kill_grace
+KILL_GRACE = Limits().kill_grace
 #: How long the server may take to notice a fault and clean up after it.
 CLEANUP_DEADLINE = 10.0
 T_WELCOME, T_STDOUT = 4, 20
@@ -309,7 +309,7 @@ def test_client_gone_mid_command_ends_the_process_group(
     pgid = int(pidfile.read_text())
     stray.append(pgid)
     assert_group_ends(pgid)
-    srv.wait_for_log(r"terminated: connection ended")
+    srv.wait_for_log(r"error=connection ended")
     assert_back_to_baseline(srv, baseline)
 
 

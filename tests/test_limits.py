@@ -24,7 +24,7 @@ import pytest
 from rshell import Connection, RshellError
 from rshell.errors import ProtocolError
 from rshell.protocol.messages import Hello, encode
-from rshell.server.listener import EVICTABLE_AFTER
+from rshell.server.admission import EVICTABLE_AFTER
 from tests.conftest import ServerProcess, cli, connect
 from tests.proctools import wait_until
 from tests.test_robustness import HEADER, error_code, raw_connect, read_until_closed

@@ -254,7 +254,7 @@ def test_killed_cli_leaves_no_remote_process(home: Path, server: ServerProcess,
             proc.wait(5)
         if pidfile.exists():
             kill_group(int(pidfile.read_text()))
-    server.wait_for_log(r"terminated: connection ended")
+    server.wait_for_log(r"error=connection ended")
     assert server.proc.poll() is None
 
 

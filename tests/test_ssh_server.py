@@ -119,7 +119,8 @@ def test_unauthorized_key_is_refused(ssh_server: ServerProcess, tmp_path: Path) 
     assert proc.returncode == 255
     assert b"Permission denied" in proc.stderr
     assert not marker.exists()
-    ssh_server.wait_for_log(r"ssh: key SHA256:\S+ refused")
+    ssh_server.wait_for_log(
+        r"authentication failed for key SHA256:\S+: key not in authorized_keys \(via ssh\)")
 
 
 def test_forced_command_applies_over_ssh(ssh_server: ServerProcess) -> None:
@@ -152,7 +153,7 @@ def test_controlmaster_multiplexes_channels(ssh_server: ServerProcess, tmp_path:
         assert len(re.findall(r"ssh connection from", ssh_server.log)) == 1
     finally:
         ssh(ssh_server, extra=(*opts, "-O", "exit"))
-    ssh_server.wait_for_log(r"ssh: disconnected after 3 channel\(s\)")
+    ssh_server.wait_for_log(r"disconnected after 3 command\(s\)")
 
 
 def test_closing_the_channel_ends_the_process_group(

@@ -17,10 +17,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rshell.errors import UsageError
-from rshell.paths import DEFAULT_PORT, format_hostport, parse_hostport, rshell_home
+from rshell.paths import DEFAULT_PORT, parse_hostport, rshell_home
+
+if TYPE_CHECKING:
+    from rshell.server.listener import Daemon
 
 log = logging.getLogger("rshell.server")
 
@@ -155,16 +158,15 @@ def _provision_authorized_keys(path: Path) -> None:
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def _ssh_listeners(
-    addresses: list[tuple[str, int]], config: Any, host_key: Path, daemon: Any
-) -> list[Any]:
+def _ssh_listeners(addresses: list[tuple[str, int]], host_key: Path, daemon: Daemon) -> None:
     """The --ssh-bind listeners (paramiko is imported only when asked for)."""
     if not addresses:
-        return []
+        return
     from rshell.ssh.server import SshServer
 
     try:
-        return [SshServer(address, config, str(host_key), daemon) for address in addresses]
+        for address in addresses:
+            daemon.add(SshServer(address, daemon, str(host_key)))
     except OSError as exc:
         raise UsageError(f"cannot listen for ssh: {exc.strerror or exc}") from None
 
@@ -206,8 +208,10 @@ def _serve(
     shell: str, audit_log: str | None, max_unauthenticated: int, idle_timeout: float,
     max_commands: int, ssh_binds: tuple[str, ...],
 ) -> int:
-    from rshell.server.commands import ServerConfig
+    from rshell.exec import sweep
+    from rshell.exec.policy import Limits
     from rshell.server.listener import Daemon
+    from rshell.server.settings import Settings
 
     addresses = [parse_hostport(b, DEFAULT_PORT, listen=True)
                  for b in binds or (() if ssh_binds else ("127.0.0.1",))]
@@ -245,14 +249,15 @@ def _serve(
         log.warning("TLS DISABLED (--no-tls): traffic, commands and output travel in clear")
     if no_auth:
         log.warning("AUTHENTICATION DISABLED (--no-auth): anyone who connects runs commands")
-    config = ServerConfig(
-        shell=shell, timeout=timeout, max_output=max_output, auth_timeout=auth_timeout,
-        authorized=authorized, host_key_blob=host_blob, idle_timeout=idle_timeout,
-        max_commands=max_commands, audit=audit,
+    settings = Settings(
+        limits=Limits(shell=shell, timeout=timeout, max_output=max_output,
+                      max_commands=max_commands),
+        auth_timeout=auth_timeout, authorized=authorized, host_key_blob=host_blob,
+        idle_timeout=idle_timeout, audit=audit, sweeper=sweep.Sweeper(),
     )
-    _settle_process(config.home)
+    _settle_process(settings.home)
     try:
-        daemon = Daemon(addresses, config, tls_context, max_connections=max_connections,
+        daemon = Daemon(addresses, settings, tls_context, max_connections=max_connections,
                         max_unauthenticated=max_unauthenticated)
     except OSError as exc:
         raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
@@ -275,21 +280,13 @@ def _serve(
     # An ignored SIGCHLD (inherited from whoever started us) would make the
     # kernel reap commands itself, and waitid on them fail: take the default.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    ssh_servers = _ssh_listeners(ssh_addresses, config, state / "host_key", daemon)
-    from rshell.exec import sweep
-
+    _ssh_listeners(ssh_addresses, state / "host_key", daemon)
     orphans = sweep.kill_orphans()
     if orphans:
         log.warning("killed %d process(es) left by a server that died: %s", len(orphans), orphans)
-    config.sweeper = sweep.Sweeper()
     daemon.start()
-    for address in daemon.addresses:
-        log.info("listening on %s", address)
-    for srv in ssh_servers:
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5},
-                         daemon=True, name="ssh accept").start()
-        log.info("ssh listening on %s",
-                 format_hostport(str(srv.server_address[0]), int(srv.server_address[1])))
+    for srv in daemon.listeners:
+        log.info("%slistening on %s", "ssh " if srv.kind == "ssh" else "", srv.address)
     if audit:
         audit.event("server-start", addresses=daemon.addresses, pid=os.getpid(),
                     orphans_killed=orphans)
@@ -300,20 +297,10 @@ def _serve(
     log.info("%s received: shutting down (grace %gs, %d session(s))",
              name, shutdown_grace, daemon.session_count)
     started = time.monotonic()
-    for srv in ssh_servers:
-        srv.shutdown()
-        srv.server_close()
-    if ssh_servers:
-        from rshell.ssh import server as ssh
-
-        stopper = threading.Thread(target=ssh.stop_all,
-                                   args=(shutdown_grace, config.kill_grace), daemon=True)
-        stopper.start()
     daemon.stop(shutdown_grace)
-    if ssh_servers:
-        stopper.join(shutdown_grace + config.kill_grace + 5)
     try:
-        config.sweeper.close()  # the last sessions' sweeps, before the audit log closes
+        assert settings.sweeper is not None
+        settings.sweeper.close()  # the last sessions' sweeps, before the audit log closes
         leftovers = sweep.kill_own()
         if leftovers:
             log.warning("killed %d process(es) left by sessions that outlived the stop: %s",

@@ -1,74 +1,75 @@
-"""One server connection: handshake, authentication, the loop; commands via CommandRunner.
+"""One native connection: handshake, authentication, then commands on the engine.
 
-A ``Session`` owns its socket (the only writer to it), its protocol state
-machine and at most one running command.  One epoll loop multiplexes
-the socket, the child's stdout, stderr and stdin pipes, the child's pidfd and
-a wake-up eventfd, so stdin, signals and output all flow at once and nothing
-blocks on a slow peer.  Output is read in chunks straight into frame buffers
-and sent as it comes; when the client stops reading, the outgoing queue
-passes its high-water mark, the session stops reading the child's pipes, and
-the child blocks: memory stays bounded.
+A ``Session`` is a driver over ``exec``: it owns its socket (the only writer
+to it) and its protocol state machine, turns Run/Stdin/Signal frames into
+calls on the one running ``exec.command.Command``, and frames that command's
+output in place (``FrameSink``).  Everything a command is (policy, limits,
+stopping, the outcome and its record) is the engine's; the SSH listener
+drives the same engine over a channel.
 
-Must not import click or paramiko, and never the client side.
+Must not import click, paramiko, or the client side.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import select
-import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
-from rshell.exec import sweep
-from rshell.protocol.frames import BufferDecoder
+from rshell.exec.child import StartError
+from rshell.exec.command import STDOUT, Command
+from rshell.exec.environment import login_name
+from rshell.exec.loop import READ, WRITE, Loop
+from rshell.exec.policy import Answer, Login, Request, decide
+from rshell.exec.record import Outcome, Recorder
+from rshell.protocol.frames import HEADER_SIZE, BufferDecoder, pack_header_into
 from rshell.protocol.messages import (
     Auth,
     Challenge,
     Error,
+    Exit,
     Hello,
     Message,
+    MessageType,
     Run,
     Signal,
     Stdin,
+    StdinAck,
     StdinEof,
     Welcome,
 )
 from rshell.protocol.signing import NONCE_SIZE
-from rshell.protocol.states import ServerProtocol
-from rshell.server.commands import (
-    HIGH_WATER,
-    SESSION_IDS,
-    CommandRunner,
-    RunningCommand,
-    ServerConfig,
-    command_environment,
-    login_name,
-)
+from rshell.protocol.states import ServerProtocol, State
+from rshell.server.settings import Settings, new_marker
 from rshell.transport import Stream
 
-if TYPE_CHECKING:
-    from rshell.trust.authorized_keys import Entry
-
 log = logging.getLogger("rshell.server")
-
-_READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
-#: A hang-up or error is news for whoever waits to read or to write.
-_READABLE = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
-_WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
-#: Signals a client may deliver to its command.
-ALLOWED_SIGNALS = frozenset({
-    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL,
-    signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT, signal.SIGSTOP, signal.SIGTSTP,
-    signal.SIGPIPE,  # the client's stdout went away (``rshell h -c yes | head``)
-})
+_STDOUT, _STDERR = int(MessageType.STDOUT), int(MessageType.STDERR)
 
 
-class Session(CommandRunner):
+class FrameSink:
+    """Command output framed in place: the engine leaves the header's room."""
+
+    __slots__ = ("stream",)
+    headroom = HEADER_SIZE
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    @property
+    def queued(self) -> int:
+        return self.stream.queued
+
+    def output(self, kind: int, buf: bytearray, n: int) -> bool:
+        pack_header_into(buf, 0, n, _STDOUT if kind == STDOUT else _STDERR)
+        self.stream.write(memoryview(buf)[: HEADER_SIZE + n])
+        return self.stream.flush()
+
+
+class Session(Loop):
     """Serve one accepted connection until it ends; see the module docstring.
 
     Methods for the caller: ``serve()`` (blocks until the connection is over)
@@ -76,52 +77,37 @@ class Session(CommandRunner):
     """
 
     def __init__(
-        self,
-        stream: Stream,
-        config: ServerConfig,
-        deadline: float | None = None,
+        self, stream: Stream, settings: Settings, deadline: float | None = None,
         on_authenticated: Callable[[], None] | None = None,
     ) -> None:
-        self.stream = stream
+        super().__init__()
+        self.stream, self.settings, self.peer = stream, settings, stream.peer
         self.on_authenticated = on_authenticated
-        self.peer = stream.peer
-        self.config = config
         # Receive in place into one reusable buffer: no allocation per read.
         self.proto = ServerProtocol(decoder=BufferDecoder(frames=2))
-        self._epoll = select.epoll()
-        self._handlers: dict[int, Callable[[int], None]] = {}
-        self.cwd = config.home
-        self.prev_cwd = self.cwd
-        self.peer_ip = _peer_ip(stream)
-        self.marker = f"{os.getpid()}:{next(SESSION_IDS)}"
-        self._groups: set[int] = set()  # process groups of this session's commands
-        self.env = command_environment(config, self.peer, self.marker)
-        self.audit = config.audit
-        self.idle_deadline: float | None = None
+        self.sink = FrameSink(stream)
+        marker = new_marker()
+        self.login = Login(settings.home, settings.limits.shell, self.peer, marker)
+        self.ws = self.login.workspace()
+        self.record = Recorder(self.peer, "rshell", marker, settings.audit)
+        self.cmd: Command | None = None
+        self.unacked = 0
         self.nonce = b""
-        self.entry: Entry | None = None
-        self.cmd: RunningCommand | None = None
-        self.commands = 0
-        self.closing = False
         self.end_reason = ""
+        self.idle_deadline: float | None = None
         self.shutdown_at: float | None = None
         self.handshake_deadline: float | None = (
-            deadline if deadline is not None else time.monotonic() + config.auth_timeout
+            deadline if deadline is not None else time.monotonic() + settings.auth_timeout
         )
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._masks: dict[int, int] = {}
-        self._spare: bytearray | None = None
         self._lock = threading.Lock()
 
     # ---- public -------------------------------------------------------------
 
     def serve(self) -> None:
-        log.info("connection from %s", self.peer)
-        if self.audit:
-            self.audit.event("connect", peer=self.peer)
+        self.record.connected()
         try:
-            self._set(self.stream.fileno(), _READ, self._on_socket)
-            self._set(self._wake, _READ, self._on_wake)
+            self.set(self.stream.fileno(), READ, self._on_socket)
+            self.set(self.wake_fd, READ, self._on_wake)
             while not self.closing:
                 self._step()
         except LocalProtocolError as exc:
@@ -144,113 +130,59 @@ class Session(CommandRunner):
         with self._lock:
             if self.shutdown_at is None:
                 self.shutdown_at = time.monotonic() + grace
-        try:
-            os.eventfd_write(self._wake, 1)
-        except OSError:
-            pass  # session already closed
+        self.wake()
 
     # ---- the loop -------------------------------------------------------------
 
     def _step(self) -> None:
         if self.stream.pending():
-            self._on_socket(_READ)
-        timeout = self._next_deadline()
-        # epoll directly, not selectors: its per-event objects cost real time
-        # at thousands of commands a second.
-        for fd, events in self._epoll.poll(-1 if timeout is None else timeout):
-            handler = self._handlers.get(fd)
-            if handler is None:
-                continue  # unregistered by an earlier handler in this batch
-            mask = (_READ if events & _READABLE else 0) | (_WRITE if events & _WRITABLE else 0)
-            handler(mask)
-            if self.closing:
-                return
-        self._check_deadlines(time.monotonic())
-        if self.cmd is not None:
-            self._maybe_finish()
-        self._sync_interest()
-
-    def _set(self, fd: int, mask: int, handler: Callable[[int], None] | None) -> None:
-        old = self._masks.get(fd, 0)
-        if mask == old:
+            self._on_socket(READ)
+        self.poll(self._timeout())
+        if self.closing:
             return
-        if not old:
-            self._epoll.register(fd, mask)
-        elif not mask:
-            self._epoll.unregister(fd)
-        else:
-            self._epoll.modify(fd, mask)
-        if mask and handler is not None:
-            self._masks[fd] = mask
-            self._handlers[fd] = handler
-        else:
-            self._masks.pop(fd, None)
-            self._handlers.pop(fd, None)
-
-    def _sync_interest(self) -> None:
-        stream = self.stream
-        self._set(stream.fileno(), _READ | (_WRITE if stream.queued else 0), self._on_socket)
-        cmd = self.cmd
-        if cmd is None:
-            return
-        child = cmd.child
-        throttled = stream.queued >= HIGH_WATER
-        if child.stdout is not None:
-            self._set(child.stdout, 0 if throttled else _READ, self._on_stdout)
-        if child.stderr is not None:
-            self._set(child.stderr, 0 if throttled else _READ, self._on_stderr)
-        if child.stdin is not None:
-            self._set(child.stdin, _WRITE if cmd.stdin_queue else 0, self._on_stdin_writable)
-
-    def _next_deadline(self) -> float | None:
-        times = [self.handshake_deadline]
-        if self.cmd is None:
-            times += [self.shutdown_at, self.idle_deadline]
-        else:
-            cmd = self.cmd
-            # Once the shutdown has stopped the command, kill_at takes over: a
-            # past shutdown_at would make every poll return at once (a busy loop).
-            times += [cmd.deadline, cmd.kill_at, cmd.linger_at,
-                      self.shutdown_at if cmd.reason is None else None]
-        pending = [t for t in times if t is not None]
-        if not pending:
-            return None
-        return max(0.0, min(pending) - time.monotonic())
-
-    def _check_deadlines(self, now: float) -> None:
+        now = time.monotonic()
         if self.handshake_deadline is not None and now >= self.handshake_deadline:
-            log.warning("%s: handshake not completed in %gs", self.peer, self.config.auth_timeout)
+            log.warning("%s: handshake not completed in %gs", self.peer,
+                        self.settings.auth_timeout)
             raise LocalProtocolError("authentication timed out", "auth-timeout")
-        if self.shutdown_at is not None and now >= self.shutdown_at and self.cmd is not None:
-            self._stop_command("server shutting down")
         cmd = self.cmd
         if cmd is None:
             if self.idle_deadline is not None and now >= self.idle_deadline:
                 raise LocalProtocolError(
-                    f"idle for {self.config.idle_timeout:g} s without a command", "idle-timeout"
-                )
-            return
-        if cmd.deadline is not None and now >= cmd.deadline:
-            cmd.deadline = None
-            self._stop_command(f"timed out after {cmd.timeout:g} s")
-        if cmd.kill_at is not None and now >= cmd.kill_at:
-            cmd.kill_at = None
-            cmd.child.signal_group(signal.SIGKILL)
-            if cmd.exit_seen:  # the leader is gone: whatever holds its pipes loses them
-                cmd.linger_at = now
-        if cmd.linger_at is not None and now >= cmd.linger_at:
-            # The leader is gone; whatever still holds the pipes loses them.
-            for fd in (cmd.child.stdout, cmd.child.stderr):
-                if fd is not None:
-                    self._close_output(fd)
+                    f"idle for {self.settings.idle_timeout:g} s without a command",
+                    "idle-timeout")
+        else:
+            if self.shutdown_at is not None and now >= self.shutdown_at:
+                cmd.stop("server shutting down")
+            cmd.check(now)
+            outcome = cmd.finish()
+            if outcome is not None:
+                self._finished(outcome)
+                cmd = None
+        stream = self.stream
+        self.set(stream.fileno(), READ | (WRITE if stream.queued else 0), self._on_socket)
+        if cmd is not None:
+            cmd.sync()
+
+    def _timeout(self) -> float | None:
+        times = [self.handshake_deadline]
+        cmd = self.cmd
+        if cmd is None:
+            times += [self.shutdown_at, self.idle_deadline]
+        else:
+            # Once the shutdown has stopped the command, kill_at takes over: a
+            # past shutdown_at would make every poll return at once (a busy loop).
+            times += [cmd.next_deadline(), None if cmd.stopping else self.shutdown_at]
+        pending = [t for t in times if t is not None]
+        return max(0.0, min(pending) - time.monotonic()) if pending else None
 
     # ---- socket ------------------------------------------------------------------
 
     def _on_socket(self, mask: int) -> None:
         stream = self.stream
-        if mask & _WRITE:
+        if mask & WRITE:
             stream.flush()
-        if not mask & _READ:
+        if not mask & READ:
             return
         proto = self.proto
         decoder = proto.decoder
@@ -261,7 +193,7 @@ class Session(CommandRunner):
             return
         decoder.commit(n)
         if self.idle_deadline is not None:
-            self.idle_deadline = time.monotonic() + self.config.idle_timeout
+            self.idle_deadline = time.monotonic() + self.settings.idle_timeout
         while not self.closing:
             msg = proto.next_event()
             if msg is None:
@@ -270,57 +202,104 @@ class Session(CommandRunner):
         stream.flush()
 
     def _dispatch(self, msg: Message) -> None:
+        cmd = self.cmd
         if isinstance(msg, Stdin):
-            self._on_stdin_data(msg.data)
+            if cmd is not None:
+                cmd.feed(msg.data)
         elif isinstance(msg, Signal):
-            if self.cmd is not None and msg.signum in ALLOWED_SIGNALS:
-                self.cmd.child.signal_group(msg.signum)
+            if cmd is not None:
+                cmd.signal(msg.signum)
         elif isinstance(msg, StdinEof):
-            if self.cmd is not None:
-                self.cmd.stdin_eof = True
-                if not self.cmd.stdin_queue:
-                    self._close_stdin()
+            if cmd is not None:
+                cmd.end_stdin()
         elif isinstance(msg, Run):
             self._start(msg)
         elif isinstance(msg, Hello):
-            if self.config.authorized is None:
+            if self.settings.authorized is None:
                 self._greet()
             else:
                 self.nonce = os.urandom(NONCE_SIZE)
-                self._send(Challenge(self.nonce, self.config.server_name))
+                self._send(Challenge(self.nonce, self.settings.server_name))
         elif isinstance(msg, Auth):
             self._authenticate(msg)
         else:
             raise LocalProtocolError(f"unexpected {type(msg).__name__}", "unexpected")
 
-    def _authenticate(self, msg: Auth) -> None:
-        """Check the key is authorized for this address and signed our challenge."""
-        from rshell.server import auth
+    # ---- commands ------------------------------------------------------------------
 
-        assert self.config.authorized is not None
-        verdict = auth.check(
-            self.config.authorized, msg, self.nonce, self.config.host_key_blob, self.peer_ip
-        )
-        entry, fp = verdict.entry, verdict.fingerprint
-        if entry is not None:
-            self.entry = entry
-            log.info("%s: authenticated with key %s %s", self.peer, fp, entry.comment)
-            if self.audit:
-                self.audit.event("auth", peer=self.peer, ok=True, key=fp, comment=entry.comment)
-            self._greet()
+    def _start(self, run: Run) -> None:
+        request = Request(run.command, run.cwd, run.env, run.timeout, run.stdin)
+        self.login.stopping = self.shutdown_at is not None
+        plan = decide(request, self.ws, self.settings.limits)
+        if isinstance(plan, Answer):
+            if plan.stderr:
+                self._send_data(MessageType.STDERR, plan.stderr)
+            self._finished(plan.outcome)
             return
-        log.warning("%s: authentication failed for key %s: %s", self.peer, fp, verdict.reason)
-        if self.audit:
-            self.audit.event("auth", peer=self.peer, ok=False, key=fp, reason=verdict.reason)
-        time.sleep(self.config.auth_failure_delay)  # this session's thread only
-        raise LocalProtocolError("authentication failed", "auth-failed")
+        try:
+            cmd = Command(plan, self, self.sink, self.settings.limits, self._consumed)
+        except StartError as exc:
+            self._finished(Outcome(run.command, 127, None, str(exc)))
+            return
+        self.cmd = cmd
+        self.login.groups.add(cmd.child.pid)
+        self.record.started(run.command, plan.cwd, cmd.child.pid, plan.forced)
+
+    def _consumed(self, n: int, idle: bool) -> None:
+        """Stdin the command took: acked when its queue empties or a quarter
+        of the window is owed, so the client's window refills in few frames."""
+        if self.proto.state is not State.RUNNING:
+            return
+        self.unacked += n
+        if idle or self.unacked >= self.settings.stdin_window // 4:
+            self._send(StdinAck(self.unacked))
+            self.unacked = 0
+
+    def _finished(self, outcome: Outcome) -> None:
+        """Report the end (Exit, log, audit) of whatever the last Run became."""
+        self.cmd = None
+        self.unacked = 0
+        if self.idle_deadline is not None:  # idleness counts from the command's end
+            self.idle_deadline = time.monotonic() + self.settings.idle_timeout
+        self.proto.decoder.release()  # an idle session holds no read buffer
+        try:
+            self._send(Exit(outcome.exit_code, outcome.signal, outcome.error, self.ws.cwd,
+                            outcome.duration))
+        finally:  # recorded even when the client is gone before it hears the end
+            self.record.finished(outcome)
+        if self.shutdown_at is not None:
+            self._send_fatal(Error("shutdown", "server is shutting down"))
+            self.closing = True
+
+    def _send_data(self, kind: int, data: bytes) -> None:
+        frame = bytearray(HEADER_SIZE + len(data))
+        pack_header_into(frame, 0, len(data), kind)
+        frame[HEADER_SIZE:] = data
+        self.stream.write(frame)
+
+    # ---- handshake -------------------------------------------------------------------
+
+    def _authenticate(self, msg: Auth) -> None:
+        from rshell.server.auth import Authorizer
+
+        settings = self.settings
+        assert settings.authorized is not None
+        authorizer = Authorizer(settings.authorized, settings.host_key_blob,
+                                settings.auth_failure_delay)
+        verdict = authorizer.verify(msg, self.nonce, _peer_ip(self.stream))
+        grant = authorizer.report(verdict, self.record)
+        if grant is None:
+            raise LocalProtocolError("authentication failed", "auth-failed")
+        self.login.grant = grant
+        self._greet()
 
     def _greet(self) -> None:
-        config = self.config
-        self._send(Welcome(config.server_name, self.cwd, login_name(), config.stdin_window))
+        settings = self.settings
+        self._send(Welcome(settings.server_name, self.ws.cwd, login_name(),
+                           settings.stdin_window))
         self.handshake_deadline = None
-        if self.config.idle_timeout:
-            self.idle_deadline = time.monotonic() + self.config.idle_timeout
+        if settings.idle_timeout:
+            self.idle_deadline = time.monotonic() + settings.idle_timeout
         if self.on_authenticated is not None:
             self.on_authenticated()
 
@@ -338,40 +317,35 @@ class Session(CommandRunner):
             pass
 
     def _on_wake(self, mask: int) -> None:
-        try:
-            os.eventfd_read(self._wake)
-        except BlockingIOError:
+        if not self.drain_wake():
             return
+        if self.shutdown_at is not None:
+            self.login.stopping = True
         if self.cmd is None:
             self._send_fatal(Error("shutdown", "server is shutting down"))
             self.closing = True
-
-    def _swept(self, escaped: list[int]) -> None:
-        if escaped:
-            log.warning("%s: killed %d process(es) that left their command's group: %s",
-                        self.peer, len(escaped), escaped)
-            if self.audit:
-                self.audit.event("sweep", peer=self.peer, session=self.marker, pids=escaped)
 
     def _cleanup(self) -> None:
         cmd, self.cmd = self.cmd, None
         self.stream.close()  # first: the client learns at once that we are gone
         if cmd is not None:
-            cmd.child.terminate(self.config.kill_grace)
-            log.info("%s: command %r terminated: connection ended", self.peer, cmd.text)
-        if self.commands:
-            # Whatever a command daemonized out of its group goes with the session.
-            if self.config.sweeper is not None:
-                self.config.sweeper.submit(self.marker, self._groups, self._swept)
-            else:
-                self._swept(sweep.kill_session(self.marker, self._groups))
-        self._epoll.close()
-        os.close(self._wake)
-        log.info("%s: disconnected after %d command(s)%s", self.peer, self.commands,
-                 f" ({self.end_reason})" if self.end_reason else "")
-        if self.audit:
-            self.audit.event("disconnect", peer=self.peer, commands=self.commands,
-                             reason=self.end_reason or None)
+            self.record.finished(cmd.abandon())
+        end_login(self.login, self.settings, self.record)
+        self.close()
+        self.record.disconnected(self.login.commands, self.end_reason)
+
+
+def end_login(login: Login, settings: Settings, record: Recorder) -> None:
+    """Whatever a connection's commands daemonized out of their groups goes
+    with the connection (exec/sweep.py), in the shared sweeper if there is one."""
+    if not login.commands:
+        return
+    if settings.sweeper is not None:
+        settings.sweeper.submit(login.marker, login.groups, record.swept)
+    else:
+        from rshell.exec import sweep
+
+        record.swept(sweep.kill_session(login.marker, login.groups))
 
 
 def _peer_ip(stream: Stream) -> str:
@@ -381,4 +355,4 @@ def _peer_ip(stream: Stream) -> str:
         return ""
 
 
-__all__ = ["ALLOWED_SIGNALS", "ServerConfig", "Session"]
+__all__ = ["FrameSink", "Session", "end_login"]

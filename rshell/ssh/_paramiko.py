@@ -7,6 +7,9 @@ Must not import click, the CLI, or rshell.server.listener / rshell.client.api.
 from __future__ import annotations
 
 import signal
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import paramiko
 
@@ -39,3 +42,80 @@ def channel_request(channel: paramiko.Channel, kind: str, *fields: str | bool) -
         else:
             msg.add_string(field)
     channel.transport._send_user_message(msg)
+
+
+# ---- the server side's hooks ------------------------------------------------------
+
+
+class _NotifyingCondition(threading.Condition):
+    """A channel's ``out_buffer_cv`` that also tells our loop: paramiko
+    notifies it when the peer opens the send window and when the channel
+    closes (``_set_closed``), the two events a non-blocking sender waits for."""
+
+    def __init__(self, lock: Any, notify: Callable[[], None]) -> None:
+        super().__init__(lock)
+        self._rshell_notify = notify
+
+    def notify_all(self) -> None:
+        super().notify_all()
+        self._rshell_notify()
+
+
+def watch_channel(channel: paramiko.Channel, notify: Callable[[], None]) -> None:
+    """Call ``notify`` (from paramiko's thread) whenever ``channel``'s send
+    window opens or the channel closes; makes sends non-blocking."""
+    with channel.lock:
+        channel.out_buffer_cv = _NotifyingCondition(channel.lock, notify)
+    channel.settimeout(0.0)
+
+
+def unwatch_channel(channel: paramiko.Channel) -> None:
+    """No more calls from ``watch_channel``: before what it calls goes away."""
+    with channel.lock:
+        cv = channel.out_buffer_cv
+        if isinstance(cv, _NotifyingCondition):
+            cv._rshell_notify = _nothing
+
+
+def _nothing() -> None:
+    pass
+
+
+def hear_signals(transport: paramiko.Transport, deliver: Callable[[int, int], None]) -> None:
+    """RFC 4254 6.9 ``signal`` requests, which paramiko drops, handed to
+    ``deliver(channel id, signal number)``; every other request as before."""
+    table = dict(transport._channel_handler_table)
+    original = table[_MSG_CHANNEL_REQUEST]
+
+    def handle(channel: paramiko.Channel, m: paramiko.Message) -> None:
+        where = m.packet.tell()
+        if m.get_text() == "signal":
+            m.get_boolean()  # want-reply: the RFC says none is sent
+            signum = SIGNAL_NUMBERS.get(m.get_text())
+            if signum is not None:
+                deliver(channel.get_id(), signum)
+            return
+        m.packet.seek(where)
+        original(channel, m)
+
+    table[_MSG_CHANNEL_REQUEST] = handle
+    transport._channel_handler_table = table
+
+
+def send_exit(channel: paramiko.Channel, code: int | None, signum: int | None) -> None:
+    """``exit-signal`` (RFC 4254 6.10, no public call for it) or ``exit-status``."""
+    if signum:
+        channel_request(channel, "exit-signal", SIGNAL_NAMES.get(signum, f"SIG{signum}"),
+                        False, "", "")
+    else:
+        channel.send_exit_status(code if code is not None else 255)
+
+
+def silence_logging() -> None:
+    """paramiko logs tracebacks of failed negotiations; users get one line from us."""
+    import logging
+
+    logger = logging.getLogger("paramiko")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False

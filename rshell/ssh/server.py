@@ -1,115 +1,113 @@
-"""SSH-2 for OpenSSH clients, through paramiko: the only importer of paramiko.
+"""The ``--ssh-bind`` listener: SSH-2 for OpenSSH clients, a driver over the one engine.
 
-``rshell-server --ssh-bind HOST:PORT`` serves exec and shell requests on
-SSH beside the native protocol, with the same host key (so OpenSSH shows
-the fingerprint ``rshell fingerprint`` prints), the same authorized_keys and
-its options, public-key authentication only, and the same execution engine:
-``execution.Child`` in its own session and process group, the same time and
-output limits, ``command error`` reasons (on stderr, SSH has no field for
-them), audit events and process-group termination when a channel closes.
-A pty is refused (the command still runs, as OpenSSH's "PTY allocation
-request failed" allows), and so is every forwarding and subsystem.
+Same host key (OpenSSH shows the fingerprint ``rshell fingerprint`` prints),
+same authorized_keys and authorizer (log, audit, failure delay), same
+admission and registry as the native listener, and the same engine: each
+exec or shell channel runs ``exec.policy.decide`` and ``exec.command.Command``
+in a loop of its own (``ChannelDriver``), with the channel as the sink.  So
+forced commands, ``restrict``, ``cd``, ``--max-commands``, time and output
+limits, signals (RFC 4254 ``signal`` requests), hang-up, the audit record and
+the sweep are those of the native path, decided in one place.
 
-Threads: paramiko runs one transport thread per connection; each channel
-gets a thread that streams the command's output, and a helper thread that
-feeds it stdin, so a command that neither reads nor finishes cannot block
-the other direction.  Must not import click or the client side.
+What SSH adds: the server's ``command error`` reason goes to stderr as one
+line, only when the server itself refused or stopped the command (a plain
+non-zero exit says nothing, as with sshd); a shell request without a pty is
+a line session (one command per line, ``cd`` persisting, lines capped at the
+native frame size, exit status the last command's).  A pty is refused (the
+command still runs, as OpenSSH's "PTY allocation request failed" allows),
+and so is every forwarding, environment and subsystem request.
+
+Threads: paramiko's transport thread per connection, this connection's
+handler thread (accepting channels), and one thread per channel running its
+loop.  Must not import click or the client side.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import select
-import signal
 import socket
-import socketserver
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 
-from rshell.exec import cd as builtins
-from rshell.exec import sweep
-from rshell.exec.child import Child, StartError
-from rshell.paths import format_hostport
-from rshell.result import silent_failure
-from rshell.server.commands import SESSION_IDS, ServerConfig, command_environment
-from rshell.ssh._paramiko import SIGNAL_NAMES as _SIGNAL_NAMES
-from rshell.transport import tune
+from rshell.errors import ConnectionFailed, LocalProtocolError
+from rshell.exec.command import STDERR, STDOUT, Command
+from rshell.exec.loop import READ, Loop
+from rshell.exec.policy import Answer, Grant, Launch, Login, Request, Workspace, decide
+from rshell.exec.record import Outcome, Recorder
+from rshell.protocol.frames import MAX_PAYLOAD
+from rshell.server.listener import Daemon, Listener
+from rshell.server.session import end_login
+from rshell.server.settings import Settings, new_marker
+from rshell.ssh._paramiko import (
+    FAILURES,
+    hear_signals,
+    send_exit,
+    silence_logging,
+    unwatch_channel,
+    watch_channel,
+)
+
+if TYPE_CHECKING:
+    from rshell.server.auth import Authorizer, Verdict
 
 log = logging.getLogger("rshell.server")
 
 _CHUNK = 64 * 1024
+#: Channel data taken for a command's stdin beyond what its pipe holds.
+_STDIN_AHEAD = 1 << 20
+#: A line of the line session: as long as a native frame may be.
+MAX_LINE = MAX_PAYLOAD
 
 
-#: Commands running on SSH channels, for a graceful stop (see ``stop_all``).
-_RUNNING: set[Child] = set()
-_RUNNING_LOCK = threading.Condition()
+class SshServer(Listener):
+    """The ``--ssh-bind`` listener (class variables as in server.listener.Listener)."""
 
+    kind = "ssh"
 
-def stop_all(grace: float, kill_grace: float) -> None:
-    """Server shutdown: let running SSH commands finish for ``grace`` seconds,
-    then terminate their process groups (their channels then report)."""
-    deadline = time.monotonic() + grace
-    with _RUNNING_LOCK:
-        while _RUNNING and time.monotonic() < deadline:
-            _RUNNING_LOCK.wait(deadline - time.monotonic())
-        stragglers = list(_RUNNING)
-    for child in stragglers:
-        child.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + kill_grace + 2
-    with _RUNNING_LOCK:
-        while _RUNNING and time.monotonic() < deadline:
-            _RUNNING_LOCK.wait(deadline - time.monotonic())
-    for child in stragglers:
-        child.signal_group(signal.SIGKILL)
+    def __init__(self, address: tuple[str, int], daemon: Daemon, host_key: str) -> None:
+        silence_logging()
+        self.host_key = paramiko.Ed25519Key(filename=host_key)
+        super().__init__(address, daemon)
+
+    def serve_admitted(self, sock: socket.socket, peer: str, token: int) -> None:
+        conn = SshConnection(sock, peer, self.settings, self.host_key,
+                             lambda: self.daemon.admission.authenticated(token))
+        with self.daemon.tracking(conn):
+            conn.serve()
 
 
 class _Interface(paramiko.ServerInterface):
-    """What this SSH connection may do: public-key login, session channels,
+    """What one SSH connection may do: public-key login, session channels,
     exec and shell requests; nothing else."""
 
-    def __init__(self, config: ServerConfig, peer: str, peer_ip: str) -> None:
-        self.config = config
-        self.peer = peer
-        self.peer_ip = peer_ip
-        self.entry: Any = None
+    def __init__(self, conn: SshConnection) -> None:
+        self.conn = conn
+        self.verdict: Verdict | None = None
         self.requests: dict[int, tuple[str, str | None]] = {}
         self.ready = threading.Condition()
-        #: This connection's session marker (see sweep.py), for all its channels.
-        self.marker = f"{os.getpid()}:ssh{next(SESSION_IDS)}"
-        self.groups: set[int] = set()
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        from rshell.trust import keys
-
-        authorized = self.config.authorized
-        if authorized is None:
+        conn = self.conn
+        if conn.authorizer is None:
             return paramiko.AUTH_SUCCESSFUL
-        blob = key.asbytes()
-        entry = authorized.find(blob)
-        fp = keys.blob_fingerprint(blob)
-        if entry is not None and entry.allows_address(self.peer_ip):
-            if self.entry is None:  # paramiko asks twice: the offer, then the signature
-                log.info("%s: ssh: authenticated with key %s %s", self.peer, fp, entry.comment)
-                if self.config.audit:
-                    self.config.audit.event("auth", peer=self.peer, ok=True, key=fp, via="ssh")
-            self.entry = entry
-            return paramiko.AUTH_SUCCESSFUL
-        reason = "key not in authorized_keys" if entry is None else "from= excludes the address"
-        log.warning("%s: ssh: key %s refused: %s", self.peer, fp, reason)
-        if self.config.audit:
-            self.config.audit.event("auth", peer=self.peer, ok=False, key=fp, reason=reason,
-                                    via="ssh")
-        return paramiko.AUTH_FAILED
+        verdict = conn.authorizer.verify_key(key.asbytes(), conn.peer_ip)
+        if verdict.entry is None:
+            conn.authorizer.report(verdict, conn.record)  # logged, audited, delayed
+            return paramiko.AUTH_FAILED
+        # Asked twice (the offer, then with the signature paramiko verified):
+        # reported once the transport says the login is complete.
+        self.verdict = verdict
+        return paramiko.AUTH_SUCCESSFUL
 
     def check_auth_none(self, username: str) -> int:
-        return paramiko.AUTH_SUCCESSFUL if self.config.authorized is None else paramiko.AUTH_FAILED
+        return paramiko.AUTH_SUCCESSFUL if self.conn.authorizer is None else paramiko.AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
@@ -117,14 +115,13 @@ class _Interface(paramiko.ServerInterface):
         return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        text = command.decode("utf-8", "surrogateescape")
-        return self._request(channel, "exec", text)
+        return self._request(channel, "exec", command.decode("utf-8", "surrogateescape"))
 
     def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
         return self._request(channel, "shell", None)
 
     def check_channel_pty_request(self, *args: Any) -> bool:
-        return False  # line-oriented only: OpenSSH says so and goes on without one
+        return False  # no terminals yet: OpenSSH says so and goes on without one
 
     def _request(self, channel: paramiko.Channel, kind: str, command: str | None) -> bool:
         with self.ready:
@@ -145,294 +142,414 @@ class _Interface(paramiko.ServerInterface):
             return self.requests.pop(channel.get_id())
 
 
-def serve_connection(
-    sock: socket.socket, peer: str, config: ServerConfig, host_key: str,
-    on_authenticated: Any = None,
-) -> None:
-    """One SSH connection, until it ends; channels get threads of their own."""
-    transport = paramiko.Transport(sock)
-    transport.local_version = "SSH-2.0-rshell_0.1"
-    transport.add_server_key(paramiko.Ed25519Key(filename=host_key))
-    peer_ip = peer.rsplit(":", 1)[0].strip("[]")
-    iface = _Interface(config, peer, peer_ip)
-    log.info("ssh connection from %s", peer)
-    channels = 0
-    try:
-        transport.start_server(server=iface)
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        log.warning("%s: ssh negotiation failed: %s", peer, exc)
-        transport.close()
-        return
-    deadline = time.monotonic() + config.auth_timeout
-    threads: list[threading.Thread] = []
-    authenticated = False
-    idle_since = time.monotonic()
-    try:
+class SshConnection:
+    """One SSH connection: its transport, its login, its channels' drivers.
+
+    Methods for the caller: ``serve()`` (blocks until the connection is over)
+    and ``request_shutdown(grace)`` (thread-safe).
+    """
+
+    def __init__(self, sock: socket.socket, peer: str, settings: Settings,
+                 host_key: paramiko.PKey, on_authenticated: Any = None) -> None:
+        from rshell.server.auth import Authorizer
+
+        self.sock, self.peer, self.settings = sock, peer, settings
+        self.peer_ip = peer.rsplit(":", 1)[0].strip("[]")
+        self.host_key, self.on_authenticated = host_key, on_authenticated
+        marker = new_marker()
+        self.login = Login(settings.home, settings.limits.shell, peer, marker)
+        self.record = Recorder(peer, "ssh", marker, settings.audit)
+        self.authorizer: Authorizer | None = None if settings.authorized is None else \
+            Authorizer(settings.authorized, settings.host_key_blob, settings.auth_failure_delay)
+        self.drivers: dict[int, ChannelDriver] = {}
+        self.shutdown_at: float | None = None
+        self.end_reason = ""
+        self._lock = threading.Lock()
+
+    def request_shutdown(self, grace: float) -> None:
+        with self._lock:
+            if self.shutdown_at is None:
+                self.shutdown_at = time.monotonic() + grace
+            self.login.stopping = True
+            drivers = list(self.drivers.values())
+        for driver in drivers:
+            driver.request_shutdown(self.shutdown_at)
+
+    def deliver_signal(self, chanid: int, signum: int) -> None:
+        with self._lock:
+            driver = self.drivers.get(chanid)
+        if driver is not None:
+            driver.post_signal(signum)
+
+    def serve(self) -> None:
+        self.record.connected()
+        transport = paramiko.Transport(self.sock)
+        transport.local_version = "SSH-2.0-rshell_0.1"
+        transport.add_server_key(self.host_key)
+        iface = _Interface(self)
+        hear_signals(transport, self.deliver_signal)
+        threads: list[threading.Thread] = []
+        try:
+            transport.start_server(server=iface)
+            self._accept(transport, iface, threads)
+        except FAILURES as exc:
+            self.end_reason = f"negotiation failed: {exc}"
+        finally:
+            transport.close()
+            for thread in threads:
+                thread.join(self.settings.limits.kill_grace + 5)
+            end_login(self.login, self.settings, self.record)
+            self.record.disconnected(self.login.commands, self.end_reason)
+
+    def _accept(self, transport: paramiko.Transport, iface: _Interface,
+                threads: list[threading.Thread]) -> None:
+        """Accept channels until the connection ends, times out or is stopped."""
+        settings = self.settings
+        deadline = time.monotonic() + settings.auth_timeout
+        authenticated = False
+        idle_since = time.monotonic()
         while transport.is_active():
             now = time.monotonic()
-            if not transport.is_authenticated():
-                if now > deadline:
-                    log.warning("%s: ssh: not authenticated in %gs", peer, config.auth_timeout)
-                    break
-            elif not authenticated:
-                authenticated = True
-                if on_authenticated is not None:
-                    on_authenticated()
-            threads = [t for t in threads if t.is_alive()]
+            if transport.is_authenticated():
+                if not authenticated:
+                    authenticated = True
+                    self._logged_in(iface)
+            elif now > deadline:
+                log.warning("%s: handshake not completed in %gs", self.peer,
+                            settings.auth_timeout)
+                self.end_reason = "authentication timed out"
+                return
+            threads[:] = [t for t in threads if t.is_alive()]
             if threads:
                 idle_since = now
-            elif config.idle_timeout and now - idle_since > config.idle_timeout:
-                log.info("%s: ssh: idle for %gs, closing", peer, config.idle_timeout)
-                break
+            elif self.shutdown_at is not None:
+                self.end_reason = "server shutting down"
+                return
+            elif settings.idle_timeout and now - idle_since > settings.idle_timeout:
+                self.end_reason = f"idle for {settings.idle_timeout:g} s without a command"
+                return
             channel = transport.accept(timeout=0.5)
             if channel is None:
                 continue
-            channels += 1
-            thread = threading.Thread(
-                target=_serve_channel, args=(channel, iface), daemon=True,
-                name=f"ssh channel {peer}",
-            )
-            thread.start()
-            threads.append(thread)
-    finally:
-        transport.close()
-        for thread in threads:
-            thread.join(config.kill_grace + 5)
-        if iface.groups:  # what a command daemonized out of its group goes with us
-            def swept(escaped: list[int]) -> None:
-                log.warning("%s: ssh: killed %d process(es) that left their command's group",
-                            peer, len(escaped))
+            if not authenticated:  # the login completed while we waited: grant first
+                if not transport.is_authenticated():
+                    channel.close()
+                    continue
+                authenticated = True
+                self._logged_in(iface)
+            threads.append(self._start_channel(channel, iface))
 
-            if config.sweeper is not None:
-                config.sweeper.submit(iface.marker, iface.groups, swept)
-            else:
-                escaped = sweep.kill_session(iface.marker, iface.groups)
-                if escaped:
-                    swept(escaped)
-        log.info("%s: ssh: disconnected after %d channel(s)", peer, channels)
+    def _logged_in(self, iface: _Interface) -> None:
+        if self.authorizer is not None and iface.verdict is not None:
+            grant = self.authorizer.report(iface.verdict, self.record)
+            self.login.grant = grant or Grant()
+        if self.on_authenticated is not None:
+            self.on_authenticated()
 
+    def _start_channel(self, channel: paramiko.Channel, iface: _Interface) -> threading.Thread:
+        driver = ChannelDriver(self, channel)
+        with self._lock:
+            self.drivers[channel.get_id()] = driver
+            if self.shutdown_at is not None:
+                driver.request_shutdown(self.shutdown_at)
+        thread = threading.Thread(target=self._run_channel, args=(driver, iface), daemon=True,
+                                  name=f"ssh channel {self.peer}")
+        thread.start()
+        return thread
 
-def _serve_channel(channel: paramiko.Channel, iface: _Interface) -> None:
-    try:
-        kind, command = iface.wait_request(channel, iface.config.auth_timeout)
-        if kind == "exec" and command is not None:
-            status = _run(channel, iface, command, stdin=True)
-            _send_status(channel, status)
-        elif kind == "shell":
-            _shell(channel, iface)
-            channel.send_exit_status(0)
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        log.info("%s: ssh channel ended: %s", iface.peer, exc)
-    finally:
-        channel.close()
-
-
-def _send_status(channel: paramiko.Channel, status: tuple[int | None, int | None]) -> None:
-    code, signum = status
-    if signum:
-        # Paramiko has no public call for exit-signal (RFC 4254 6.10).
-        msg = paramiko.Message()
-        msg.add_byte(bytes([98]))  # SSH_MSG_CHANNEL_REQUEST
-        msg.add_int(channel.remote_chanid)
-        msg.add_string("exit-signal")
-        msg.add_boolean(False)
-        msg.add_string(_SIGNAL_NAMES.get(signal.Signals(signum), f"SIG{signum}"))
-        msg.add_boolean(False)
-        msg.add_string("")
-        msg.add_string("")
-        channel.transport._send_user_message(msg)
-    else:
-        channel.send_exit_status(code if code is not None else 255)
-
-
-def _shell(channel: paramiko.Channel, iface: _Interface) -> None:
-    """A line-oriented session: each line a command, ``cd`` persisting."""
-    config = iface.config
-    cwd = previous = config.home
-    stdin = channel.makefile("rb")
-    for raw in iter(stdin.readline, b""):
-        line = raw.decode("utf-8", "surrogateescape").strip()
-        if not line:
-            continue
-        if line in ("exit", "logout"):
-            break
-        moved = builtins.cd(line, cwd, previous, config.home)
-        if moved is not None:
-            cwd, previous = moved.cwd, moved.previous
-            if moved.stderr:
-                channel.sendall_stderr(moved.stderr.encode("utf-8", "surrogateescape"))
-            continue
-        _run(channel, iface, line, stdin=False, cwd=cwd)
-
-
-def _run(
-    channel: paramiko.Channel, iface: _Interface, command: str, *, stdin: bool,
-    cwd: str | None = None,
-) -> tuple[int | None, int | None]:
-    """Run one command on a channel: the same engine and limits as the native
-    protocol; returns (exit code, signal)."""
-    config = iface.config
-    entry = iface.entry
-    env = command_environment(config, iface.peer, iface.marker)
-    text = command
-    if entry is not None and entry.command is not None:
-        env["RSHELL_ORIGINAL_COMMAND"] = command
-        command = entry.command
-    try:
-        child = Child(command, shell=config.shell, cwd=cwd or config.home, env=env, stdin=stdin)
-    except StartError as exc:
-        channel.sendall_stderr(f"rshell: command error: {exc}\n".encode())
-        return 127, None
-    iface.groups.add(child.pid)
-    if config.audit:
-        config.audit.event("command-start", peer=iface.peer, command=text, pid=child.pid,
-                           via="ssh")
-    if stdin and child.stdin is not None:
-        # The feeder owns the stdin descriptor from here on: only it closes it
-        # (at EOF, or when the channel closes), so it can never be closed twice.
-        fd, child.stdin = child.stdin, None
-        threading.Thread(target=_feed, args=(channel, fd), daemon=True).start()
-    with _RUNNING_LOCK:
-        _RUNNING.add(child)
-    try:
-        out, reason = _pump(channel, child, config)
-    finally:
-        with _RUNNING_LOCK:
-            _RUNNING.discard(child)
-            _RUNNING_LOCK.notify_all()
-    child.reap()
-    error = reason or silent_failure(child.exit_code, child.signal, out)
-    if error:
-        channel.sendall_stderr(f"rshell: command error: {error}\n".encode())
-    log.info("%s: ssh command %r exit=%s signal=%s error=%s", iface.peer, text,
-             child.exit_code, child.signal, error)
-    if config.audit:
-        config.audit.event("command-end", peer=iface.peer, command=text,
-                           exit_code=child.exit_code, signal=child.signal, error=error,
-                           output_bytes=out, via="ssh")
-    return child.exit_code, child.signal
-
-
-def _pump(channel: paramiko.Channel, child: Child, config: ServerConfig) -> tuple[int, str | None]:
-    """Stream stdout/stderr to the channel until EOF (channel windows give the
-    back-pressure); stop the command if the channel closes or a limit is hit."""
-    total = 0
-    reason: str | None = None
-    deadline = child.started + config.timeout if config.timeout else None
-    poller = select.poll()
-    for fd in (child.stdout, child.stderr):
-        assert fd is not None
-        poller.register(fd, select.POLLIN)
-    poller.register(child.pidfd, select.POLLIN)
-    open_fds = {child.stdout, child.stderr}
-    linger: float | None = None  # the leader is gone: drain what holds the pipes briefly
-    while open_fds:
-        now = time.monotonic()
-        ends = [t for t in (deadline, linger) if t is not None]
-        wait = 500 if not ends else max(0, min(500, int((min(ends) - now) * 1000)))
-        for fd, _ in poller.poll(wait):
-            if fd == child.pidfd:  # the leader exited
-                poller.unregister(fd)
-                linger = time.monotonic() + config.linger
-                continue
-            try:
-                data = os.read(fd, _CHUNK)
-            except BlockingIOError:
-                continue
-            if not data:
-                poller.unregister(fd)
-                open_fds.discard(fd)
-                child.close_output(fd)
-                continue
-            if config.max_output and total + len(data) > config.max_output:
-                data = data[: config.max_output - total]
-                reason = "output limit exceeded"
-            total += len(data)
-            if linger is not None:
-                linger = time.monotonic() + config.linger
-            (channel.sendall if fd == child.stdout else channel.sendall_stderr)(data)
-            if reason:
-                break
-        if deadline is not None and time.monotonic() >= deadline:
-            reason = f"timed out after {config.timeout:g} s"
-        if linger is not None and time.monotonic() >= linger:
-            for held in list(open_fds):
-                if held is not None:
-                    poller.unregister(held)
-                    child.close_output(held)
-            open_fds.clear()
-        if channel.closed or reason:
-            child.terminate(config.kill_grace)
-            return total, reason
-    return total, reason
-
-
-def _feed(channel: paramiko.Channel, fd: int) -> None:
-    """Channel data to the command's stdin; EOF (or the channel's end) closes it."""
-    os.set_blocking(fd, True)
-    try:
-        while True:
-            data = channel.recv(_CHUNK)
-            if not data:
-                break
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-    except (OSError, EOFError, paramiko.SSHException):
-        pass  # the command closed its stdin: the rest is dropped, as a pipe would
-    finally:
-        os.close(fd)
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    server: SshServer
-
-    def handle(self) -> None:
-        host, port = self.client_address[:2]
-        tune(self.request)  # no Nagle: small SSH packets must not wait for ACKs
-        daemon = self.server.daemon
-        token = daemon.tokens.pop(id(self.request)) if daemon is not None else None
+    def _run_channel(self, driver: ChannelDriver, iface: _Interface) -> None:
         try:
-            serve_connection(
-                self.request, format_hostport(host, port), self.server.config,
-                self.server.host_key,
-                (lambda: daemon.authenticated(token)) if daemon is not None else None,
-            )
+            kind, command = iface.wait_request(driver.channel, self.settings.auth_timeout)
+            driver.serve(kind, command)
         finally:
-            if daemon is not None and token is not None:
-                daemon.release(token)
+            with self._lock:
+                self.drivers.pop(driver.channel.get_id(), None)
 
 
-class SshServer(socketserver.ThreadingTCPServer):
-    """The ``--ssh-bind`` listener (class variables as in server.RshellServer)."""
+class ChannelSink:
+    """Command output to an SSH channel, as far as its window allows now; the
+    rest waits (bounded by the engine's HIGH_WATER) for a window-adjust."""
 
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+    headroom = 0
 
-    def __init__(
-        self, address: tuple[str, int], config: ServerConfig, host_key: str, daemon: Any = None
-    ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.config = config
-        self.host_key = host_key
-        #: The native server's Daemon: one admission count for both protocols.
-        self.daemon = daemon
-        super().__init__(address, _Handler)
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+        self.pending: deque[tuple[int, bytes]] = deque()
+        self.queued = 0
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("unhandled error serving ssh %s", client_address)
+    def output(self, kind: int, buf: bytearray, n: int) -> bool:
+        view = memoryview(buf)[:n]
+        sent = self._send(kind, view) if not self.pending else 0
+        if sent < n:
+            self.pending.append((kind, bytes(view[sent:])))
+            self.queued += n - sent
+        return True  # paramiko copied what it sent; the rest was copied here
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """The same admission control as the native listener; a refused SSH
-        connection is simply closed (SSH has no frame to say 'busy' in)."""
-        if self.daemon is not None:
-            token, reason = self.daemon.admit(request)
-            if token is None:
-                log.warning("ssh %s: rejected: %s", client_address[0], reason)
-                self.shutdown_request(request)
+    def flush(self) -> None:
+        while self.pending:
+            kind, data = self.pending[0]
+            sent = self._send(kind, memoryview(data))
+            self.queued -= sent
+            if sent < len(data):
+                self.pending[0] = (kind, data[sent:])
                 return
-            self.daemon.tokens[id(request)] = token
-        super().process_request(request, client_address)
+            self.pending.popleft()
+
+    def _send(self, kind: int, view: memoryview) -> int:
+        send = self.channel.send if kind == STDOUT else self.channel.send_stderr
+        sent = 0
+        try:
+            while sent < len(view):
+                n = send(view[sent:])
+                if n == 0:  # EOF sent or closed: the client is gone
+                    raise ConnectionFailed("channel closed")
+                sent += n
+        except TimeoutError:
+            pass  # the window is shut: wait for the peer to open it
+        except FAILURES as exc:
+            raise ConnectionFailed(f"channel closed: {exc}") from None
+        return sent
 
 
+class ChannelDriver(Loop):
+    """One exec or shell channel over the engine, in its own thread."""
+
+    def __init__(self, conn: SshConnection, channel: paramiko.Channel) -> None:
+        super().__init__()
+        self.conn, self.channel = conn, channel
+        self.limits = conn.settings.limits
+        self.sink = ChannelSink(channel)
+        self.cmd: Command | None = None
+        self.ws: Workspace = conn.login.workspace()
+        self.shutdown_at: float | None = None
+        self.signals: deque[int] = deque()
+        self.lines: _Lines | None = None
+        self.status = 0  # what the line session exits with
+        self.chan_fd = channel.fileno()  # readable: data, EOF or close from the client
+        watch_channel(channel, self.wake)
+
+    # ---- from other threads -------------------------------------------------------
+
+    def request_shutdown(self, at: float) -> None:
+        self.shutdown_at = at
+        self.wake()
+
+    def post_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+        self.wake()
+
+    # ---- the channel's life ---------------------------------------------------------
+
+    def serve(self, kind: str, command: str | None) -> None:
+        record = self.conn.record
+        try:
+            self.set(self.wake_fd, READ, self._on_wake)
+            if kind == "exec" and command is not None:
+                self._exec(Request(command, stdin=True))
+            elif kind == "shell" and self.conn.login.grant.forced is not None:
+                self._exec(Request("", stdin=True))  # as sshd: the forced command, once
+            elif kind == "shell":
+                self._line_session()
+        except LocalProtocolError as exc:  # past --max-commands: the connection goes
+            self._say(str(exc))
+            self._exit(255, None)
+            self.channel.get_transport().close()
+        except ConnectionFailed:
+            if self.cmd is not None:
+                record.finished(self.cmd.abandon())
+                self.cmd = None
+        except FAILURES as exc:
+            log.info("%s: ssh channel ended: %s", self.conn.peer, exc)
+        finally:
+            if self.cmd is not None:
+                record.finished(self.cmd.abandon())
+            unwatch_channel(self.channel)
+            self.close()  # our epoll first: the channel's pipe goes with the channel
+            self.channel.close()
+
+    def _exec(self, request: Request) -> None:
+        outcome = self._run(request)
+        if outcome is not None:
+            self._exit(outcome.exit_code, outcome.signal)
+
+    def _run(self, request: Request) -> Outcome | None:
+        """One command to its end, reported; None when the channel went first."""
+        plan = decide(request, self.ws, self.limits)
+        if isinstance(plan, Answer):
+            if plan.stderr:
+                self._send_stderr(plan.stderr)
+            return self._finished(plan.outcome)
+        return self._launch(plan)
+
+    def _launch(self, plan: Launch) -> Outcome | None:
+        from rshell.exec.child import StartError
+
+        login, record = self.conn.login, self.conn.record
+        try:
+            self.cmd = Command(plan, self, self.sink, self.limits)
+        except StartError as exc:
+            return self._finished(Outcome(plan.text, 127, None, str(exc)))
+        login.groups.add(self.cmd.child.pid)
+        record.started(plan.text, plan.cwd, self.cmd.child.pid, plan.forced)
+        while True:
+            outcome = self._turn()
+            if outcome is not None:
+                self.cmd = None
+                return self._finished(outcome)
+
+    def _turn(self) -> Outcome | None:
+        """One loop turn while a command runs: its Outcome once it is over."""
+        cmd = self.cmd
+        assert cmd is not None
+        wants = cmd.stdin_open and cmd.stdin_queued < _STDIN_AHEAD
+        self.set(self.chan_fd, READ if wants else 0, self._on_stdin)
+        cmd.sync()
+        times = [cmd.next_deadline(), None if cmd.stopping else self.shutdown_at]
+        pending = [t for t in times if t is not None]
+        self.poll(max(0.0, min(pending) - time.monotonic()) if pending else None)
+        now = time.monotonic()
+        if self.shutdown_at is not None and now >= self.shutdown_at:
+            cmd.stop("server shutting down")
+        cmd.check(now)
+        return cmd.finish()
+
+    def _finished(self, outcome: Outcome) -> Outcome:
+        self.conn.record.finished(outcome)
+        if outcome.reason:  # the server's word; a plain failure says nothing, as sshd
+            self._say(f"command error: {outcome.reason}")
+        return outcome
+
+    # ---- the line session -------------------------------------------------------------
+
+    def _line_session(self) -> None:
+        """Lines from the channel, one command each (no stdin), until EOF or
+        ``exit``; the exit status is the last command's."""
+        self.lines = lines = _Lines()
+        while True:
+            line = lines.next()
+            if line is None:
+                if lines.eof:
+                    break
+                if self.shutdown_at is not None:
+                    self._say("server shutting down")
+                    self.status = 255
+                    break
+                self.set(self.chan_fd, READ, self._on_line_data)
+                self.poll(None)
+                continue
+            self.set(self.chan_fd, 0, None)  # the lines wait in the window
+            text = line.decode("utf-8", "surrogateescape").strip()
+            if not text:
+                continue
+            word, _, rest = text.partition(" ")
+            if word in ("exit", "logout") and (not rest.strip() or rest.strip().isdigit()):
+                self.status = int(rest) & 0xFF if rest.strip() else self.status
+                break
+            outcome = self._run(Request(text))
+            if outcome is None:
+                return
+            self.status = _status(outcome)
+        self._exit(self.status, None)
+
+    def _on_line_data(self, mask: int) -> None:
+        assert self.lines is not None
+        data = self._recv()
+        if data is None:
+            return
+        if not self.lines.feed(data):
+            self._say(f"line longer than {MAX_LINE} bytes; closing")
+            self._exit(255, None)
+            raise ConnectionFailed("line too long")
+
+    # ---- channel I/O ------------------------------------------------------------------
+
+    def _on_stdin(self, mask: int) -> None:
+        cmd = self.cmd
+        data = self._recv()
+        if cmd is None or data is None:
+            return
+        if data:
+            cmd.feed(data)
+        else:
+            self.set(self.chan_fd, 0, None)
+            cmd.end_stdin()
+
+    def _recv(self) -> bytes | None:
+        """Data from the client (b"" at EOF); None if none is there after all."""
+        try:
+            data: bytes = self.channel.recv(_CHUNK)
+        except TimeoutError:
+            return None
+        if not data and self.lines is not None:
+            self.lines.eof = True
+        return data
+
+    def _on_wake(self, mask: int) -> None:
+        self.drain_wake()
+        if self.channel.closed:
+            raise ConnectionFailed("client disconnected")
+        self.sink.flush()
+        while self.signals:
+            signum = self.signals.popleft()
+            if self.cmd is not None:
+                self.cmd.signal(signum)
+
+    def _say(self, text: str) -> None:
+        self._send_stderr(f"rshell: {text}\n".encode())
+
+    def _send_stderr(self, data: bytes) -> None:
+        self.sink.output(STDERR, bytearray(data), len(data))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Wait until the client took what is queued: it goes before the exit
+        status.  A client gone ends the wait (the wake-up raises), and so does
+        a stop's end (the grace and the kill grace spent)."""
+        while self.sink.queued:
+            stop = self.shutdown_at
+            if stop is None:
+                self.poll(None)
+                continue
+            left = stop + self.limits.kill_grace - time.monotonic()
+            if left <= 0:
+                return
+            self.poll(left)
+
+    def _exit(self, code: int | None, signum: int | None) -> None:
+        self._drain()
+        try:
+            send_exit(self.channel, code, signum)
+        except FAILURES:
+            pass
+
+
+class _Lines:
+    """Bytes split into lines, none longer than MAX_LINE (checked as data comes)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.eof = False
+
+    def feed(self, data: bytes) -> bool:
+        """False if a line grew past MAX_LINE."""
+        self.buffer += data
+        end = self.buffer.rfind(b"\n")
+        return len(self.buffer) - (end + 1) <= MAX_LINE
+
+    def next(self) -> bytes | None:
+        at = self.buffer.find(b"\n")
+        if at >= 0:
+            line = bytes(self.buffer[:at])
+            del self.buffer[: at + 1]
+            return line
+        if self.eof and self.buffer:  # a last line without a newline still runs
+            line, self.buffer = bytes(self.buffer), bytearray()
+            return line
+        return None
+
+
+def _status(outcome: Outcome) -> int:
+    """The status a shell would give ``$?``: the code, 128+N for signal N."""
+    if outcome.signal:
+        return 128 + outcome.signal
+    return outcome.exit_code if outcome.exit_code is not None else 255

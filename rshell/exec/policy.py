@@ -1,0 +1,178 @@
+"""What a request may run, decided once for every listener.
+
+A listener turns its wire into a ``Request``; ``decide`` turns the request,
+the connection's ``Workspace`` and the key's ``Grant`` into either a
+``Launch`` (what to start, where, with which environment and time limit) or
+an ``Answer`` (a command that never becomes a process: refused, ``cd``, the
+server stopping).  The forced command, ``restrict``, the rules on client
+cwd and environment, ``cd`` and ``--max-commands`` live here and nowhere else.
+
+Must not import rshell.protocol, sockets or paramiko.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rshell.errors import LocalProtocolError
+from rshell.exec import cd
+from rshell.exec.environment import command_environment
+from rshell.exec.record import Outcome
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the authenticated key may do: its authorized_keys options.
+    ``Grant()`` is a key with no options (or ``--no-auth``)."""
+
+    forced: str | None = None  # command="..."
+    restrict: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server-wide rules for every command, from the flags."""
+
+    shell: str = "/bin/sh"
+    timeout: float = 0.0  # default per-command limit; 0 = none
+    max_output: int = 0  # bytes per command; 0 = none
+    max_commands: int = 1_000_000  # per connection
+    kill_grace: float = 1.0  # SIGTERM -> SIGKILL
+    linger: float = 0.25  # how long to drain pipes held open after the leader exits
+
+
+@dataclass(frozen=True)
+class Request:
+    """One command as a client asked for it, whatever the wire."""
+
+    command: str
+    cwd: str | None = None
+    env: Mapping[str, str] | None = None
+    timeout: float | None = None
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to start: ``command`` is what the shell runs (the forced one, if
+    any); ``text`` is what was asked for, for the record."""
+
+    text: str
+    command: str
+    cwd: str
+    env: dict[str, str]
+    timeout: float
+    stdin: bool
+    forced: bool
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A command answered without a process, with what it says on stderr."""
+
+    outcome: Outcome
+    stderr: bytes = b""
+
+
+class Login:
+    """One authenticated connection as the engine sees it: the account's home,
+    the base environment, the key's grant, the session marker and the process
+    groups for the sweep, and how many commands it has run (thread-safe: an
+    SSH connection's channels share it)."""
+
+    def __init__(self, home: str, shell: str, peer: str, marker: str) -> None:
+        self.home, self.marker = home, marker
+        self.env = command_environment(home, shell, peer, marker)
+        self.grant = Grant()
+        #: Set when the server stops: new commands are answered, not run.
+        self.stopping = False
+        self.groups: set[int] = set()
+        self.commands = 0
+        self._lock = threading.Lock()
+
+    def count(self) -> int:
+        with self._lock:
+            self.commands += 1
+            return self.commands
+
+    def workspace(self) -> Workspace:
+        """A fresh working directory state, at home (one per shell or session)."""
+        return Workspace(self, self.home, self.home)
+
+
+@dataclass
+class Workspace:
+    """Where one session's commands run: ``cd`` moves it."""
+
+    login: Login
+    cwd: str
+    previous: str
+
+
+def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
+    """The one decision on a request (see the module docstring).
+
+    Raises LocalProtocolError past ``--max-commands``: the connection must go.
+    """
+    login = ws.login
+    if login.count() > limits.max_commands:
+        raise LocalProtocolError(
+            f"more than {limits.max_commands} commands on one connection; reconnect", "limit"
+        )
+    if login.stopping:
+        return _answer(request, None, "server shutting down")
+    grant = login.grant
+    refusal = None
+    if grant.restrict and request.env:
+        refusal = "environment not permitted for this key (restrict)"
+    elif grant.forced is not None and (request.env or request.cwd):
+        # The client must not steer a forced command (PATH, LD_PRELOAD, ./script).
+        refusal = "environment and cwd not permitted with a forced command"
+    if refusal is not None:
+        return _answer(request, 126, f"refused: {refusal}")
+    if grant.forced is None:
+        moved = _cd(request.command, ws)
+        if moved is not None:
+            return moved
+    env = login.env if request.env is None else dict(login.env, **request.env)
+    command = request.command
+    cwd = os.path.join(ws.cwd, request.cwd) if request.cwd else ws.cwd
+    if grant.forced is not None:
+        # As sshd: the forced command runs in the home directory, whatever
+        # was asked, which it finds in these variables.
+        env = dict(env, RSHELL_ORIGINAL_COMMAND=command, SSH_ORIGINAL_COMMAND=command)
+        command, cwd = grant.forced, login.home
+    return Launch(
+        text=request.command, command=command, cwd=cwd, env=env,
+        timeout=min([t for t in (limits.timeout, request.timeout) if t] or [0.0]),
+        stdin=request.stdin, forced=grant.forced is not None,
+    )
+
+
+def _answer(request: Request, code: int | None, reason: str) -> Answer:
+    return Answer(Outcome(request.command, code, None, reason))
+
+
+def _cd(command: str, ws: Workspace) -> Answer | None:
+    """``cd [DIR]`` changes the workspace's directory; anything else is not ours."""
+    if not cd.might_be_cd(command):
+        return None  # the common case, before the environment is copied
+    env = dict(ws.login.env, PWD=ws.cwd, OLDPWD=ws.previous)
+    result = cd.cd(command, ws.cwd, ws.previous, ws.login.home, env)
+    if result is None:
+        return None
+    ws.cwd, ws.previous = result.cwd, result.previous
+    stderr = _os_bytes(result.stderr) if result.stderr else b""
+    outcome = Outcome(command, result.exit_code, None, None, stderr_bytes=len(stderr))
+    return Answer(outcome, stderr)
+
+
+def _os_bytes(text: str) -> bytes:
+    """Text that came from the client's bytes (``surrogateescape``), as those bytes."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no byte stands for
+        return text.encode("utf-8", "backslashreplace")

@@ -1,0 +1,92 @@
+"""How a command ended, and the one place its log line and audit events are written.
+
+Both listeners report through ``Recorder``, so a command leaves the same log
+line and the same audit fields whichever wire it came by; only ``via``
+(``rshell`` or ``ssh``) tells them apart.
+
+Must not import rshell.protocol, sockets or paramiko.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rshell.result import silent_failure
+
+log = logging.getLogger("rshell.server")
+
+
+class Audit(Protocol):
+    """What the engine needs of an audit log (server.audit.AuditLog is one)."""
+
+    def event(self, kind: str, **fields: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One command's end: ``reason`` is set when the server refused or stopped
+    it (timed out, output limit, cannot start, shutting down); ``error`` adds
+    the reason for a failure that said nothing (result.silent_failure)."""
+
+    command: str
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    duration: float = 0.0
+
+    @property
+    def error(self) -> str | None:
+        return self.reason or silent_failure(
+            self.exit_code, self.signal, self.stdout_bytes + self.stderr_bytes
+        )
+
+
+class Recorder:
+    """The log and audit trail of one connection: who (``peer``), by which
+    wire (``via``), under which session marker."""
+
+    __slots__ = ("peer", "via", "session", "audit")
+
+    def __init__(self, peer: str, via: str, session: str, audit: Audit | None) -> None:
+        self.peer, self.via, self.session, self.audit = peer, via, session, audit
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """An audit event with the connection's fields (no log line)."""
+        if self.audit is not None:
+            self.audit.event(kind, peer=self.peer, via=self.via, session=self.session,
+                             **fields)
+
+    def connected(self) -> None:
+        log.info("%sconnection from %s", "" if self.via == "rshell" else f"{self.via} ",
+                 self.peer)
+        self.event("connect")
+
+    def disconnected(self, commands: int, reason: str) -> None:
+        log.info("%s: disconnected after %d command(s)%s", self.peer, commands,
+                 f" ({reason})" if reason else "")
+        self.event("disconnect", commands=commands, reason=reason or None)
+
+    def started(self, text: str, cwd: str, pid: int, forced: bool) -> None:
+        self.event("command-start", command=text, cwd=cwd, pid=pid, forced=forced)
+
+    def finished(self, outcome: Outcome) -> None:
+        error = outcome.error
+        log.info(
+            "%s: command %r exit=%s signal=%s error=%s duration=%.3fs stdout=%d stderr=%d "
+            "via=%s", self.peer, outcome.command, outcome.exit_code, outcome.signal, error,
+            outcome.duration, outcome.stdout_bytes, outcome.stderr_bytes, self.via,
+        )
+        self.event("command-end", command=outcome.command, exit_code=outcome.exit_code,
+                   signal=outcome.signal, error=error, stdout_bytes=outcome.stdout_bytes,
+                   stderr_bytes=outcome.stderr_bytes, duration=round(outcome.duration, 6))
+
+    def swept(self, escaped: list[int]) -> None:
+        """Processes that left their command's group, killed as the session ended."""
+        if escaped:
+            log.warning("%s: killed %d process(es) that left their command's group: %s",
+                        self.peer, len(escaped), escaped)
+            self.event("sweep", pids=escaped)
