@@ -45,6 +45,14 @@ def tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def peer_ip(sock: socket.socket) -> str:
+    """The peer's address alone, as ``from=`` patterns match it ("" if gone)."""
+    try:
+        return str(sock.getpeername()[0])
+    except (OSError, IndexError):
+        return ""
+
+
 class Stream:
     """A connected socket in non-blocking mode, with an outgoing queue.
 

@@ -24,6 +24,7 @@ from rshell.paths import DEFAULT_PORT, parse_hostport, rshell_home
 
 if TYPE_CHECKING:
     from rshell.server.listener import Daemon
+    from rshell.server.settings import Settings
 
 log = logging.getLogger("rshell.server")
 
@@ -202,16 +203,12 @@ def run_server(*, log_format: str, **options: Any) -> int:
 
 
 def _serve(
-    *, binds: tuple[str, ...], state_dir: str | None, authorized_keys: str | None,
-    no_tls: bool, no_auth: bool, allow_unauthenticated_remote: bool, timeout: float,
-    max_output: int, max_connections: int, auth_timeout: float, shutdown_grace: float,
-    shell: str, audit_log: str | None, max_unauthenticated: int, idle_timeout: float,
-    max_commands: int, ssh_binds: tuple[str, ...],
+    *, binds: tuple[str, ...], ssh_binds: tuple[str, ...], no_auth: bool,
+    allow_unauthenticated_remote: bool, max_connections: int, max_unauthenticated: int,
+    shutdown_grace: float, **flags: Any,
 ) -> int:
     from rshell.exec import sweep
-    from rshell.exec.policy import Limits
     from rshell.server.listener import Daemon
-    from rshell.server.settings import Settings
 
     addresses = [parse_hostport(b, DEFAULT_PORT, listen=True)
                  for b in binds or (() if ssh_binds else ("127.0.0.1",))]
@@ -223,23 +220,56 @@ def _serve(
                 f"--no-auth on non-loopback address {remote[0]} refused; add "
                 "--allow-unauthenticated-remote if you really mean it"
             )
+    settings, tls_context, state = _settings(no_auth=no_auth, **flags)
+    _settle_process(settings.home)
+    try:
+        daemon = Daemon(addresses, settings, tls_context, max_connections=max_connections,
+                        max_unauthenticated=max_unauthenticated)
+    except OSError as exc:
+        raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
+    wake = _catch_stop_signals()
+    _ssh_listeners(ssh_addresses, state / "host_key", daemon)
+    orphans = sweep.kill_orphans()
+    if orphans:
+        log.warning("killed %d process(es) left by a server that died: %s", len(orphans), orphans)
+    daemon.start()
+    for srv in daemon.listeners:
+        log.info("%slistening on %s", "ssh " if srv.kind == "ssh" else "", srv.address)
+    if settings.audit:
+        settings.audit.event("server-start", addresses=daemon.addresses, pid=os.getpid(),
+                             orphans_killed=orphans)
+    received: list[int] = []
+    while not any(s in _STOP_SIGNALS for s in received):
+        received += os.read(wake, 64)
+    _stop(daemon, settings, signal.Signals(received[-1]).name, shutdown_grace)
+    return 0
+
+
+def _settings(
+    *, state_dir: str | None, authorized_keys: str | None, no_tls: bool, no_auth: bool,
+    timeout: float, max_output: int, auth_timeout: float, shell: str, audit_log: str | None,
+    idle_timeout: float, max_commands: int,
+) -> tuple[Settings, Any, Path]:
+    """The flags as frozen Settings (first start: keys provisioned), the TLS
+    context, and the state directory."""
+    from rshell.exec import sweep
+    from rshell.exec.policy import Limits
+    from rshell.server.settings import Settings
+
     if not Path(shell).is_file():
         raise UsageError(f"--shell {shell}: no such file")
-    shell = os.path.abspath(shell)
     state = (Path(state_dir) if state_dir else rshell_home() / "server").absolute()
-    if authorized_keys is not None:
-        authorized_keys = os.path.abspath(authorized_keys)
-    host_key, tls_context, host_blob = _host_identity(state, no_tls)
+    _, tls_context, host_blob = _host_identity(state, no_tls)
     authorized = None
     if not no_auth:
         from rshell.trust.authorized_keys import AuthorizedKeys
 
-        path = Path(authorized_keys) if authorized_keys else state / "authorized_keys"
+        path = Path(os.path.abspath(authorized_keys)) if authorized_keys \
+            else state / "authorized_keys"
         if authorized_keys is None and not path.exists():
             _provision_authorized_keys(path)
         authorized = AuthorizedKeys(path)
         log.info("authorized keys: %s", path)
-    del host_key
     audit = None
     if audit_log is not None:
         from rshell.server.audit import AuditLog
@@ -250,22 +280,23 @@ def _serve(
     if no_auth:
         log.warning("AUTHENTICATION DISABLED (--no-auth): anyone who connects runs commands")
     settings = Settings(
-        limits=Limits(shell=shell, timeout=timeout, max_output=max_output,
+        limits=Limits(shell=os.path.abspath(shell), timeout=timeout, max_output=max_output,
                       max_commands=max_commands),
         auth_timeout=auth_timeout, authorized=authorized, host_key_blob=host_blob,
         idle_timeout=idle_timeout, audit=audit, sweeper=sweep.Sweeper(),
     )
-    _settle_process(settings.home)
-    try:
-        daemon = Daemon(addresses, settings, tls_context, max_connections=max_connections,
-                        max_unauthenticated=max_unauthenticated)
-    except OSError as exc:
-        raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
-    # The kernel may deliver SIGTERM to any thread; the interpreter then runs
-    # the Python handler only when the main thread next executes bytecode.
-    # The C-level handler, though, writes the signal number to the wake-up fd
-    # whichever thread caught it, so the main thread blocks reading that fd.
-    # (A lock, e.g. Event.set, in a handler could also deadlock the main thread.)
+    return settings, tls_context, state
+
+
+def _catch_stop_signals() -> int:
+    """SIGTERM, SIGINT, SIGHUP as bytes on a pipe the main thread reads.
+
+    The kernel may deliver SIGTERM to any thread; the interpreter then runs
+    the Python handler only when the main thread next executes bytecode.
+    The C-level handler, though, writes the signal number to the wake-up fd
+    whichever thread caught it, so the main thread blocks reading that fd.
+    (A lock, e.g. Event.set, in a handler could also deadlock the main thread.)
+    """
     wake_r, wake_w = os.pipe2(os.O_CLOEXEC)
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -280,37 +311,30 @@ def _serve(
     # An ignored SIGCHLD (inherited from whoever started us) would make the
     # kernel reap commands itself, and waitid on them fail: take the default.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    _ssh_listeners(ssh_addresses, state / "host_key", daemon)
-    orphans = sweep.kill_orphans()
-    if orphans:
-        log.warning("killed %d process(es) left by a server that died: %s", len(orphans), orphans)
-    daemon.start()
-    for srv in daemon.listeners:
-        log.info("%slistening on %s", "ssh " if srv.kind == "ssh" else "", srv.address)
-    if audit:
-        audit.event("server-start", addresses=daemon.addresses, pid=os.getpid(),
-                    orphans_killed=orphans)
-    received: list[int] = []
-    while not any(s in _STOP_SIGNALS for s in received):
-        received += os.read(wake_r, 64)
-    name = signal.Signals(received[-1]).name
+    return wake_r
+
+
+def _stop(daemon: Daemon, settings: Settings, name: str, grace: float) -> None:
+    """The graceful stop: every connection's commands get ``grace``, then the
+    sweeps, then what still carries our marker."""
+    from rshell.exec import sweep
+
     log.info("%s received: shutting down (grace %gs, %d session(s))",
-             name, shutdown_grace, daemon.session_count)
+             name, grace, daemon.session_count)
     started = time.monotonic()
-    daemon.stop(shutdown_grace)
+    daemon.stop(grace)
     try:
-        assert settings.sweeper is not None
-        settings.sweeper.close()  # the last sessions' sweeps, before the audit log closes
+        if settings.sweeper is not None:
+            settings.sweeper.close()  # the last sessions' sweeps, before the audit log closes
         leftovers = sweep.kill_own()
         if leftovers:
             log.warning("killed %d process(es) left by sessions that outlived the stop: %s",
                         len(leftovers), leftovers)
         log.info("stopped in %.2fs", time.monotonic() - started)
     finally:
-        if audit:
-            audit.event("server-stop", signal=name)
-            audit.close()
-    return 0
+        if settings.audit:
+            settings.audit.event("server-stop", signal=name)
+            settings.audit.close()
 
 
 __all__: list[Any] = ["run_server"]

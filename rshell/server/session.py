@@ -44,7 +44,7 @@ from rshell.protocol.messages import (
 from rshell.protocol.signing import NONCE_SIZE
 from rshell.protocol.states import ServerProtocol, State
 from rshell.server.settings import Settings, new_marker
-from rshell.transport import Stream
+from rshell.transport import Stream, peer_ip
 
 log = logging.getLogger("rshell.server")
 _STDOUT, _STDERR = int(MessageType.STDOUT), int(MessageType.STDERR)
@@ -286,7 +286,7 @@ class Session(Loop):
         assert settings.authorized is not None
         authorizer = Authorizer(settings.authorized, settings.host_key_blob,
                                 settings.auth_failure_delay)
-        verdict = authorizer.verify(msg, self.nonce, _peer_ip(self.stream))
+        verdict = authorizer.verify(msg, self.nonce, peer_ip(self.stream.sock))
         grant = authorizer.report(verdict, self.record)
         if grant is None:
             raise LocalProtocolError("authentication failed", "auth-failed")
@@ -346,13 +346,6 @@ def end_login(login: Login, settings: Settings, record: Recorder) -> None:
         from rshell.exec import sweep
 
         record.swept(sweep.kill_session(login.marker, login.groups))
-
-
-def _peer_ip(stream: Stream) -> str:
-    try:
-        return str(stream.sock.getpeername()[0])
-    except (OSError, IndexError):
-        return ""
 
 
 __all__ = ["FrameSink", "Session", "end_login"]

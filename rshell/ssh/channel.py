@@ -1,0 +1,328 @@
+"""One SSH session channel (exec, or the line session) over the engine, in its own thread.
+
+``ChannelDriver`` is an ``exec.loop.Loop`` over the channel's event pipe
+(readable on data, EOF or close from the client) and its wake-up eventfd
+(poked by paramiko when the send window opens or the channel closes, by a
+``signal`` request and by a stop).  It builds the same ``Request`` as the
+native session, calls the same ``decide``, runs the same ``Command`` with a
+``ChannelSink`` and reports the same ``Outcome``; only the wire differs.
+
+Must not import click or the client side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from rshell.errors import ConnectionFailed, LocalProtocolError
+from rshell.exec.command import STDERR, STDOUT, Command
+from rshell.exec.loop import READ, Loop
+from rshell.exec.policy import Answer, Launch, Request, Workspace, decide
+from rshell.exec.record import Outcome
+from rshell.protocol.frames import MAX_PAYLOAD
+from rshell.ssh._paramiko import FAILURES, send_exit, unwatch_channel, watch_channel
+
+if TYPE_CHECKING:
+    from rshell.ssh.server import SshConnection
+
+log = logging.getLogger("rshell.server")
+
+_CHUNK = 64 * 1024
+#: Channel data taken for a command's stdin beyond what its pipe holds.
+_STDIN_AHEAD = 1 << 20
+#: A line of the line session: as long as a native frame may be.
+MAX_LINE = MAX_PAYLOAD
+
+
+class ChannelSink:
+    """Command output to an SSH channel, as far as its window allows now; the
+    rest waits (bounded by the engine's HIGH_WATER) for a window-adjust."""
+
+    headroom = 0
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+        self.pending: deque[tuple[int, bytes]] = deque()
+        self.queued = 0
+
+    def output(self, kind: int, buf: bytearray, n: int) -> bool:
+        view = memoryview(buf)[:n]
+        sent = self._send(kind, view) if not self.pending else 0
+        if sent < n:
+            self.pending.append((kind, bytes(view[sent:])))
+            self.queued += n - sent
+        return True  # paramiko copied what it sent; the rest was copied here
+
+    def flush(self) -> None:
+        while self.pending:
+            kind, data = self.pending[0]
+            sent = self._send(kind, memoryview(data))
+            self.queued -= sent
+            if sent < len(data):
+                self.pending[0] = (kind, data[sent:])
+                return
+            self.pending.popleft()
+
+    def _send(self, kind: int, view: memoryview) -> int:
+        send = self.channel.send if kind == STDOUT else self.channel.send_stderr
+        sent = 0
+        try:
+            while sent < len(view):
+                n = send(view[sent:])
+                if n == 0:  # EOF sent or closed: the client is gone
+                    raise ConnectionFailed("channel closed")
+                sent += n
+        except TimeoutError:
+            pass  # the window is shut: wait for the peer to open it
+        except FAILURES as exc:
+            raise ConnectionFailed(f"channel closed: {exc}") from None
+        return sent
+
+
+class ChannelDriver(Loop):
+    """One exec or shell channel over the engine, in its own thread."""
+
+    def __init__(self, conn: SshConnection, channel: paramiko.Channel) -> None:
+        super().__init__()
+        self.conn, self.channel = conn, channel
+        self.limits = conn.settings.limits
+        self.sink = ChannelSink(channel)
+        self.cmd: Command | None = None
+        self.ws: Workspace = conn.login.workspace()
+        self.shutdown_at: float | None = None
+        self.signals: deque[int] = deque()
+        self.lines: _Lines | None = None
+        self.status = 0  # what the line session exits with
+        self.chan_fd = channel.fileno()  # readable: data, EOF or close from the client
+        watch_channel(channel, self.wake)
+
+    # ---- from other threads -------------------------------------------------------
+
+    def request_shutdown(self, at: float) -> None:
+        self.shutdown_at = at
+        self.wake()
+
+    def post_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+        self.wake()
+
+    # ---- the channel's life ---------------------------------------------------------
+
+    def serve(self, kind: str, command: str | None) -> None:
+        record = self.conn.record
+        try:
+            self.set(self.wake_fd, READ, self._on_wake)
+            if kind == "exec" and command is not None:
+                self._exec(Request(command, stdin=True))
+            elif kind == "shell" and self.conn.login.grant.forced is not None:
+                self._exec(Request("", stdin=True))  # as sshd: the forced command, once
+            elif kind == "shell":
+                self._line_session()
+        except LocalProtocolError as exc:  # past --max-commands: the connection goes
+            self._say(str(exc))
+            self._exit(255, None)
+            self.channel.get_transport().close()
+        except ConnectionFailed:
+            if self.cmd is not None:
+                record.finished(self.cmd.abandon())
+                self.cmd = None
+        except FAILURES as exc:
+            log.info("%s: ssh channel ended: %s", self.conn.peer, exc)
+        finally:
+            if self.cmd is not None:
+                record.finished(self.cmd.abandon())
+            unwatch_channel(self.channel)
+            self.close()  # our epoll first: the channel's pipe goes with the channel
+            self.channel.close()
+
+    def _exec(self, request: Request) -> None:
+        outcome = self._run(request)
+        if outcome is not None:
+            self._exit(outcome.exit_code, outcome.signal)
+
+    def _run(self, request: Request) -> Outcome | None:
+        """One command to its end, reported; None when the channel went first."""
+        plan = decide(request, self.ws, self.limits)
+        if isinstance(plan, Answer):
+            if plan.stderr:
+                self._send_stderr(plan.stderr)
+            return self._finished(plan.outcome)
+        return self._launch(plan)
+
+    def _launch(self, plan: Launch) -> Outcome | None:
+        from rshell.exec.child import StartError
+
+        login, record = self.conn.login, self.conn.record
+        try:
+            self.cmd = Command(plan, self, self.sink, self.limits)
+        except StartError as exc:
+            return self._finished(Outcome(plan.text, 127, None, str(exc)))
+        login.groups.add(self.cmd.child.pid)
+        record.started(plan.text, plan.cwd, self.cmd.child.pid, plan.forced)
+        while True:
+            outcome = self._turn()
+            if outcome is not None:
+                self.cmd = None
+                return self._finished(outcome)
+
+    def _turn(self) -> Outcome | None:
+        """One loop turn while a command runs: its Outcome once it is over."""
+        cmd = self.cmd
+        assert cmd is not None
+        wants = cmd.stdin_open and cmd.stdin_queued < _STDIN_AHEAD
+        self.set(self.chan_fd, READ if wants else 0, self._on_stdin)
+        cmd.sync()
+        times = [cmd.next_deadline(), None if cmd.stopping else self.shutdown_at]
+        pending = [t for t in times if t is not None]
+        self.poll(max(0.0, min(pending) - time.monotonic()) if pending else None)
+        now = time.monotonic()
+        if self.shutdown_at is not None and now >= self.shutdown_at:
+            cmd.stop("server shutting down")
+        cmd.check(now)
+        return cmd.finish()
+
+    def _finished(self, outcome: Outcome) -> Outcome:
+        self.conn.record.finished(outcome)
+        if outcome.reason:  # the server's word; a plain failure says nothing, as sshd
+            self._say(f"command error: {outcome.reason}")
+        return outcome
+
+    # ---- the line session -------------------------------------------------------------
+
+    def _line_session(self) -> None:
+        """Lines from the channel, one command each (no stdin), until EOF or
+        ``exit``; the exit status is the last command's."""
+        self.lines = lines = _Lines()
+        while True:
+            line = lines.next()
+            if line is None:
+                if lines.eof:
+                    break
+                if self.shutdown_at is not None:
+                    self._say("server shutting down")
+                    self.status = 255
+                    break
+                self.set(self.chan_fd, READ, self._on_line_data)
+                self.poll(None)
+                continue
+            self.set(self.chan_fd, 0, None)  # the lines wait in the window
+            text = line.decode("utf-8", "surrogateescape").strip()
+            if not text:
+                continue
+            word, _, rest = text.partition(" ")
+            if word in ("exit", "logout") and (not rest.strip() or rest.strip().isdigit()):
+                self.status = int(rest) & 0xFF if rest.strip() else self.status
+                break
+            outcome = self._run(Request(text))
+            if outcome is None:
+                return
+            self.status = _status(outcome)
+        self._exit(self.status, None)
+
+    def _on_line_data(self, mask: int) -> None:
+        assert self.lines is not None
+        data = self._recv()
+        if data is None:
+            return
+        if not self.lines.feed(data):
+            self._say(f"line longer than {MAX_LINE} bytes; closing")
+            self._exit(255, None)
+            raise ConnectionFailed("line too long")
+
+    # ---- channel I/O ------------------------------------------------------------------
+
+    def _on_stdin(self, mask: int) -> None:
+        cmd = self.cmd
+        data = self._recv()
+        if cmd is None or data is None:
+            return
+        if data:
+            cmd.feed(data)
+        else:
+            self.set(self.chan_fd, 0, None)
+            cmd.end_stdin()
+
+    def _recv(self) -> bytes | None:
+        """Data from the client (b"" at EOF); None if none is there after all."""
+        try:
+            data: bytes = self.channel.recv(_CHUNK)
+        except TimeoutError:
+            return None
+        if not data and self.lines is not None:
+            self.lines.eof = True
+        return data
+
+    def _on_wake(self, mask: int) -> None:
+        self.drain_wake()
+        if self.channel.closed:
+            raise ConnectionFailed("client disconnected")
+        self.sink.flush()
+        while self.signals:
+            signum = self.signals.popleft()
+            if self.cmd is not None:
+                self.cmd.signal(signum)
+
+    def _say(self, text: str) -> None:
+        self._send_stderr(f"rshell: {text}\n".encode())
+
+    def _send_stderr(self, data: bytes) -> None:
+        self.sink.output(STDERR, bytearray(data), len(data))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Wait until the client took what is queued: it goes before the exit
+        status.  A client gone ends the wait (the wake-up raises), and so does
+        a stop's end (the grace and the kill grace spent)."""
+        while self.sink.queued:
+            stop = self.shutdown_at
+            if stop is None:
+                self.poll(None)
+                continue
+            left = stop + self.limits.kill_grace - time.monotonic()
+            if left <= 0:
+                return
+            self.poll(left)
+
+    def _exit(self, code: int | None, signum: int | None) -> None:
+        self._drain()
+        try:
+            send_exit(self.channel, code, signum)
+        except FAILURES:
+            pass
+
+
+class _Lines:
+    """Bytes split into lines, none longer than MAX_LINE (checked as data comes)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.eof = False
+
+    def feed(self, data: bytes) -> bool:
+        """False if a line grew past MAX_LINE."""
+        self.buffer += data
+        end = self.buffer.rfind(b"\n")
+        return len(self.buffer) - (end + 1) <= MAX_LINE
+
+    def next(self) -> bytes | None:
+        at = self.buffer.find(b"\n")
+        if at >= 0:
+            line = bytes(self.buffer[:at])
+            del self.buffer[: at + 1]
+            return line
+        if self.eof and self.buffer:  # a last line without a newline still runs
+            line, self.buffer = bytes(self.buffer), bytearray()
+            return line
+        return None
+
+
+def _status(outcome: Outcome) -> int:
+    """The status a shell would give ``$?``: the code, 128+N for signal N."""
+    if outcome.signal:
+        return 128 + outcome.signal
+    return outcome.exit_code if outcome.exit_code is not None else 255
