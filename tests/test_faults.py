@@ -322,7 +322,8 @@ def test_server_sigkill_mid_command(
     """SIGKILL to the server mid-command: the CLI ends at once with exit 255 and
     one line on stderr; the command, which nobody could stop, outlives the
     server, and the next server started on the same state kills it first
-    thing.  (The dead server's fds and threads died with it.)"""
+    thing.  A server on another state (another instance, another test run on
+    this host) leaves it alone.  (The dead server's fds and threads died with it.)"""
     srv = start_server()
     pidfile = tmp_path / "pid"
     proc = subprocess.Popen(
@@ -349,6 +350,9 @@ def test_server_sigkill_mid_command(
     assert elapsed < 3, f"the client took {elapsed:.2f}s to notice the server died"
     assert running(sleeper), "expected the command to outlive a SIGKILLed server"
 
+    elsewhere = start_server("--state-dir", str(tmp_path / "another-state"))
+    assert "left by a server that died" not in elsewhere.log, elsewhere.log
+    assert running(sleeper), "a server on another state killed this state's orphan"
     again = start_server()
     found = again.wait_for_log(r"left by a server that died: \[([\d, ]*)\]")
     assert str(sleeper) in found.group(1).split(", "), found.group(0)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,24 @@ def test_kill_own_takes_this_servers_marks_only(marked: list[subprocess.Popen[by
     assert ours in sweep.kill_own()
     assert killed(marked, ours)
     assert running(marked, other)
+
+
+def test_kill_orphans_takes_the_dead_servers_of_its_registry_only(
+    marked: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    registry = tmp_path / "servers"
+    registry.mkdir()
+    dead = 1 << 22  # above any pid_max: registered, and surely gone
+    (registry / str(dead)).write_text("1\n")
+    recycled = spawn(marked, "-")  # alive, but not the process that registered its pid
+    (registry / str(recycled)).write_text("1\n")
+    (registry / str(os.getppid())).write_text(f"{sweep._start_time(os.getppid())}\n")
+    orphans = {spawn(marked, f"{dead}:1"), spawn(marked, f"{recycled}:2")}
+    of_the_living = spawn(marked, f"{os.getppid()}:3")
+    of_another_state = spawn(marked, f"{dead + 1}:4")  # its server died elsewhere
+    assert set(sweep.kill_orphans(str(registry))) == orphans
+    assert all(killed(marked, pid) for pid in orphans)
+    assert running(marked, of_the_living) and running(marked, of_another_state)
+    assert sorted(os.listdir(registry)) == sorted([str(os.getppid()), str(os.getpid())])
+    sweep.unregister(str(registry))
+    assert os.listdir(registry) == [str(os.getppid())]

@@ -5,8 +5,11 @@ environment.  A command that daemonizes (forks, ``setsid``) leaves its group,
 so ``killpg`` cannot reach it; its environment still carries the marker.
 When a session ends, the server kills what carries that session's marker;
 when a server starts, it kills what carries the marker of a server process
-that no longer exists (one that was SIGKILLed mid-command).  A process that
-scrubs its environment escapes this net too: that is documented.
+that ran on the same state directory and no longer exists (one that was
+SIGKILLed mid-command).  Only those: another server of the same user, on
+another state directory (another instance, another test run on the host),
+is alive or is that server's next start to judge, never this one's.  A
+process that scrubs its environment escapes this net too: that is documented.
 
 Must not import anything above layer 0.
 """
@@ -149,14 +152,50 @@ def kill_own() -> list[int]:
     return _kill_marked(lambda value: value.startswith(prefix))
 
 
-def kill_orphans() -> list[int]:
-    """SIGKILL what previous, now dead, server processes left behind."""
+def kill_orphans(registry: str) -> list[int]:
+    """SIGKILL what the dead server processes of ``registry`` left behind, and
+    enter this process there.
 
-    def orphaned(value: str) -> bool:
-        owner = value.split(":", 1)[0]
-        return owner.isdigit() and not _alive(int(owner))
+    ``registry`` is a directory of the server's state holding one file per
+    server process started on that state, named by its pid and holding its
+    start time (a pid alone is recycled, and the owner of a marker must not
+    pass for alive because a stranger now has its pid).  A server that stops
+    cleanly removes its file (``unregister``); one that was SIGKILLed leaves
+    it, and the next start on the same state sweeps what carries its marker.
+    """
+    os.makedirs(registry, mode=0o700, exist_ok=True)
+    dead: dict[str, str] = {}
+    for name in os.listdir(registry):
+        if not name.isdigit():
+            continue
+        path = os.path.join(registry, name)
+        try:
+            with open(path, encoding="ascii") as f:
+                started = f.read().strip()
+        except FileNotFoundError:
+            continue  # a concurrent start on this state took it first
+        if _start_time(int(name)) != started:
+            dead[name] = path
+    killed = _kill_marked(lambda value: value.split(":", 1)[0] in dead) if dead else []
+    for path in dead.values():
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    me = os.getpid()
+    tmp = os.path.join(registry, f".{me}.tmp")
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{_start_time(me)}\n")
+    os.replace(tmp, os.path.join(registry, str(me)))
+    return killed
 
-    return _kill_marked(orphaned)
+
+def unregister(registry: str) -> None:
+    """Remove this process from ``registry``: a clean stop left nothing to sweep."""
+    try:
+        os.unlink(os.path.join(registry, str(os.getpid())))
+    except FileNotFoundError:
+        pass
 
 
 def _kill_marked(wanted: Callable[[str], bool]) -> list[int]:
@@ -173,11 +212,13 @@ def _kill_marked(wanted: Callable[[str], bool]) -> list[int]:
     return killed
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks after boot (/proc/PID/stat field
+    22), or None once it is gone: with the pid, a process's identity."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name is parenthesised and may hold spaces: split after it.
+    return raw[raw.rindex(b")") + 2 :].split()[19].decode()

@@ -229,7 +229,8 @@ def _serve(
         raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
     wake = _catch_stop_signals()
     _ssh_listeners(ssh_addresses, state / "host_key", daemon)
-    orphans = sweep.kill_orphans()
+    registry = str(state / "servers")  # the server processes started on this state
+    orphans = sweep.kill_orphans(registry)
     if orphans:
         log.warning("killed %d process(es) left by a server that died: %s", len(orphans), orphans)
     daemon.start()
@@ -242,6 +243,7 @@ def _serve(
     while not any(s in _STOP_SIGNALS for s in received):
         received += os.read(wake, 64)
     _stop(daemon, settings, signal.Signals(received[-1]).name, shutdown_grace)
+    sweep.unregister(registry)  # a clean stop leaves nothing for the next start to sweep
     return 0
 
 
