@@ -10,6 +10,7 @@ Must not import anything from rshell.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -43,24 +44,78 @@ class ConnectionClosed(ConnectionFailed):
     """The peer closed the connection while something was still expected."""
 
 
-class ProtocolError(RshellError):
-    """The byte stream broke the rshell protocol.
+class ErrorCode(StrEnum):
+    """The ``code`` of an Error message: every code rshell sends or raises.
 
-    ``code`` is the short machine-readable reason that is sent to, or came
-    from, the peer in an Error message.
+    A ``StrEnum``, so ``exc.code == "auth-failed"`` holds and the bytes on the
+    wire are the plain strings of docs/PROTOCOL.md section 9.  A peer may send
+    a code not listed here (a newer peer's): it is kept as the raw string, see
+    ``error_code``.  Defined here, not in rshell.protocol, because the
+    execution engine (which may not import the protocol) raises ``LIMIT``.
     """
 
-    def __init__(self, message: str, code: str = "protocol") -> None:
+    # the peer's bytes broke the protocol (PROTOCOL.md sections 2-5)
+    FRAME_TOO_LARGE = "frame-too-large"
+    UNKNOWN_TYPE = "unknown-type"
+    MALFORMED = "malformed"
+    UNEXPECTED = "unexpected"
+    VERSION = "version"
+    FLOW_CONTROL = "flow-control"
+    # the server's verdicts and states (section 9)
+    AUTH_TIMEOUT = "auth-timeout"
+    AUTH_FAILED = "auth-failed"
+    BUSY = "busy"
+    IDLE_TIMEOUT = "idle-timeout"
+    LIMIT = "limit"
+    SHUTDOWN = "shutdown"
+    INTERNAL = "internal"
+    # never sent: the generic default, and a stream that ended inside a frame
+    PROTOCOL = "protocol"
+    TRUNCATED = "truncated"
+
+
+_CODES: dict[str, ErrorCode] = {code.value: code for code in ErrorCode}
+
+
+def error_code(code: str) -> str:
+    """``code`` as an ErrorCode if it is one, else the raw string unchanged
+    (forward compatibility: a newer peer may send codes we do not know)."""
+    return _CODES.get(code, code)
+
+
+class ProtocolError(RshellError):
+    """The rshell protocol was broken, or the peer ended the session with an Error.
+
+    ``code`` is the short machine-readable reason that is sent to, or came
+    from, the peer in an Error message: an ``ErrorCode`` when it is a known
+    one (still equal to its string), else the peer's raw string.
+    """
+
+    def __init__(self, message: str, code: str = ErrorCode.PROTOCOL) -> None:
         super().__init__(message)
-        self.code = code
+        self.code: str = error_code(code)
 
 
 class LocalProtocolError(ProtocolError):
-    """The peer sent something we cannot accept; we tell it and close."""
+    """Decided on this side, not by the peer.
+
+    Raised by ``send`` when *we* try something the protocol forbids (h11's
+    meaning of the name): nothing was sent and the session is unchanged.  Also
+    raised by ``next_event`` when we refuse what the peer sent (a bad frame, a
+    message out of order, stdin past the window), and by the server for its
+    own verdicts (``auth-failed``, ``limit``, ...): then the session is over,
+    and the server sends ``Error{code}`` (if it still can) before it closes.
+    Unlike h11, which calls an
+    invalid *received* message a RemoteProtocolError, rshell splits the two by
+    who speaks next, as wsproto's ParseFailed does: a LocalProtocolError
+    carries the code this side would send to the peer.
+    """
 
 
 class RemoteProtocolError(ProtocolError):
-    """The peer reported an error and closed; nothing is sent back."""
+    """Decided by the peer: it sent ``Error{code}``, or its stream ended in the
+    middle of a frame (``truncated``).  The session is over and nothing is
+    sent back."""
 
 
 class AuthenticationFailed(RshellError):

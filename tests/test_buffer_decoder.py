@@ -90,3 +90,19 @@ def test_property_hostile_bytes_yield_frames_or_protocol_error(
         assert exc.code == "frame-too-large"
         return
     assert decoder.buffered < HEADER_SIZE + 255
+
+
+def test_partial_describes_the_incomplete_frame() -> None:
+    """What a stream cut short left behind: header bytes, then the frame's size."""
+    decoder = BufferDecoder()
+    assert decoder.partial() == (0, None)
+    frame = encode_frame(7, b"abcd")
+    decoder.feed(encode_frame(1, b"x") + frame[:3])
+    assert decoder.next_frame() is not None
+    assert decoder.partial() == (3, None)
+    decoder.feed(frame[3:6])
+    assert decoder.next_frame() is None
+    assert decoder.partial() == (6, HEADER_SIZE + 4)
+    decoder.feed(frame[6:])
+    assert decoder.next_frame() is not None
+    assert decoder.partial() == (0, None)

@@ -8,20 +8,29 @@ exception would be an unhandled crash in a server or client thread.
 
 from __future__ import annotations
 
+import ast
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from rshell.errors import LocalProtocolError
-from rshell.protocol.frames import HEADER_SIZE
+from rshell.errors import (
+    ErrorCode,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    error_code,
+)
+from rshell.protocol.frames import HEADER_SIZE, encode_frame
 from rshell.protocol.messages import (
     PROTOCOL_VERSION,
     Auth,
     Challenge,
+    Closed,
     Error,
     Exit,
     Hello,
@@ -410,6 +419,76 @@ def test_memoryview_payloads_are_accepted() -> None:
     for msg in ROUND_TRIP:
         kind, payload = split_frame(encode(msg))
         assert normalized(decode(kind, memoryview(payload))) == msg
+
+
+# ---- error codes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", list(ErrorCode), ids=str)
+def test_every_error_code_round_trips_byte_for_byte(code: ErrorCode) -> None:
+    """The enum changes nothing on the wire: the plain string's exact bytes,
+    and decoding gives back the enum member (still equal to the string)."""
+    as_enum = encode(Error(code, "why"))
+    assert as_enum == encode(Error(code.value, "why"))
+    assert split_frame(as_enum)[1] == b'{"code":"%s","message":"why"}' % code.value.encode()
+    decoded = decode(*split_frame(as_enum))
+    assert isinstance(decoded, Error)
+    assert decoded.code is code and decoded.code == code.value
+
+
+def test_unknown_error_code_decodes_as_the_raw_string() -> None:
+    """A newer peer's code is kept, not refused (PROTOCOL.md section 11)."""
+    frame = encode_frame(MessageType.ERROR, b'{"code":"quota-exceeded","message":"m"}')
+    msg = decode(*split_frame(frame))
+    assert msg == Error("quota-exceeded", "m")
+    assert isinstance(msg, Error) and type(msg.code) is str
+    assert encode(msg) == frame
+
+
+def test_protocol_errors_carry_the_enum_and_compare_as_strings() -> None:
+    exc = LocalProtocolError("too many", "limit")
+    assert exc.code is ErrorCode.LIMIT and exc.code == "limit"
+    assert f"{exc.code}: {exc}" == "limit: too many"  # how the server logs it
+    assert RemoteProtocolError("?", "bye").code == "bye"
+    assert ProtocolError("generic").code is ErrorCode.PROTOCOL
+    assert error_code("busy") is ErrorCode.BUSY and error_code("new") == "new"
+
+
+CODE_TAKERS = {"LocalProtocolError": 1, "RemoteProtocolError": 1, "ProtocolError": 1, "Error": 0}
+
+
+def code_argument(call: ast.Call) -> ast.expr | None:
+    """The ``code`` argument of ``*ProtocolError(message, code)`` or ``Error(code, ...)``."""
+    position = CODE_TAKERS.get(getattr(call.func, "id", getattr(call.func, "attr", "")))
+    if position is None:
+        return None
+    for keyword in call.keywords:
+        if keyword.arg == "code":
+            return keyword.value
+    return call.args[position] if len(call.args) > position else None
+
+
+def codes_in_source() -> set[tuple[str, str]]:
+    """(file, code) for every string literal passed as a code anywhere in rshell."""
+    found = set()
+    for path in (Path(__file__).resolve().parents[1] / "rshell").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            arg = code_argument(node) if isinstance(node, ast.Call) else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.add((path.name, arg.value))
+    return found
+
+
+def test_every_code_in_the_tree_is_an_error_code() -> None:
+    """A new code is added to ErrorCode (and PROTOCOL.md section 9), not just used."""
+    found = codes_in_source()
+    assert found, "the scan found no codes at all: it is broken"
+    assert {(f, c) for f, c in found if c not in set(ErrorCode)} == set()
+
+
+def test_closed_is_an_event_not_a_frame() -> None:
+    with pytest.raises(ValueError, match="Closed"):
+        encode(Closed())
 
 
 # ---- property -------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 A ClientProtocol's output bytes are fed straight into a ServerProtocol and vice
 versa, whole or one byte at a time, so every rule about which message may come
-when, and the stdin window, is checked in both directions without I/O.
+when, and the stdin window, is checked in both directions without I/O.  The
+table behind them is walked in test_transitions.py, the end of the stream in
+test_end_of_stream.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 import mmap
 import struct
 
-from rshell.errors import LocalProtocolError
+from rshell.errors import ErrorCode, LocalProtocolError
 
 HEADER = struct.Struct("!IB")
 HEADER_SIZE = HEADER.size
@@ -96,11 +96,20 @@ class BufferDecoder:
         while view:
             space = self.writable()
             if not space:  # only if the caller never drains next_frame()
-                raise LocalProtocolError("receive buffer full", "frame-too-large")
+                raise LocalProtocolError("receive buffer full", ErrorCode.FRAME_TOO_LARGE)
             n = min(len(space), len(view))
             space[:n] = view[:n]
             self.commit(n)
             view = view[n:]
+
+    def partial(self) -> tuple[int, int | None]:
+        """The incomplete frame held: (bytes buffered, whole frame size or None
+        while its header is incomplete).  For describing a stream cut short."""
+        start, end = self._start, self._end
+        if end - start < HEADER_SIZE:
+            return end - start, None
+        length, _kind = HEADER.unpack_from(self._view, start)
+        return end - start, HEADER_SIZE + length
 
     def next_frame(self) -> tuple[int, memoryview] | None:
         start, end = self._start, self._end
@@ -110,7 +119,7 @@ class BufferDecoder:
         if length > self.max_payload:
             raise LocalProtocolError(
                 f"frame of {length} bytes exceeds the {self.max_payload} byte limit",
-                "frame-too-large",
+                ErrorCode.FRAME_TOO_LARGE,
             )
         stop = start + HEADER_SIZE + length
         if stop > end:

@@ -3,7 +3,10 @@
 Control messages carry a small UTF-8 JSON object; data messages (stdin,
 stdout, stderr) carry raw bytes; Signal and StdinAck carry a fixed-size
 integer.  ``decode`` validates every field's presence and type, so code above
-this layer never sees a malformed message.  See docs/PROTOCOL.md.
+this layer never sees a malformed message.  ``Closed`` is the one event that is
+not a frame: the end of the peer's stream, which the session reports.  Error
+codes are ``ErrorCode`` (defined with the exceptions in rshell.errors).  See
+docs/PROTOCOL.md.
 
 Sans-IO: never imports socket, ssl, threading or subprocess.
 """
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from rshell.errors import LocalProtocolError
+from rshell.errors import ErrorCode, LocalProtocolError, error_code
 from rshell.protocol.frames import encode_frame
 
 PROTOCOL_VERSION = 1
@@ -135,15 +138,29 @@ class Exit:
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """Either direction: a fatal protocol-level error; the sender closes."""
+    """Either direction: a fatal protocol-level error; the sender closes.
+
+    ``code`` is an ``ErrorCode`` or any string: a code from a newer peer
+    decodes as its raw string (PROTOCOL.md section 11)."""
 
     code: str
     message: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """Not a frame: the peer's stream ended cleanly, on a frame boundary.
+
+    After ``receive_eof``, ``next_event`` returns it once every complete
+    message before the end has been returned, and on every call after that
+    (h11's ConnectionClosed).  It has no type number and is never sent; a
+    stream that ends inside a frame is a RemoteProtocolError (``truncated``)
+    instead."""
+
+
 Message = (
     Hello | Challenge | Auth | Welcome | Run | Stdin | StdinEof | Signal
-    | Stdout | Stderr | StdinAck | Exit | Error
+    | Stdout | Stderr | StdinAck | Exit | Error | Closed
 )
 
 _DATA: dict[MessageType, type[Stdin | Stdout | Stderr]] = {
@@ -205,8 +222,10 @@ def _fast_json(msg: Run | Exit) -> bytes | None:
 
 
 def encode(msg: Message) -> bytes:
-    """The frame for one message."""
-    kind = _KIND[type(msg)]
+    """The frame for one message (``Closed`` has none: close the stream instead)."""
+    kind = _KIND.get(type(msg))
+    if kind is None:
+        raise ValueError(f"{type(msg).__name__} is not a message on the wire")
     if isinstance(msg, (Run, Exit)):
         fast = _fast_json(msg)
         if fast is not None:
@@ -244,7 +263,9 @@ class _Fields:
         self.obj: dict[str, Any] = obj
 
     def error(self, what: str) -> LocalProtocolError:
-        return LocalProtocolError(f"malformed {self.kind.name} message: {what}", "malformed")
+        return LocalProtocolError(
+            f"malformed {self.kind.name} message: {what}", ErrorCode.MALFORMED
+        )
 
     def get(self, name: str, types: type | tuple[type, ...], *, optional: bool = False) -> Any:
         value = self.obj.get(name)
@@ -291,18 +312,20 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
     """The message in one frame; LocalProtocolError if it is not one."""
     kind = _TYPES.get(kind_number)
     if kind is None:
-        raise LocalProtocolError(f"unknown message type {kind_number}", "unknown-type")
+        raise LocalProtocolError(f"unknown message type {kind_number}", ErrorCode.UNKNOWN_TYPE)
     data_cls = _DATA.get(kind)
     if data_cls is not None:
         return data_cls(payload)
     if kind is MessageType.STDIN_EOF:
         if payload:
-            raise LocalProtocolError("STDIN_EOF carries no payload", "malformed")
+            raise LocalProtocolError("STDIN_EOF carries no payload", ErrorCode.MALFORMED)
         return StdinEof()
     if kind in (MessageType.SIGNAL, MessageType.STDIN_ACK):
         fmt = _U8 if kind is MessageType.SIGNAL else _U32
         if len(payload) != fmt.size:
-            raise LocalProtocolError(f"{kind.name} payload must be {fmt.size} bytes", "malformed")
+            raise LocalProtocolError(
+                f"{kind.name} payload must be {fmt.size} bytes", ErrorCode.MALFORMED
+            )
         (number,) = fmt.unpack(payload)
         return Signal(number) if kind is MessageType.SIGNAL else StdinAck(number)
     f = _Fields(kind, payload)
@@ -335,11 +358,11 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
             f.get("error", str, optional=True), f.get("cwd", str), _duration(f),
         )
     assert kind is MessageType.ERROR
-    return Error(f.get("code", str), f.get("message", str))
+    return Error(error_code(f.get("code", str)), f.get("message", str))
 
 
 __all__ = [
-    "PROTOCOL_VERSION", "MessageType", "Message", "encode", "decode",
+    "PROTOCOL_VERSION", "MessageType", "Message", "ErrorCode", "encode", "decode",
     "Hello", "Challenge", "Auth", "Welcome", "Run", "Stdin", "StdinEof", "Signal",
-    "Stdout", "Stderr", "StdinAck", "Exit", "Error",
+    "Stdout", "Stderr", "StdinAck", "Exit", "Error", "Closed",
 ]
