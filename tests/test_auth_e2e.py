@@ -13,13 +13,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
 import pytest
 
 from rshell.errors import AuthenticationFailed
-from tests.conftest import RSHELL, ServerProcess, base_env, cli, connect
+from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli, connect
+from tests.support.cli import one_line_error
 
 PASSPHRASE = "correct horse battery"
 PROMPT = r"Enter passphrase for key '[^']*': "
@@ -65,19 +67,10 @@ def authorize(srv: ServerProcess, *lines: str) -> Path:
     return path
 
 
-def one_line_error(text: str) -> str:
-    """A failure a user sees: exactly one ``rshell:`` line, no traceback."""
-    assert "Traceback" not in text, text
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, text
-    assert lines[0].startswith("rshell:"), text
-    return lines[0]
-
-
 def assert_refused(proc: subprocess.CompletedProcess[bytes], marker: Path) -> str:
     """Exit 255 with one line, and the command never ran."""
     assert proc.returncode == 255, (proc.returncode, proc.stdout, proc.stderr)
-    line = one_line_error(proc.stderr.decode())
+    line = one_line_error(proc.stderr)
     assert proc.stdout == b""
     assert not marker.exists(), "the command ran although authentication failed"
     return line
@@ -100,20 +93,15 @@ def test_ssh_keygen_key_works_with_dash_i(
     server.wait_for_log(rf"authenticated with key {re.escape(ssh_fingerprint(key))}")
 
 
-def spawn(home: Path, *args: str) -> pexpect.spawn:
-    """The real ``rshell`` on a pseudo-terminal, as a user at a keyboard runs it."""
-    return pexpect.spawn(RSHELL, list(args), env=base_env(home), encoding="utf-8",
-                         timeout=30, dimensions=(24, 200))
-
-
 def test_passphrase_is_asked_on_the_terminal(
-    home: Path, server: ServerProcess, tmp_path: Path
+    server: ServerProcess, tmp_path: Path, terminals: Callable[..., pexpect.spawn]
 ) -> None:
     """An encrypted ssh-keygen key prompts, unlocks with the passphrase, and
     the passphrase is not echoed."""
     key = ssh_keygen(tmp_path / "id_ed25519", "ed25519", passphrase=PASSPHRASE)
     authorize(server, public(key))
-    child = spawn(home, server.address, "-i", str(key), "-c", "echo unlocked-$((6*7))")
+    child = terminals(server.address, "-i", str(key), "-c", "echo unlocked-$((6*7))",
+                      timeout=30, width=200)
     child.expect(PROMPT)
     child.sendline(PASSPHRASE)
     child.expect("unlocked-42")
@@ -124,13 +112,14 @@ def test_passphrase_is_asked_on_the_terminal(
 
 
 def test_wrong_passphrase_three_times_fails(
-    home: Path, server: ServerProcess, tmp_path: Path
+    server: ServerProcess, tmp_path: Path, terminals: Callable[..., pexpect.spawn]
 ) -> None:
     """Three wrong answers: exit 255 with one line, as ssh gives up; nothing ran."""
     key = ssh_keygen(tmp_path / "id_ecdsa", "ecdsa", passphrase=PASSPHRASE)
     authorize(server, public(key))
     marker = tmp_path / "ran"
-    child = spawn(home, server.address, "-i", str(key), "-c", f"touch {marker}")
+    child = terminals(server.address, "-i", str(key), "-c", f"touch {marker}", timeout=30,
+                      width=200)
     for attempt in range(3):
         child.expect(PROMPT)
         child.sendline(f"wrong {attempt}")
@@ -141,6 +130,28 @@ def test_wrong_passphrase_three_times_fails(
     assert "Enter passphrase" not in tail, "asked a fourth time"
     assert "passphrase" in one_line_error(tail)
     assert not marker.exists()
+
+
+def test_passphrase_is_never_read_from_stdin(home: Path, server: ServerProcess,
+                                             tmp_path: Path) -> None:
+    """Without a terminal there is nobody to ask: stdin is the command's data
+    and must not be eaten as a passphrase (nor echoed by getpass's fallback)."""
+    key = ssh_keygen(tmp_path / "id_locked", "ed25519", passphrase="pw")
+    client = subprocess.Popen(
+        [RSHELL, *CLIENT_MODE, server.address, "-i", str(key), "-c", "cat"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=base_env(home), start_new_session=True,  # no controlling terminal
+    )
+    try:
+        out, err = client.communicate(b"pw\nthe data\n", timeout=20)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    assert client.returncode == 255, err
+    assert "no passphrase was given" in one_line_error(err)
+    assert b"GetPassWarning" not in err
+    assert b"the data" not in out + err
 
 
 def test_loose_key_permissions_refused_by_client(
@@ -300,6 +311,36 @@ def test_garbage_lines_are_skipped_and_logged(
     server.wait_for_log(rf"WARNING .*{where} line 4 skipped: .*frobnicate")
     assert re.search(r"line [15] skipped", server.log) is None
     assert server.proc.poll() is None
+
+
+def test_authorized_keys_writable_by_others_is_ignored(
+    home: Path, server: ServerProcess
+) -> None:
+    """Anyone who can edit authorized_keys (or swap it in its directory) could
+    let themselves in: such a file admits nobody, and says so in the log; the
+    check runs on every login, so fixing the mode admits again."""
+    state = home / "server"
+    keys = state / "authorized_keys"
+    assert cli(home, server.address, "-c", "true").returncode == 0
+
+    keys.chmod(0o666)
+    refused = cli(home, server.address, "-c", "true")
+    assert refused.returncode == 255, refused.stderr
+    server.wait_for_log(rf"ERROR .*{re.escape(str(keys))} is writable by others .*mode 0666")
+
+    keys.chmod(0o600)
+    accepted = cli(home, server.address, "-c", "echo in")
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout == b"in\n"
+
+    state.chmod(0o777)
+    try:
+        refused = cli(home, server.address, "-c", "true")
+        assert refused.returncode == 255, refused.stderr
+        server.wait_for_log(rf"ERROR .*\({re.escape(str(state))} has mode 0777\)")
+    finally:
+        state.chmod(0o700)
+    assert cli(home, server.address, "-c", "true").returncode == 0
 
 
 def test_authorized_keys_re_read_without_restart(

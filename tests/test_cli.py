@@ -10,36 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli
+from tests.support.cli import one_line_error, read_line
+from tests.support.procs import describe, group_members, kill_group, pid_gone, read_pid, wait_until
+from tests.support.wire import free_port
 
+#: A strict UTF-8 stdout, where one undecodable byte would crash a careless encoder.
+STRICT = {"PYTHONIOENCODING": "utf-8:strict"}
 JSON_KEYS = {"host", "command", "exit_code", "signal", "stdout", "stderr", "error", "duration_s"}
-
-
-def _free_port() -> int:
-    """A loopback port nobody listens on: bind, read it, close."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _assert_one_line_error(proc: subprocess.CompletedProcess[bytes]) -> str:
-    """A failure a user sees: one ``rshell:`` line on stderr, no traceback."""
-    text = proc.stderr.decode()
-    assert "Traceback" not in text, text
-    lines = text.strip().splitlines()
-    assert len(lines) == 1, text
-    assert lines[0].startswith("rshell:"), text
-    return lines[0]
 
 
 # ---- one-shot -------------------------------------------------------------------
@@ -216,7 +206,43 @@ def test_batch_missing_file_is_usage_error(home: Path, server: ServerProcess,
     """An unreadable batch file is the user's mistake: exit 2, one line."""
     proc = cli(home, server.address, "-f", str(tmp_path / "nope.txt"))
     assert proc.returncode == 2
-    _assert_one_line_error(proc)
+    one_line_error(proc.stderr)
+
+
+def test_batch_line_runs_before_stdin_ends(home: Path, server: ServerProcess) -> None:
+    """A batch from a pipe runs each line as it arrives (it used to wait for EOF),
+    so a producer can react to a command's output before sending the next."""
+    client = subprocess.Popen(
+        [RSHELL, *CLIENT_MODE, server.address], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=base_env(home),
+    )
+    assert client.stdin is not None and client.stdout is not None
+    try:
+        client.stdin.write(b"echo first\n")
+        client.stdin.flush()
+        assert read_line(client.stdout.fileno(), 10) == b"first\n"
+        client.stdin.write(b"echo second\n")
+        client.stdin.flush()
+        assert read_line(client.stdout.fileno(), 10) == b"second\n"
+        client.stdin.close()
+        assert client.wait(timeout=10) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        for pipe in (client.stdin, client.stdout, client.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_undecodable_batch_input_runs_every_line(home: Path, server: ServerProcess) -> None:
+    """A batch line that is not UTF-8 reaches the remote shell byte for byte,
+    under a strict local encoding, and the lines around it still run."""
+    proc = cli(home, server.address, input=b"echo a\n\xff\necho b\n", env=STRICT)
+    assert b"Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == b"a\nb\n", proc.stderr
+    # The remote shell saw the raw byte as a command name and did not find it.
+    assert re.search(rb"\xff.*not found", proc.stderr), proc.stderr
 
 
 # ---- --json ------------------------------------------------------------------------
@@ -265,6 +291,33 @@ def test_json_keeps_valid_utf8(home: Path, server: ServerProcess) -> None:
     assert json.loads(proc.stdout)["stdout"] == "hé"
 
 
+def test_json_survives_undecodable_bytes_and_strict_stdout(
+    home: Path, server: ServerProcess
+) -> None:
+    """A command text and output that are not UTF-8, printed to a strict UTF-8
+    stdout, still make one valid JSON line (it used to crash the encoder)."""
+    one_shot = cli(home, server.address, "--json", "-c", b"printf '\\377'; : \xff", env=STRICT)
+    assert one_shot.returncode == 0, one_shot.stderr
+    assert b"Traceback" not in one_shot.stderr
+    lines = one_shot.stdout.splitlines()
+    assert len(lines) == 1, one_shot.stdout
+    assert all(b < 0x80 for b in one_shot.stdout), one_shot.stdout
+    record = json.loads(lines[0])
+    assert record["stdout"] == "\\xff"
+    assert record["exit_code"] == 0
+    assert record["command"].endswith(": \udcff")
+
+    argv = cli(home, server.address, "--json", "--", "echo", b"\xfe-arg", env=STRICT)
+    assert argv.returncode == 0, argv.stderr
+    assert b"Traceback" not in argv.stderr
+    assert json.loads(argv.stdout)["stdout"] == "\\xfe-arg\n"
+
+    batch = cli(home, server.address, "--json", input=b"echo a\nprintf '\\377'\n", env=STRICT)
+    assert batch.returncode == 0, batch.stderr
+    records = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert [r["stdout"] for r in records] == ["a\n", "\\xff"]
+
+
 # ---- usage and connection errors ------------------------------------------------------
 
 
@@ -281,7 +334,7 @@ def test_usage_errors(home: Path, server: ServerProcess, args: list[str]) -> Non
     """Exit 2 with one line, before any connection is made."""
     proc = cli(home, server.address, *args)
     assert proc.returncode == 2, proc.stderr
-    _assert_one_line_error(proc)
+    one_line_error(proc.stderr)
 
 
 @pytest.mark.parametrize("target", ["127.0.0.1:99999", "127.0.0.1:abc", "[::1", "127.0.0.1:0"])
@@ -289,32 +342,32 @@ def test_bad_target_is_usage_error(home: Path, target: str) -> None:
     """A target that cannot name a server is the user's mistake: exit 2."""
     proc = cli(home, target, "-c", "true")
     assert proc.returncode == 2, proc.stderr
-    _assert_one_line_error(proc)
+    one_line_error(proc.stderr)
 
 
 def test_missing_target_is_usage_error(home: Path) -> None:
     """Options but no TARGET: a one-line usage error, not a help page."""
     proc = cli(home, "-c", "true")
     assert proc.returncode == 2
-    _assert_one_line_error(proc)
+    one_line_error(proc.stderr)
 
 
 def test_connection_refused(home: Path) -> None:
     """Nobody listening: exit 255, one line naming the problem, no traceback."""
-    port = _free_port()
+    port = free_port()
     proc = cli(home, f"127.0.0.1:{port}", "-c", "true", timeout=30)
     assert proc.returncode == 255
-    line = _assert_one_line_error(proc)
+    line = one_line_error(proc.stderr)
     assert str(port) in line
     assert proc.stdout == b""
 
 
 def test_connection_refused_with_port_option(home: Path) -> None:
     """``-p PORT`` is honoured (the refusal names it)."""
-    port = _free_port()
+    port = free_port()
     proc = cli(home, "127.0.0.1", "-p", str(port), "-c", "true", timeout=30)
     assert proc.returncode == 255
-    assert str(port) in _assert_one_line_error(proc)
+    assert str(port) in one_line_error(proc.stderr)
 
 
 def test_port_option_reaches_server(home: Path, server: ServerProcess) -> None:
@@ -349,9 +402,103 @@ def test_server_dying_mid_command(home: Path, server: ServerProcess) -> None:
             except ProcessLookupError:
                 pass
     assert client.returncode == 255
-    assert b"Traceback" not in err
-    lines = err.decode().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rshell:"), err
+    one_line_error(err)
+
+
+def test_port_option_contradicting_target_is_usage_error(
+    home: Path, server: ServerProcess
+) -> None:
+    """``-p 1 host:PORT`` is ambiguous: refused (2), while an agreeing -p works."""
+    proc = cli(home, "-p", "1", server.address, "-c", "true")
+    assert proc.returncode == 2, proc.stderr
+    assert "contradicts" in one_line_error(proc.stderr)
+    same = cli(home, "-p", str(server.port), server.address, "-c", "echo ok")
+    assert same.returncode == 0, same.stderr
+    assert same.stdout == b"ok\n"
+
+
+def test_closed_stdin_is_no_crash(home: Path, server: ServerProcess) -> None:
+    """``rshell h -c true <&-`` (no fd 0 at all) runs the command."""
+    script = f"exec <&-; exec {shlex.join([RSHELL, *CLIENT_MODE, server.address])} -c 'echo ran'"
+    proc = subprocess.run(["/bin/sh", "-c", script], capture_output=True, env=base_env(home),
+                          timeout=30)
+    assert b"Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"ran\n"
+
+
+# ---- ssh-style command words ------------------------------------------------------------
+
+
+def test_command_words_after_target(home: Path, server: ServerProcess) -> None:
+    """``rshell h ls -d /`` runs ``ls -d /``: its dashes are its own, as with ssh."""
+    proc = cli(home, server.address, "ls", "-d", "/")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"/\n"
+
+    dash_c = cli(home, server.address, "-c", "echo x")
+    assert dash_c.returncode == 0, dash_c.stderr
+    assert dash_c.stdout == b"x\n"
+
+    port_first = cli(home, "-p", str(server.port), "127.0.0.1", "echo", "a", "b")
+    assert port_first.returncode == 0, port_first.stderr
+    assert port_first.stdout == b"a b\n"
+
+
+def test_clustered_short_options_after_target(home: Path, server: ServerProcess) -> None:
+    """``rshell h -qc CMD``: a cluster ending in a value option takes the next
+    word as its value, after the target as before it (click reads it so)."""
+    before = cli(home, "-qc", "echo hi", server.address)
+    assert before.returncode == 0, before.stderr
+    assert before.stdout == b"hi\n"
+    after = cli(home, server.address, "-qc", "echo hi")
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == b"hi\n"
+
+
+# ---- Ctrl-C ------------------------------------------------------------------------------
+
+_DEAF = """\
+import os, signal, sys, time
+signal.signal(signal.SIGINT, lambda *_: open(sys.argv[2], "a").write("i"))
+open(sys.argv[1], "w").write(str(os.getpid()))
+while True:
+    time.sleep(30)
+"""
+
+
+def test_three_ctrl_c_abort_locally(server: ServerProcess, tmp_path: Path,
+                                    terminals: Callable[..., pexpect.spawn]) -> None:
+    """A command that shrugs off SIGINT cannot hold the user hostage: the first
+    two presses are forwarded, the third (within 2 s) aborts with 130, and the
+    server then terminates the command."""
+    pidfile, ints = tmp_path / "pid", tmp_path / "ints"
+    remote = shlex.join([sys.executable, "-c", _DEAF, str(pidfile), str(ints)])
+    child = terminals(server.address, "-c", f"exec {remote}")
+    pid = read_pid(pidfile)
+    try:
+        def seen() -> int:
+            return len(ints.read_text()) if ints.exists() else 0
+
+        def press_forwarded(n: int) -> None:
+            # Each press handled (forwarded to the command) before the next: two
+            # signals pending at once would merge into one.
+            child.send("\x03")
+            assert wait_until(lambda: seen() >= n, 5), f"press {n} not forwarded"
+            assert seen() == n
+
+        press_forwarded(1)
+        press_forwarded(2)
+        started = time.monotonic()
+        child.send("\x03")
+        child.expect(pexpect.EOF, timeout=5)
+        child.close()
+        assert time.monotonic() - started < 5
+        assert child.exitstatus == 130, (child.exitstatus, child.signalstatus)
+        assert wait_until(lambda: pid_gone(pid), 10), describe(group_members(pid))
+        assert ints.read_text() == "ii"  # the third press stayed local
+    finally:
+        kill_group(pid)
 
 
 # ---- the one-shot fast path (rshell.cli.oneshot) -------------------------------------

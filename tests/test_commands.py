@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pwd
+import re
+import shlex
 import signal
 import time
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 
 import rshell
+from rshell.errors import UsageError
 from tests.conftest import ServerProcess, cli, connect
 
 MB = 1024 * 1024
@@ -221,6 +225,18 @@ def test_cd_to_missing_directory_fails_and_keeps_cwd(
         assert conn.run("pwd -P").stdout.decode().strip() == os.path.realpath(tmp_path)
 
 
+def test_cd_keeps_quoted_dollar_literal(home: Path, server: ServerProcess,
+                                        tmp_path: Path) -> None:
+    """``cd 'a$HOME'`` names a directory with a dollar in it, as in any shell:
+    single quotes stop expansion (the reconnecting prompt relies on it, as it
+    restores the directory with ``cd <shlex.quote(cwd)>``)."""
+    odd = tmp_path / "we$HOME"
+    odd.mkdir()
+    proc = cli(home, server.address, input=f"cd {shlex.quote(str(odd))}\npwd\n".encode())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode() == f"{odd}\n"
+
+
 def test_run_cwd_applies_to_one_command(server: ServerProcess, tmp_path: Path) -> None:
     """``run(cwd=...)`` is a one-off; the session directory does not move."""
     with connect(server) as conn:
@@ -238,6 +254,41 @@ def test_run_env_applies_to_one_command(server: ServerProcess) -> None:
         assert conn.run('printf %s "${RSHELL_TEST_VAR-unset}"').stdout == b"unset"
         # The rest of the environment is still there alongside the addition.
         assert conn.run('printf %s "$HOME"', env={"X": "1"}).stdout != b""
+
+
+def test_bad_env_is_refused_locally_and_connection_survives(server: ServerProcess) -> None:
+    """A non-str env value is the caller's bug: UsageError here, not a dropped
+    connection (the server would have cut it off)."""
+    with connect(server) as conn:
+        with pytest.raises(rshell.RshellError) as caught:
+            conn.run("true", env={"A": 1})  # type: ignore[dict-item]
+        assert isinstance(caught.value, UsageError)
+        with pytest.raises(UsageError):
+            conn.run("true", env={"A=B": "x"})
+        result = conn.run("echo $A", env={"A": "1"})
+        assert result.ok
+        assert result.stdout == b"1\n"
+
+
+def test_commands_get_login_environment(home: Path, start_server: Any,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's own environment (its RSHELL_HOME, any secret) stays out;
+    what a login sets is there."""
+    monkeypatch.setenv("RSHELL_TEST_SECRET", "hunter2")
+    srv = start_server()
+    script = ("echo ${RSHELL_HOME:-unset} ${RSHELL_TEST_SECRET:-unset}; "
+              "echo $HOME; echo $USER; echo $LOGNAME; echo $SHELL; echo $PATH; "
+              "echo $RSHELL_CLIENT")
+    proc = cli(home, srv.address, "-c", script)
+    assert proc.returncode == 0, proc.stderr
+    leaked, home_dir, user, logname, shell, path, client = proc.stdout.decode().splitlines()
+    me = pwd.getpwuid(os.getuid())
+    assert leaked == "unset unset"
+    assert home_dir == me.pw_dir
+    assert user == logname == me.pw_name
+    assert shell == "/bin/sh"
+    assert path and "/bin" in path.split(":")
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", client), client
 
 
 # ---- stdin ---------------------------------------------------------------------------

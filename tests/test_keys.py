@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from rshell.trust import authorized_keys as authkeys
 from rshell.trust import keys
 from rshell.trust import known_hosts as knownhosts
 from tests.conftest import cli
+from tests.support.cli import one_line_error
 
 SSH_KEYGEN = "ssh-keygen"
 
@@ -129,6 +131,25 @@ def test_keygen_refuses_to_overwrite(home: Path, tmp_path: Path) -> None:
     assert "exists" in proc.stderr.decode()
     assert path.read_text() == "precious\n"
     assert not Path(f"{path}.pub").exists()
+
+
+def test_fingerprint_of_missing_path_says_missing(home: Path) -> None:
+    """A path (it has a '/') is a file to read, never a host name to resolve."""
+    proc = cli(home, "fingerprint", "/nonexistent/key")
+    assert proc.returncode != 0
+    line = one_line_error(proc.stderr)
+    assert "/nonexistent/key" in line
+    assert re.search(r"not found|no such file", line, re.I), line
+    assert not re.search(r"resolve|name or service|getaddrinfo|connect", line, re.I), line
+
+
+def test_keygen_bad_ecdsa_size_is_usage_error(home: Path, tmp_path: Path) -> None:
+    """An impossible key size is the caller's mistake (2), and writes nothing."""
+    target = tmp_path / "k"
+    proc = cli(home, "keygen", "-t", "ecdsa", "-b", "2048", "-f", str(target))
+    assert proc.returncode == 2, proc.stderr
+    assert "2048" in one_line_error(proc.stderr)
+    assert not target.exists()
 
 
 def test_written_private_key_is_0600(tmp_path: Path) -> None:

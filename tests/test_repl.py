@@ -8,17 +8,19 @@ the typed line can never satisfy an expectation meant for the output.
 
 from __future__ import annotations
 
+import io
 import os
 import pwd
 import re
+import shlex
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env
+from tests.conftest import ServerProcess
 
 Spawn = Callable[[], pexpect.spawn]
 
@@ -34,21 +36,9 @@ def prompt_rx(server: ServerProcess, cwd: str = "~") -> str:
 
 
 @pytest.fixture
-def spawn(home: Path, server: ServerProcess) -> Iterator[Spawn]:
+def spawn(server: ServerProcess, terminals: Callable[..., pexpect.spawn]) -> Spawn:
     """Factory for prompt sessions on ``server``; all are killed at teardown."""
-    children: list[pexpect.spawn] = []
-
-    def start() -> pexpect.spawn:
-        child = pexpect.spawn(
-            RSHELL, [*CLIENT_MODE, server.address], env=base_env(home), timeout=10,
-            encoding="utf-8", dimensions=(24, 250),
-        )
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.close(force=True)
+    return lambda: terminals(server.address)
 
 
 def leave(child: pexpect.spawn) -> int:
@@ -253,4 +243,46 @@ def test_command_error_is_reported_and_prompt_returns(
     child.expect(r"\r\nok\r\n")
     child.expect(prompt_rx(server))
     child.sendeof()
+    assert leave(child) == 0
+
+
+# ---- an idle timeout on the server --------------------------------------------------------
+
+
+def test_prompt_reconnects_after_idle_timeout(start_server: Callable[..., ServerProcess],
+                                              terminals: Callable[..., pexpect.spawn]) -> None:
+    """A user who left the prompt for longer than --idle-timeout types a command
+    and it runs (on a fresh session), rather than a protocol error ending rshell."""
+    srv = start_server("--idle-timeout", "1")
+    child = terminals(srv.address)
+    child.logfile_read = transcript = io.StringIO()
+    child.expect(prompt_rx(srv))
+    srv.wait_for_log(r"disconnected .*idle", timeout=10)
+    child.sendline('echo ba""ck')
+    child.expect("reconnecting")
+    child.expect(r"back\r\n")
+    child.expect(prompt_rx(srv))
+    # The reconnect notice is the only word from rshell itself.
+    assert re.findall(r"rshell: [^\r\n]*", transcript.getvalue()) == [
+        "rshell: the session was idle too long; reconnecting"
+    ], transcript.getvalue()
+
+
+def test_prompt_reconnect_keeps_the_directory(start_server: Callable[..., ServerProcess],
+                                              tmp_path: Path,
+                                              terminals: Callable[..., pexpect.spawn]) -> None:
+    """The fresh session starts where the user was, not back in the home."""
+    srv = start_server("--idle-timeout", "1")
+    where = tmp_path / "work dir"
+    where.mkdir()
+    child = terminals(srv.address)
+    child.expect(prompt_rx(srv))
+    child.sendline(f"cd {shlex.quote(str(where))}")
+    child.expect(re.escape(f":{where}$ "))
+    srv.wait_for_log(r"disconnected .*idle", timeout=10)
+    child.sendline("pwd")
+    child.expect("reconnecting")
+    child.expect(re.escape(f"\r\n{where}\r\n"))
+    child.expect(re.escape(f":{where}$ "))
+    child.sendline("exit")
     assert leave(child) == 0

@@ -1,4 +1,4 @@
-"""Graceful shutdown (SPEC §3): on SIGTERM or SIGINT the server stops accepting,
+"""Graceful shutdown (SPEC §3): on SIGTERM, SIGINT or SIGHUP the server stops accepting,
 lets running commands finish within --shutdown-grace, then terminates them
 (process group and all), closes idle sessions and exits 0.
 """
@@ -12,13 +12,22 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rshell import RshellError
-from tests.conftest import ServerProcess, connect
-from tests.proctools import first_pid, group_members, kill_group, pid_gone, wait_until
+from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, connect
+from tests.support.procs import (
+    first_pid,
+    group_members,
+    kill_group,
+    pid_gone,
+    read_pid,
+    wait_until,
+    write_pid,
+)
 
 #: How long a clean shutdown may take beyond the grace it was given.
 EXIT_DEADLINE = 10.0
@@ -139,6 +148,33 @@ def test_idle_server_exits_zero_promptly(server: ServerProcess, sig: signal.Sign
             idle.run("echo too late")
     finally:
         idle.close()
+
+
+def test_sighup_is_a_graceful_stop(home: Path, server: ServerProcess, tmp_path: Path) -> None:
+    """A hang-up (closed terminal) lets the running command finish and deliver
+    its output, then the server exits 0 and leaves no process behind."""
+    pidfile = tmp_path / "pid"
+    client = subprocess.Popen(
+        [RSHELL, *CLIENT_MODE, server.address, "-c",
+         f"{write_pid(pidfile)}; sleep 1; echo done"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=base_env(home),
+    )
+    try:
+        pgid = read_pid(pidfile)
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"SIGHUP received: shutting down")
+        out, err = client.communicate(timeout=15)
+        assert wait_exit(server, 15) == 0, server.log
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    assert out == b"done\n", err
+    assert client.returncode == 0, err
+    # Checked at once: a server that has exited has nothing left to clean up.
+    assert not group_members(pgid), kill_group(pgid)
+    assert pid_gone(pgid)
 
 
 def _cpu_seconds(pid: int) -> float:
