@@ -10,64 +10,41 @@ test_shutdown.py and not repeated here.  Every wait is a bounded poll.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shlex
 import signal
-import socket
-import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rshell.exec.policy import Limits
-from rshell.protocol.messages import Hello, Run, encode
+from rshell.protocol.messages import Hello, Run, Stdout, Welcome
 from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli, connect
-from tests.proctools import describe, first_pid, group_members, kill_group, pid_gone, wait_until
-from tests.test_robustness import HEADER, raw_connect
+from tests.support.procs import (
+    CLEANUP_DEADLINE,
+    Usage,
+    assert_group_ends,
+    describe,
+    first_pid,
+    pgid_of,
+    read_pid,
+    running,
+    settled,
+    usage,
+    wait_until,
+    write_pid,
+)
+from tests.support.wire import Wire
 
 #: The server's SIGTERM -> SIGKILL grace (not a flag: the documented default).
 KILL_GRACE = Limits().kill_grace
-#: How long the server may take to notice a fault and clean up after it.
-CLEANUP_DEADLINE = 10.0
-T_WELCOME, T_STDOUT = 4, 20
 q = shlex.quote
 
 
 # ---- server resources --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Usage:
-    fds: int
-    threads: int
-
-
-def usage(pid: int) -> Usage:
-    """Open descriptors and threads of process ``pid``."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^Threads:\s+(\d+)", status, re.M)
-    assert match, status
-    return Usage(len(os.listdir(f"/proc/{pid}/fd")), int(match.group(1)))
-
-
-def settled(pid: int, still: float = 0.3, timeout: float = CLEANUP_DEADLINE) -> Usage:
-    """``usage`` once it has stopped changing for ``still`` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = usage(pid), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        now = usage(pid)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= still:
-            return last
-    raise AssertionError(f"server resources never settled: last {last}")
 
 
 def warm_up(srv: ServerProcess) -> Usage:
@@ -92,75 +69,6 @@ def assert_back_to_baseline(srv: ServerProcess, baseline: Usage) -> None:
         f"server leaked: {usage(pid)} after the fault, {baseline} before"
     )
     assert srv.proc.poll() is None
-
-
-# ---- processes ---------------------------------------------------------------------
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat after the command name (state first), or None once gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(b")") + 2 :].decode().split()
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's zombie is its new parent's to reap)."""
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def pgid_of(pid: int) -> int:
-    fields = stat_fields(pid)
-    assert fields is not None, f"{pid} is gone"
-    return int(fields[2])
-
-
-def kill_pid(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def write_pid(path: Path) -> str:
-    """Shell text that writes ``$$`` to ``path`` atomically."""
-    tmp = f"{path}.tmp"
-    return f"echo $$ > {q(tmp)} && mv {q(tmp)} {q(str(path))}"
-
-
-def read_pid(path: Path, timeout: float = 10) -> int:
-    assert wait_until(path.exists, timeout), f"{path} never appeared: the command never ran"
-    return int(path.read_text())
-
-
-def assert_group_ends(pgid: int) -> None:
-    """Every process of the group is gone, and the leader has been reaped."""
-    if not wait_until(lambda: not group_members(pgid), CLEANUP_DEADLINE):
-        raise AssertionError("remote processes survived: " + kill_group(pgid))
-    assert wait_until(lambda: pid_gone(pgid), CLEANUP_DEADLINE), "the leader was never reaped"
-
-
-def started_by_rshell(pid: int) -> bool:
-    """True if ``pid`` runs with a server's session marker in its environment
-    (so cleanup never kills a stranger that inherited a recycled pid)."""
-    try:
-        return b"RSHELL_SESSION=" in Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def stray() -> Iterator[list[int]]:
-    """Pids (or group ids) a failed test may leave running; killed afterwards."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if started_by_rshell(pid):
-            kill_group(pid)
-            kill_pid(pid)
 
 
 # ---- children that misbehave ---------------------------------------------------------
@@ -250,31 +158,17 @@ def test_child_closing_its_output_early_is_waited_for(server: ServerProcess) -> 
 SLEEPERS = "sleep 300 & {write}; echo $$; sleep 300; wait"
 
 
-def read_frame(sock: socket.socket) -> tuple[int, bytes]:
-    """One whole frame (the socket has a timeout)."""
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            assert chunk, f"server closed after {data!r}"
-            data += chunk
-        return data
-
-    length, kind = HEADER.unpack(exactly(HEADER.size))
-    return kind, exactly(length)
-
-
 def cut_raw_session(srv: ServerProcess, pidfile: Path, reset: bool) -> None:
     """Speak the protocol by hand, start the sleepers, then drop the socket
     without a word: FIN, or RST (SO_LINGER 0) like a cut network path."""
-    with raw_connect(srv) as sock:
-        sock.sendall(encode(Hello()))
-        assert read_frame(sock)[0] == T_WELCOME
-        sock.sendall(encode(Run(SLEEPERS.format(write=write_pid(pidfile)))))
-        assert read_frame(sock)[0] == T_STDOUT
+    with Wire(srv) as wire:
+        wire.send(Hello())
+        wire.expect(Welcome)
+        wire.send(Run(SLEEPERS.format(write=write_pid(pidfile))))
+        wire.expect(Stdout)
         read_pid(pidfile)
         if reset:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            wire.abort()
 
 
 def kill_cli_mid_command(home: Path, srv: ServerProcess, pidfile: Path) -> None:

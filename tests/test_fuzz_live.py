@@ -43,9 +43,9 @@ from rshell.protocol.messages import MessageType as T
 from rshell.protocol.signing import signed_data
 from rshell.trust import keys, tls
 from tests.conftest import ServerProcess, connect
-from tests.figures import children, fd_count, fd_targets, soak, thread_count, write_figures
-from tests.proctools import wait_until
-from tests.test_robustness import HEADER, frame, raw_connect
+from tests.figures import soak, write_figures
+from tests.support.procs import children, fd_count, fd_targets, thread_count, wait_until
+from tests.support.wire import HEADER, frame, raw_connect
 
 SEED = int(os.environ.get("RSHELL_FUZZ_SEED") or 20240917)
 CONNECTIONS = max(1, round(200 * soak()))

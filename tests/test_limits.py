@@ -13,35 +13,25 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rshell import Connection, RshellError
 from rshell.errors import ProtocolError
-from rshell.protocol.messages import Hello, encode
+from rshell.protocol.messages import Hello, Welcome
 from rshell.server.admission import EVICTABLE_AFTER
-from tests.conftest import ServerProcess, cli, connect
-from tests.proctools import wait_until
-from tests.test_robustness import HEADER, error_code, raw_connect, read_until_closed
+from tests.conftest import InProcessServer, ServerProcess, cli, connect
+from tests.support.procs import plateau, proc_status, read_pid, wait_until, write_pid
+from tests.support.wire import CLOSE_DEADLINE, Wire, seconds_until_closed, still_open
 
 MIB = 1 << 20
-#: How long the server may take to close a connection it has given up on.
-CLOSE_DEADLINE = 5.0
 
 
 # ---- helpers ---------------------------------------------------------------------
-
-
-def status_kib(pid: int, field: str) -> int:
-    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM, ...), in KiB."""
-    match = re.search(rf"^{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
-    assert match, f"no {field} for {pid}"
-    return int(match.group(1))
 
 
 def admitted(srv: ServerProcess) -> Connection | None:
@@ -52,43 +42,9 @@ def admitted(srv: ServerProcess) -> Connection | None:
         return None
 
 
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, f"server closed after {data!r}"
-        data += chunk
-    return data
-
-
-def read_frame(sock: socket.socket, timeout: float = CLOSE_DEADLINE) -> tuple[int, bytes]:
-    """Exactly one whole frame from ``sock`` (nothing beyond it is consumed)."""
-    sock.settimeout(timeout)
-    length, kind = HEADER.unpack(recv_exactly(sock, HEADER.size))
-    return kind, recv_exactly(sock, length)
-
-
 def closed_by_server(sock: socket.socket, timeout: float) -> bool:
     """True if the server closes ``sock`` (EOF or reset) within ``timeout`` seconds."""
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
-def still_open(sock: socket.socket) -> bool:
-    """True if nothing (no data, no EOF) has arrived on ``sock``."""
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
+    return seconds_until_closed(sock, timeout) is not None
 
 
 # ---- --max-connections --------------------------------------------------------------
@@ -275,19 +231,17 @@ def test_burst_of_fresh_connections_is_answered_busy(
 
 
 def test_idle_session_gets_idle_timeout_error_frame(
-    start_server: Callable[..., ServerProcess]
+    start_in_process: Callable[..., InProcessServer]
 ) -> None:
     """On the wire: a session that sends nothing after its Welcome receives one
     Error frame with code 'idle-timeout' about --idle-timeout later, then EOF."""
-    srv = start_server("--idle-timeout", "1", "--no-auth")
-    with raw_connect(srv) as sock:
-        sock.sendall(encode(Hello()))
-        kind, body = read_frame(sock)
-        assert kind == 4, (kind, body)  # Welcome
+    srv = start_in_process("--idle-timeout", "1", "--no-auth")
+    with Wire(srv, timeout=1 + CLOSE_DEADLINE) as wire:
+        wire.send(Hello())
+        wire.expect(Welcome)
         welcomed = time.monotonic()
-        reply = read_until_closed(sock, 1 + CLOSE_DEADLINE)
+        wire.refusal("idle-timeout")
     elapsed = time.monotonic() - welcomed
-    assert error_code(reply) == "idle-timeout"
     assert 0.8 <= elapsed <= 1 + 2, f"closed {elapsed:.2f}s after the Welcome (limit 1s)"
 
 
@@ -356,75 +310,49 @@ def test_max_commands_per_connection(
 # ---- back-pressure -------------------------------------------------------------------
 
 
+def rss(pid: int) -> int:
+    return proc_status(pid)["VmRSS"]
+
+
 def proc_io(pid: int, field: str) -> int:
     match = re.search(rf"^{field}: (\d+)$", Path(f"/proc/{pid}/io").read_text(), re.M)
     assert match, f"no {field} for {pid}"
     return int(match.group(1))
 
 
-def plateau(sample: Callable[[], int], still: float, timeout: float) -> int | None:
-    """The value ``sample`` settles at (unchanged for ``still`` seconds), or None
-    if it keeps changing for ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    value, since = sample(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        now = sample()
-        if now != value:
-            value, since = now, time.monotonic()
-        elif time.monotonic() - since >= still:
-            return value
-    return None
-
-
 TOTAL = 2 << 30  # 2 GiB
 
 
-@pytest.fixture
-def pidfile(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "pid"
-    yield path
-    if not path.exists():
-        return
-    pid = int(path.read_text())
-    try:  # a failed test must not leave a writer running; only ever kill that writer
-        if b"RSHELL_SESSION=" in Path(f"/proc/{pid}/environ").read_bytes():
-            os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass  # long gone
-
-
 def test_client_that_stops_reading_blocks_the_command_not_the_server_memory(
-    server: ServerProcess, pidfile: Path
+    server: ServerProcess, tmp_path: Path, stray: list[int]
 ) -> None:
     """A client that stops reading while its command writes 2 GiB: the writer
     blocks on its pipe after a bounded amount, the server's RSS stays bounded,
     and once the client reads again every byte arrives."""
     pid_server = server.proc.pid
-    q = shlex.quote
-    command = (f"echo $$ > {q(f'{pidfile}.tmp')} && mv {q(f'{pidfile}.tmp')} {q(str(pidfile))}; "
-               f"exec head -c {TOTAL} /dev/zero")
+    pidfile = tmp_path / "pid"
+    command = f"{write_pid(pidfile)}; exec head -c {TOTAL} /dev/zero"
     with connect(server) as conn:
         assert conn.run("true").exit_code == 0  # warm-up: buffers the server keeps anyway
-        base_rss = status_kib(pid_server, "VmRSS")
+        base_rss = rss(pid_server)
         stream = conn.stream(command)
         chunks = iter(stream)
         kind, first = next(chunks)
         assert kind == "stdout"
         received = len(first)
-        assert wait_until(pidfile.exists, 10), "the command never started"
-        writer = int(pidfile.read_text())
+        writer = read_pid(pidfile)
+        stray.append(writer)  # a failed test must not leave a writer running
 
         rss_seen: list[int] = []
 
         def written() -> int:
-            rss_seen.append(status_kib(pid_server, "VmRSS"))
+            rss_seen.append(rss(pid_server))
             return proc_io(writer, "wchar")
 
         stalled_at = plateau(written, still=0.5, timeout=15)
         assert stalled_at is not None, "the command kept writing to a client that reads nothing"
         assert stalled_at < 128 * MIB, f"{stalled_at / MIB:.0f} MiB in flight before it blocked"
-        grown = (max(rss_seen) - base_rss) * 1024
+        grown = max(rss_seen) - base_rss
         assert grown < 64 * MIB, f"server RSS grew {grown / MIB:.0f} MiB for a stalled client"
 
         for kind, chunk in chunks:
@@ -434,4 +362,4 @@ def test_client_that_stops_reading_blocks_the_command_not_the_server_memory(
     assert result is not None
     assert (result.exit_code, result.signal, result.error) == (0, None, None)
     assert received == TOTAL, f"{TOTAL - received} bytes lost"
-    assert (status_kib(pid_server, "VmRSS") - base_rss) * 1024 < 64 * MIB
+    assert rss(pid_server) - base_rss < 64 * MIB

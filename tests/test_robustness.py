@@ -1,10 +1,10 @@
 """The server under stress and abuse: huge outputs, many clients, clients that
 vanish mid-command, garbage on the wire and handshakes that never come.
 
-Every test runs against a real ``rshell-server`` subprocess on 127.0.0.1 and
-polls for its conditions with a bounded deadline.  Raw-socket tests speak the
-wire format by hand (4-byte big-endian payload length, 1-byte type, payload)
-through ``raw_connect``, the one place that knows whether the fixtures use TLS.
+Every test runs against a real server on 127.0.0.1 and polls for its
+conditions with a bounded deadline: an ``rshell-server`` subprocess where the
+process is the subject (its memory, its children), the same daemon in this
+process for garbage on the wire, spoken by hand through tests/support/wire.py.
 """
 
 from __future__ import annotations
@@ -15,89 +15,39 @@ import json
 import random
 import re
 import shlex
-import socket
-import ssl
-import struct
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import tests.conftest
-from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, connect
-from tests.proctools import describe, group_members, kill_group, pid_gone, wait_until
-
-# ---- wire helpers ------------------------------------------------------------------
-
-HEADER = struct.Struct("!IB")
-T_HELLO, T_RUN, T_ERROR = 1, 10, 30
-#: How long the server may take to answer garbage and hang up.
-CLOSE_DEADLINE = 5.0
-
-
-def raw_connect(server: ServerProcess, timeout: float = CLOSE_DEADLINE) -> socket.socket:
-    """A socket to the test server that speaks the same transport as the fixtures:
-    plain TCP under ``--no-tls``, otherwise TLS without verification (these tests
-    probe the framing, not the host key)."""
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    if "--no-tls" in tests.conftest.SERVER_MODE:
-        return sock
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx.wrap_socket(sock)
-
-
-def frame(kind: int, payload: bytes) -> bytes:
-    return HEADER.pack(len(payload), kind) + payload
-
-
-def read_until_closed(sock: socket.socket, timeout: float = CLOSE_DEADLINE) -> bytes:
-    """Everything the server sends until it closes; fails if it has not closed
-    within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    data = bytearray()
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"server kept the connection open; got {bytes(data)!r}")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        if not chunk:
-            return bytes(data)
-        data += chunk
-
-
-def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """Split a byte string into whole frames; a trailing fragment is a failure."""
-    frames = []
-    pos = 0
-    while pos < len(data):
-        assert len(data) - pos >= HEADER.size, f"truncated header in {data!r}"
-        length, kind = HEADER.unpack_from(data, pos)
-        pos += HEADER.size
-        assert len(data) - pos >= length, f"truncated frame in {data!r}"
-        frames.append((kind, data[pos : pos + length]))
-        pos += length
-    return frames
-
-
-def error_code(data: bytes) -> str:
-    """The ``code`` of the single Error frame ``data`` must consist of."""
-    frames = parse_frames(data)
-    assert [kind for kind, _ in frames] == [T_ERROR], f"expected one Error frame: {data!r}"
-    body = json.loads(frames[0][1])
-    assert isinstance(body.get("code"), str) and body["code"], body
-    return str(body["code"])
-
+from tests.conftest import CLIENT_MODE, RSHELL, InProcessServer, ServerProcess, base_env, connect
+from tests.support.procs import (
+    assert_group_ends,
+    describe,
+    group_members,
+    kill_group,
+    proc_status,
+    read_pid,
+    wait_until,
+    write_pid,
+)
+from tests.support.wire import (
+    CLOSE_DEADLINE,
+    HEADER,
+    T_ERROR,
+    T_HELLO,
+    T_RUN,
+    error_code,
+    frame,
+    parse_frames,
+    raw_connect,
+    read_until_closed,
+)
 
 # ---- large output --------------------------------------------------------------------
 
@@ -122,14 +72,6 @@ def expected_digest() -> str:
     return h.hexdigest()
 
 
-def peak_rss(pid: int) -> int:
-    """VmHWM (peak resident set) of ``pid`` in bytes."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-    assert match, status
-    return int(match.group(1)) * 1024
-
-
 def test_large_output_streams_complete_and_in_order_through_api(server: ServerProcess) -> None:
     """300 MiB reach an on_stdout callback whole and in order, and the server
     never holds it all: the streaming promise of SPEC §3, checked end to end."""
@@ -150,7 +92,7 @@ def test_large_output_streams_complete_and_in_order_through_api(server: ServerPr
     assert received == SIZE_MIB * MIB
     assert h.hexdigest() == expected_digest()
     assert elapsed < 15, f"{SIZE_MIB} MiB took {elapsed:.1f}s"
-    assert peak_rss(server.proc.pid) < 200 * MIB, "server buffered the output"
+    assert proc_status(server.proc.pid)["VmHWM"] < 200 * MIB, "server buffered the output"
 
 
 def test_large_output_through_cli_to_file(home: Path, server: ServerProcess,
@@ -216,7 +158,7 @@ def test_fifty_concurrent_clients(server: ServerProcess, tmp_path: Path) -> None
 # ---- clients that vanish -----------------------------------------------------------------
 
 #: Starts two sleepers in the shell's process group and reports the group id.
-SLEEPERS = "sleep 300 & echo $$ > {tmp} && mv {tmp} {final}; sleep 300; wait"
+SLEEPERS = "sleep 300 & {write}; sleep 300; wait"
 VANISH_DEADLINE = 5.0
 
 
@@ -225,29 +167,22 @@ def _wait_for_group(pgid: int) -> None:
     assert wait_until(lambda: len(group_members(pgid)) >= 3, 10), describe(group_members(pgid))
 
 
-def _assert_group_ends(pgid: int) -> None:
-    if not wait_until(lambda: not group_members(pgid), VANISH_DEADLINE):
-        raise AssertionError("remote processes survived their client: " + kill_group(pgid))
-    assert wait_until(lambda: pid_gone(pgid), VANISH_DEADLINE), "the shell was never reaped"
-
-
 def test_killed_cli_leaves_no_remote_process(home: Path, server: ServerProcess,
                                              tmp_path: Path) -> None:
     """SIGKILL to the CLI mid-command: the server sees the connection drop and
     terminates the command's whole process group, background jobs included."""
     pidfile = tmp_path / "pgid"
-    command = SLEEPERS.format(tmp=shlex.quote(f"{pidfile}.tmp"), final=shlex.quote(str(pidfile)))
+    command = SLEEPERS.format(write=write_pid(pidfile))
     proc = subprocess.Popen(
         [RSHELL, *CLIENT_MODE, server.address, "-c", command], env=base_env(home),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        assert wait_until(pidfile.exists, 10), "the remote command never started"
-        pgid = int(pidfile.read_text())
+        pgid = read_pid(pidfile)
         _wait_for_group(pgid)
         proc.kill()
         proc.wait(5)
-        _assert_group_ends(pgid)
+        assert_group_ends(pgid, VANISH_DEADLINE)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -277,7 +212,7 @@ def test_closed_api_connection_leaves_no_remote_process(server: ServerProcess,
     try:
         _wait_for_group(pgid)
         conn.close()
-        _assert_group_ends(pgid)
+        assert_group_ends(pgid, VANISH_DEADLINE)
     finally:
         conn.close()
         kill_group(pgid)
@@ -298,10 +233,12 @@ GARBAGE = {
 
 
 @pytest.mark.parametrize("name", sorted(GARBAGE))
-def test_garbage_gets_protocol_error_and_close(server: ServerProcess, name: str) -> None:
+def test_garbage_gets_protocol_error_and_close(in_process_server: InProcessServer,
+                                               name: str) -> None:
     """Garbage earns an Error frame with a code, then a closed connection; a
     session opened before, and one opened after, are undisturbed (SPEC §6)."""
     payload, codes = GARBAGE[name]
+    server = in_process_server
     with connect(server) as bystander:
         assert bystander.run("echo before").stdout == b"before\n"
         with raw_connect(server) as sock:
@@ -311,13 +248,13 @@ def test_garbage_gets_protocol_error_and_close(server: ServerProcess, name: str)
         assert bystander.run("echo after").stdout == b"after\n"
     with connect(server) as fresh:
         assert fresh.run("echo fresh").stdout == b"fresh\n"
-    assert server.proc.poll() is None
 
 
-def test_run_before_handshake_is_refused_and_not_executed(server: ServerProcess,
+def test_run_before_handshake_is_refused_and_not_executed(in_process_server: InProcessServer,
                                                           tmp_path: Path) -> None:
     """A well-formed Run sent before any handshake is a protocol error and never
     runs: no command runs before authentication (SPEC §6)."""
+    server = in_process_server
     marker = tmp_path / "must-not-exist"
     run = json.dumps({"command": f"touch {shlex.quote(str(marker))}", "stdin": False})
     with raw_connect(server) as sock:
@@ -329,11 +266,11 @@ def test_run_before_handshake_is_refused_and_not_executed(server: ServerProcess,
     assert not marker.exists()
 
 
-def test_random_garbage_flood(start_server: Any) -> None:
+def test_random_garbage_flood(start_in_process: Callable[..., InProcessServer]) -> None:
     """Twenty connections of random bytes at once (some announce frames they
     never complete): each is closed within auth-timeout plus a margin, with at
     most an Error frame, and a real client works throughout."""
-    srv: ServerProcess = start_server("--auth-timeout", "1")
+    srv = start_in_process("--auth-timeout", "1")
     rng = random.Random(99)
     blobs = [rng.randbytes(rng.randrange(1, 3000)) for _ in range(5)]  # huge lengths, mostly
     for _ in range(15):  # plausible headers: known and unknown types, short and long bodies
@@ -356,16 +293,16 @@ def test_random_garbage_flood(start_server: Any) -> None:
         assert [kind for kind, _ in parse_frames(reply)] in ([], [T_ERROR]), reply
     with connect(srv) as conn:
         assert conn.run("echo after").stdout == b"after\n"
-    assert srv.proc.poll() is None
 
 
 # ---- stalled handshakes ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("opening", [b"", b"\x00\x00"], ids=["silent", "partial-header"])
-def test_stalled_handshake_is_cut_off(start_server: Any, opening: bytes) -> None:
+def test_stalled_handshake_is_cut_off(start_in_process: Callable[..., InProcessServer],
+                                      opening: bytes) -> None:
     """A peer that connects and then stalls holds a thread and a socket: the
     server must drop it after --auth-timeout, not before, and serve others."""
-    srv: ServerProcess = start_server("--auth-timeout", "1")
+    srv = start_in_process("--auth-timeout", "1")
     started = time.monotonic()
     with raw_connect(srv) as sock:
         sock.sendall(opening)
@@ -376,7 +313,6 @@ def test_stalled_handshake_is_cut_off(start_server: Any, opening: bytes) -> None
     assert elapsed >= 0.9, f"cut off after {elapsed:.2f}s, before --auth-timeout"
     assert [kind for kind, _ in parse_frames(reply)] in ([], [T_ERROR]), reply
     srv.wait_for_log(r"handshake not completed|auth.*tim", timeout=5)
-    assert srv.proc.poll() is None
 
 
 # ---- logs --------------------------------------------------------------------------------
