@@ -55,7 +55,8 @@ PROTOCOL_FORBIDDEN = {
 #: Third-party package -> the only rshell modules allowed to import it.
 DEPENDENCY_DOORS: dict[str, set[str]] = {
     "click": {"rshell.cli.commands", "rshell.cli.server"},
-    "paramiko": {"rshell.ssh._paramiko", "rshell.ssh.server", "rshell.ssh.client"},
+    "paramiko": {"rshell.ssh._paramiko", "rshell.ssh.server", "rshell.ssh.channel",
+                 "rshell.ssh.client"},
     "cryptography": {"rshell.trust.keys", "rshell.trust.tls"},
 }
 

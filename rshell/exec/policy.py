@@ -143,7 +143,8 @@ def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
     if grant.forced is not None:
         # As sshd: the forced command runs in the home directory, whatever
         # was asked, which it finds in these variables.
-        env = dict(env, RSHELL_ORIGINAL_COMMAND=command, SSH_ORIGINAL_COMMAND=command)
+        if command:  # a shell request asked for none: as sshd, the variables stay unset
+            env = dict(env, RSHELL_ORIGINAL_COMMAND=command, SSH_ORIGINAL_COMMAND=command)
         command, cwd = grant.forced, login.home
     return Launch(
         text=request.command, command=command, cwd=cwd, env=env,

@@ -29,6 +29,7 @@ from rshell.protocol.frames import HEADER_SIZE, BufferDecoder, pack_header_into
 from rshell.protocol.messages import (
     Auth,
     Challenge,
+    Closed,
     Error,
     Exit,
     Hello,
@@ -187,17 +188,20 @@ class Session(Loop):
         proto = self.proto
         decoder = proto.decoder
         n = stream.recv_into(decoder.writable())
-        if n is None:
-            raise ConnectionFailed("client disconnected")
-        if not n:
+        if n is None:  # EOF is an input: what came before it still counts
+            proto.receive_eof()
+        elif not n:
             return
-        decoder.commit(n)
-        if self.idle_deadline is not None:
-            self.idle_deadline = time.monotonic() + self.settings.idle_timeout
+        else:
+            decoder.commit(n)
+            if self.idle_deadline is not None:
+                self.idle_deadline = time.monotonic() + self.settings.idle_timeout
         while not self.closing:
             msg = proto.next_event()
             if msg is None:
                 break
+            if isinstance(msg, Closed):
+                raise ConnectionFailed("client disconnected")
             self._dispatch(msg)
         stream.flush()
 
@@ -268,8 +272,7 @@ class Session(Loop):
         finally:  # recorded even when the client is gone before it hears the end
             self.record.finished(outcome)
         if self.shutdown_at is not None:
-            self._send_fatal(Error("shutdown", "server is shutting down"))
-            self.closing = True
+            self._shut()
 
     def _send_data(self, kind: int, data: bytes) -> None:
         frame = bytearray(HEADER_SIZE + len(data))
@@ -322,8 +325,12 @@ class Session(Loop):
         if self.shutdown_at is not None:
             self.login.stopping = True
         if self.cmd is None:
-            self._send_fatal(Error("shutdown", "server is shutting down"))
-            self.closing = True
+            self._shut()
+
+    def _shut(self) -> None:
+        self.end_reason = "shutdown: server is shutting down"
+        self._send_fatal(Error("shutdown", "server is shutting down"))
+        self.closing = True
 
     def _cleanup(self) -> None:
         cmd, self.cmd = self.cmd, None

@@ -119,3 +119,71 @@ def silence_logging() -> None:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
     logger.propagate = False
+
+
+# ---- the client side's hooks ------------------------------------------------------
+
+
+def intercept_request(transport: paramiko.Transport, kind: str,
+                      handle: Callable[[paramiko.Channel, paramiko.Message], None]) -> None:
+    """Channel requests named ``kind`` go to ``handle(channel, message)``, the
+    message read past the want-reply flag; every other request as before."""
+    table = dict(transport._channel_handler_table)
+    original = table[_MSG_CHANNEL_REQUEST]
+
+    def route(channel: paramiko.Channel, m: paramiko.Message) -> None:
+        where = m.packet.tell()
+        if m.get_text() == kind:
+            m.get_boolean()
+            handle(channel, m)
+            return
+        m.packet.seek(where)
+        original(channel, m)
+
+    table[_MSG_CHANNEL_REQUEST] = route
+    transport._channel_handler_table = table
+
+
+def hear_exit_signals(transport: paramiko.Transport) -> None:
+    """paramiko drops ``exit-signal`` (RFC 4254 6.10) and never sets the
+    status: record the signal (``exit_signal``) and end the wait as
+    ``exit-status`` would, with ``exit_status`` -1."""
+
+    def record(channel: paramiko.Channel, m: paramiko.Message) -> None:
+        channel._rshell_exit_signal = SIGNAL_NUMBERS.get(m.get_text(), int(signal.SIGTERM))
+        channel.exit_status = -1
+        channel.status_event.set()
+
+    intercept_request(transport, "exit-signal", record)
+
+
+def exit_signal(channel: paramiko.Channel) -> int | None:
+    """The signal ``channel``'s command died of, as ``hear_exit_signals`` heard it."""
+    signum: int | None = getattr(channel, "_rshell_exit_signal", None)
+    return signum
+
+
+class _NotifyingEvent(threading.Event):
+    """A channel's ``status_event`` that also tells our loop when it is set:
+    on ``exit-status``, on ``exit-signal`` (above) and when the channel closes."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        super().__init__()
+        self._rshell_notify = notify
+
+    def set(self) -> None:
+        super().set()
+        self._rshell_notify()
+
+
+def watch_exit(channel: paramiko.Channel, notify: Callable[[], None]) -> None:
+    """Call ``notify`` (from paramiko's thread) once ``channel``'s exit status
+    arrives or it closes; before ``exec_command``, so none is missed."""
+    channel.status_event = _NotifyingEvent(notify)
+
+
+def unwatch_exit(channel: paramiko.Channel) -> None:
+    """No more calls from ``watch_exit``: before what it calls goes away."""
+    event = channel.status_event
+    if isinstance(event, _NotifyingEvent):
+        event._rshell_notify = lambda: None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import paramiko
 
@@ -28,7 +28,20 @@ from rshell.protocol.frames import MAX_PAYLOAD
 from rshell.ssh._paramiko import FAILURES, send_exit, unwatch_channel, watch_channel
 
 if TYPE_CHECKING:
-    from rshell.ssh.server import SshConnection
+    from rshell.exec.policy import Login
+    from rshell.exec.record import Recorder
+    from rshell.server.settings import Settings
+
+
+class Connection(Protocol):
+    """What a channel needs of its SSH connection (ssh.server.SshConnection)."""
+
+    peer: str
+    settings: Settings
+    login: Login
+    record: Recorder
+
+    def end(self, reason: str) -> None: ...
 
 log = logging.getLogger("rshell.server")
 
@@ -87,7 +100,7 @@ class ChannelSink:
 class ChannelDriver(Loop):
     """One exec or shell channel over the engine, in its own thread."""
 
-    def __init__(self, conn: SshConnection, channel: paramiko.Channel) -> None:
+    def __init__(self, conn: Connection, channel: paramiko.Channel) -> None:
         super().__init__()
         self.conn, self.channel = conn, channel
         self.limits = conn.settings.limits
@@ -98,6 +111,8 @@ class ChannelDriver(Loop):
         self.signals: deque[int] = deque()
         self.lines: _Lines | None = None
         self.status = 0  # what the line session exits with
+        self.active_at = time.monotonic()  # input or a command's end, for the idle rule
+        self.idle_reason: str | None = None
         self.chan_fd = channel.fileno()  # readable: data, EOF or close from the client
         watch_channel(channel, self.wake)
 
@@ -110,6 +125,16 @@ class ChannelDriver(Loop):
     def post_signal(self, signum: int) -> None:
         self.signals.append(signum)
         self.wake()
+
+    def close_idle(self, reason: str) -> None:
+        """The connection was idle too long: a waiting line session says so and ends."""
+        self.idle_reason = reason
+        self.wake()
+
+    @property
+    def busy(self) -> bool:
+        """Running a command, or an exec channel (which is nothing but one)."""
+        return self.cmd is not None or self.lines is None
 
     # ---- the channel's life ---------------------------------------------------------
 
@@ -124,8 +149,10 @@ class ChannelDriver(Loop):
             elif kind == "shell":
                 self._line_session()
         except LocalProtocolError as exc:  # past --max-commands: the connection goes
+            self.conn.end(f"{exc.code}: {exc}")
             self._say(str(exc))
             self._exit(255, None)
+            self.channel.close()  # before the transport: ssh then sees no abrupt end
             self.channel.get_transport().close()
         except ConnectionFailed:
             if self.cmd is not None:
@@ -203,8 +230,8 @@ class ChannelDriver(Loop):
             if line is None:
                 if lines.eof:
                     break
-                if self.shutdown_at is not None:
-                    self._say("server shutting down")
+                if self.shutdown_at is not None or self.idle_reason is not None:
+                    self._say(self.idle_reason or "server shutting down")
                     self.status = 255
                     break
                 self.set(self.chan_fd, READ, self._on_line_data)
@@ -222,6 +249,7 @@ class ChannelDriver(Loop):
             if outcome is None:
                 return
             self.status = _status(outcome)
+            self.active_at = time.monotonic()
         self._exit(self.status, None)
 
     def _on_line_data(self, mask: int) -> None:
@@ -255,6 +283,7 @@ class ChannelDriver(Loop):
             return None
         if not data and self.lines is not None:
             self.lines.eof = True
+        self.active_at = time.monotonic()
         return data
 
     def _on_wake(self, mask: int) -> None:

@@ -1,59 +1,69 @@
-"""The ``ssh://[user@]host[:port]`` client backend: any sshd, through paramiko.
+"""The SSH backend (client.backend.Backend) for ``ssh://[user@]host[:port]``:
+any sshd, through paramiko, with ~/.ssh keys and ~/.ssh/known_hosts.
 
-Must not import click or rshell.server.
+Only I/O lives here; ``Connection`` (client.api) makes the Result, the
+error reason and the ``cd`` bookkeeping, and client.hostkeys decides host
+keys.  Each command is one session channel, driven by one loop that polls
+the channel's descriptor, the stdin source and the connection's wake-up
+pipe (signals, and paramiko's notes that the send window opened or the
+exit status came).  Output is read off the channel only as the consumer
+takes it, so SSH's flow control holds: paramiko buffers at most one
+channel window (2 MiB) per stream, whatever the command writes.
+
+sshd keeps no session, so the backend keeps one for it: each command starts
+with ``cd`` into the session's directory and ``export``s of ``env``, and a
+lone ``cd [DIR]`` is resolved by the remote shell and remembered.
+
+A deadline (``timeout``) sends an RFC 4254 ``signal`` request (TERM), waits
+``STOP_GRACE``, then closes the channel, and reports what the native server
+reports: signal TERM, ``timed out after N s``.  What remains is sshd's:
+OpenSSH honours ``signal`` only in privilege-separated sessions (never for
+a root login: "session signalling requires privilege separation") and not
+for forced commands; closing the channel closes the command's pipes, so a
+command that writes or reads there ends (SIGPIPE, EOF), but one that does
+neither (``sleep``) runs on.  ``ssh`` itself leaves it running too.
+
+Must not import click, rshell.server or rshell.exec; paramiko's private
+API only through ssh._paramiko.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import shlex
 import signal
-import threading
 import time
+from collections.abc import Generator
 from typing import Any
 
 import paramiko
 
-from rshell.paths import format_hostport
-from rshell.ssh._paramiko import SIGNAL_NAMES as _SIGNAL_NAMES
+from rshell.client.backend import STDERR, STDOUT, Chunk, Finish, Request, Wakeup
+from rshell.client.hostkeys import HostKeyPolicy
+from rshell.client.options import ConnectOptions
+from rshell.client.stdin import Pump
+from rshell.errors import (
+    AuthenticationFailed,
+    ConnectionClosed,
+    ConnectionFailed,
+    HostKeyError,
+    KeyFileError,
+)
+from rshell.paths import format_hostport, parse_hostport
+from rshell.ssh import _paramiko as door
 
 _CHUNK = 64 * 1024
-
-
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """SPEC §4's rules over ~/.ssh/known_hosts: ask on a terminal, else pin with
-    a notice, refuse with strict checking; a changed key paramiko refuses."""
-
-    def __init__(self, known: str, strict: bool, accept_new: bool, ask: Any) -> None:
-        self.known, self.strict, self.accept_new, self.ask = known, strict, accept_new, ask
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
-        from rshell.errors import HostKeyError
-        from rshell.trust import keys
-
-        fp = keys.blob_fingerprint(key.asbytes())
-        if self.strict:
-            raise HostKeyError(f"host key for {hostname} ({fp}) is not in {self.known} and "
-                               "strict host key checking is on")
-        if self.ask is not None and not self.accept_new:
-            if not self.ask(hostname, fp):
-                raise HostKeyError(f"host key for {hostname} not accepted")
-        else:
-            import sys
-
-            sys.stderr.write(f"rshell: pinned new host key for {hostname} ({fp}) in "
-                             f"{self.known}\n")
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        os.makedirs(os.path.dirname(self.known), mode=0o700, exist_ok=True)
-        with open(self.known, "a") as f:
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+#: stdin chunks sent per turn of the loop before output is looked at again.
+_FEED_TURN = 8
+#: After a deadline's ``signal`` request: how long the command has to end
+#: before the channel is closed on it.
+STOP_GRACE = 1.0
 
 
 def parse_ssh_target(target: str, port: int | None) -> tuple[str, str, int]:
     """``ssh://[user@]host[:port]`` -> (user, host, port)."""
     import getpass
-
-    from rshell.paths import parse_hostport
 
     rest = target[len("ssh://"):].rstrip("/")
     user, _, hostport = rest.rpartition("@")
@@ -61,246 +71,315 @@ def parse_ssh_target(target: str, port: int | None) -> tuple[str, str, int]:
     return user or getpass.getuser(), host, parsed
 
 
-class SshConnection:
-    """``Connection``'s interface over an SSH server: ``run`` returns the same
-    Result; ``cd`` persists by prefixing each command with the directory."""
+def open_ssh(target: str, options: ConnectOptions, policy: HostKeyPolicy) -> SshBackend:
+    """Log in to the sshd at ``target`` and learn the session's directory."""
+    door.silence_logging()  # a failed negotiation is one line from us, no traceback
+    user, host, port = parse_ssh_target(target, options.port)
+    backend = SshBackend(user, host, port, options.connect_timeout)
+    try:
+        backend._login(target, options, policy)
+        backend.home = backend._probe_home()
+    except BaseException:
+        backend.close()
+        raise
+    return backend
 
-    def __init__(self, client: paramiko.SSHClient, user: str, host: str, port: int) -> None:
-        self._client = client
-        transport = client.get_transport()
-        assert transport is not None
-        self._transport = transport
+
+class SshBackend:
+    """One SSH connection; every command gets its own session channel."""
+
+    def __init__(self, user: str, host: str, port: int, connect_timeout: float) -> None:
         self.user, self.host, self.port = user, host, port
         self.address = f"ssh://{user}@{format_hostport(host, port)}"
-        self.server = transport.remote_version
-        self._channel: paramiko.Channel | None = None
-        self.cwd = self.home = ""
-        found = self.run("pwd")
-        self.cwd = self.home = found.stdout.decode(errors="replace").strip()
+        self.server = self.home = ""
+        self.host_fingerprint: str | None = None
+        self._connect_timeout = connect_timeout
+        self._client: Any = None
+        self._transport: Any = None
+        self._previous = ""  # the directory before the last cd, for ``cd -``
 
     @property
     def closed(self) -> bool:
-        return not self._transport.is_active()
+        return self._transport is None or not self._transport.is_active()
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
-    def __enter__(self) -> SshConnection:
-        return self
+    # ---- opening -----------------------------------------------------------------------
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _login(self, target: str, options: ConnectOptions, policy: HostKeyPolicy) -> None:
+        known = os.path.expanduser(options.known_hosts or "~/.ssh/known_hosts")
+        client = self._client = paramiko.SSHClient()
+        if os.path.exists(known):
+            try:
+                client.load_host_keys(known)
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostKeyError(f"cannot read {known}: {exc}") from None
+        client.set_missing_host_key_policy(_Pinning(self, policy, known))
+        secret = options.passphrase if isinstance(options.passphrase, str) else None
+        while True:
+            try:
+                self._connect(client, options, secret)
+                break
+            except paramiko.PasswordRequiredException:
+                client.close()
+                ask = options.passphrase_callback()
+                secret = ask(f"Enter passphrase for {options.identity or 'your key'}: ") \
+                    if ask is not None and secret is None else None
+                if not secret:
+                    raise KeyFileError("the key is encrypted and no passphrase was given") \
+                        from None
+            except paramiko.BadHostKeyException as exc:
+                self.host_fingerprint = _fingerprint(exc.key)
+                policy.decide(exc.hostname, self.host_fingerprint, _fingerprint(exc.expected_key),
+                              known)  # a changed key: refused there, loudly
+                raise HostKeyError(f"host key for {exc.hostname} changed") from None
+            except paramiko.AuthenticationException as exc:
+                raise AuthenticationFailed(f"{target}: {exc}") from None
+            except door.FAILURES as exc:
+                raise ConnectionFailed(f"{target}: {exc}") from None
+        transport = self._transport = client.get_transport()
+        self.server = transport.remote_version
+        self.host_fingerprint = _fingerprint(transport.get_remote_server_key())
+        door.hear_exit_signals(transport)
 
-    def send_signal(self, signum: int) -> None:
-        """Ask the server to signal the running command (RFC 4254 6.9)."""
-        channel = self._channel
-        if channel is None or channel.closed:
-            return
-        msg = paramiko.Message()
-        msg.add_byte(bytes([98]))
-        msg.add_int(channel.remote_chanid)
-        msg.add_string("signal")
-        msg.add_boolean(False)
-        msg.add_string(_SIGNAL_NAMES.get(signal.Signals(signum), "INT"))
-        try:
-            self._transport._send_user_message(msg)
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
-
-    def run(self, command: str, *, stdin: Any = None, cwd: str | None = None,
-            env: Any = None, timeout: float | None = None, check: bool = False,
-            on_stdout: Any = None, on_stderr: Any = None) -> Any:
-        """As ``Connection.run``."""
-        import shlex
-
-        from rshell.errors import CommandFailed
-        from rshell.result import Result
-
-        moved = self._cd(command)
-        if moved is not None:
-            return moved
-        prefix = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
-        where = cwd if cwd and cwd.startswith("/") else os.path.join(self.cwd, cwd or "")
-        full = f"cd -- {shlex.quote(where)} && {prefix}{command}" if self.cwd else command
-        started = time.monotonic()
-        code, signum, out, err, error = self._exchange(full, stdin, timeout, on_stdout,
-                                                       on_stderr)
-        result = Result(command=command, exit_code=code, signal=signum, stdout=out, stderr=err,
-                        error=error, duration=time.monotonic() - started, host=self.address)
-        if check and not result.ok:
-            raise CommandFailed(result)
-        return result
-
-    def _cd(self, command: str) -> Any:
-        """``cd [DIR]``, resolved by the remote shell, remembered here."""
-        import shlex
-
-        from rshell.result import Result
-
-        if not self.cwd or not command.lstrip().startswith("cd"):
-            return None
-        try:
-            argv = shlex.split(command)
-        except ValueError:
-            return None
-        if not argv or argv[0] != "cd" or len(argv) > 2:
-            return None
-        target = shlex.quote(argv[1]) if len(argv) == 2 else '"$HOME"'
-        code, _, out, err, error = self._exchange(
-            f"cd -- {shlex.quote(self.cwd)} && cd {target} && pwd", None, 30.0, None, None
+    def _connect(self, client: Any, options: ConnectOptions, secret: str | None) -> None:
+        timeout, identity = options.connect_timeout, options.identity
+        client.connect(
+            self.host, self.port, username=self.user,
+            key_filename=str(identity) if identity else None, look_for_keys=identity is None,
+            allow_agent=False, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+            passphrase=secret,
         )
-        if code == 0:
-            self.cwd = out.decode(errors="surrogateescape").strip()
-        return Result(command=command, exit_code=code, stderr=err, error=error,
-                      host=self.address)
 
-    def _exchange(self, command: str, stdin: Any, timeout: float | None, on_stdout: Any,
-                  on_stderr: Any) -> tuple[int | None, int | None, bytes, bytes, str | None]:
-        """Both streams read concurrently (one thread each: paramiko's classic
-        deadlock is a full stderr window while the caller reads stdout)."""
-        import queue
-
-        from rshell.client.stdin import pump_for
-        from rshell.errors import ConnectionFailed
-
+    def _probe_home(self) -> str:
+        """The login directory: the session starts there, as sshd's commands do."""
+        wake = Wakeup()
         try:
-            channel = self._transport.open_session(timeout=30)
-            channel.exec_command(command)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectionFailed(f"{self.address}: {exc}") from None
-        self._channel = channel
-        chunks: queue.SimpleQueue[tuple[str, bytes | None]] = queue.SimpleQueue()
-
-        def reader(name: str, recv: Any) -> None:
-            try:
-                while data := recv(_CHUNK):
-                    chunks.put((name, data))
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-            chunks.put((name, None))
-
-        pump = pump_for(stdin)
-
-        def feeder() -> None:
-            try:
-                while pump is not None and (data := pump.read(_CHUNK)) is not None:
-                    if data:
-                        channel.sendall(bytes(data))
-                channel.shutdown_write()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-
-        threads = [threading.Thread(target=reader, args=("out", channel.recv), daemon=True),
-                   threading.Thread(target=reader, args=("err", channel.recv_stderr), daemon=True),
-                   threading.Thread(target=feeder, daemon=True)]
-        for t in threads:
-            t.start()
-        out, err = bytearray(), bytearray()
-        open_streams, error = 2, None
-        deadline = time.monotonic() + timeout if timeout else None
-        try:
-            while open_streams:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    error = f"timed out after {timeout:g} s"
-                    break
-                try:
-                    name, data = chunks.get(timeout=left)
-                except queue.Empty:
-                    continue
-                if data is None:
-                    open_streams -= 1
-                elif name == "out":
-                    on_stdout(data) if on_stdout else out.extend(data)
-                else:
-                    on_stderr(data) if on_stderr else err.extend(data)
-            code: int | None = None
-            signum: int | None = None
-            # The exit-status request may trail the EOFs: wait for it, bounded.
-            left = 10.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            if error is None and channel.status_event.wait(left):
-                status = channel.recv_exit_status()
-                code = status if status >= 0 else None
-                signum = getattr(channel, "rshell_signal", None)
-                if code is None and signum is None:
-                    error = "ended without an exit status"
-            elif error is None:
-                error = "the server closed the channel without an exit status"
+            run = self._start("pwd", None, self._connect_timeout, wake)
+            out = b"".join(bytes(data) for fd, data in _drain(run.chunks()) if fd == STDOUT)
         finally:
-            channel.close()
-            self._channel = None
-        if not out and not err and error is None:
-            if signum:
-                error = f"killed by SIG{_SIGNAL_NAMES.get(signal.Signals(signum), signum)} " \
-                        "with no output"
-            elif code:
-                error = f"exit status {code} with no output"
-        return code, signum, bytes(out), bytes(err), error
+            wake.close()
+        return out.decode(errors="surrogateescape").strip()
 
+    # ---- commands ------------------------------------------------------------------
 
-def connect_ssh(target: str, *, port: int | None = None, identity: Any = None,
-                passphrase: Any = None, strict_host_keys: bool = False,
-                accept_new: bool = False, ask: Any = None,
-                connect_timeout: float = 10.0) -> SshConnection:
-    """Open ``ssh://[user@]host[:port]`` with paramiko, honouring ~/.ssh/known_hosts."""
-    from rshell.errors import AuthenticationFailed, ConnectionFailed, HostKeyError, KeyFileError
+    def execute(self, request: Request, wake: Wakeup) -> Generator[Chunk, None, Finish]:
+        where = request.session_cwd
+        if request.cwd:
+            where = os.path.join(where, request.cwd)  # an absolute cwd wins
+        lines = [f"cd -- {shlex.quote(where)} || exit 1"] if where else []
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in (request.env or {}).items()]
+        target = _cd_target(request.command) if request.session_cwd else None
+        if target is None:
+            run = self._start("; ".join([*lines, request.command]), request.stdin,
+                              request.timeout, wake)
+            return (yield from run.chunks())
+        # ``cd [DIR]``: the remote shell resolves it (``$VAR``, ``~``, ``-``).
+        lines += [f"OLDPWD={shlex.quote(self._previous or where)}",
+                  f"cd {target} >/dev/null && pwd"]
+        run = self._start("; ".join(lines), request.stdin, request.timeout, wake)
+        found = bytearray()
+        finish = yield from _keep_stdout(run.chunks(), found)
+        if finish.exit_code != 0:
+            return finish
+        self._previous = request.session_cwd
+        cwd = bytes(found).decode(errors="surrogateescape").rstrip("\n")
+        return Finish(0, None, finish.error, cwd or None, finish.duration)
 
-    user, host, port_ = parse_ssh_target(target, port)
-    known = os.path.expanduser("~/.ssh/known_hosts")
-    client = paramiko.SSHClient()
-    if os.path.exists(known):
+    def _start(self, command: str, stdin: Pump | None, timeout: float | None,
+               wake: Wakeup) -> _Exec:
+        if self.closed:
+            raise ConnectionClosed(f"connection to {self.address} closed by the server")
         try:
-            client.load_host_keys(known)
-        except (OSError, paramiko.SSHException) as exc:
-            raise HostKeyError(f"cannot read {known}: {exc}") from None
-    client.set_missing_host_key_policy(_HostKeyPolicy(known, strict_host_keys, accept_new, ask))
-    secret = passphrase if isinstance(passphrase, str) else None
-    for _attempt in range(2):
+            channel = self._transport.open_session(timeout=self._connect_timeout)
+        except door.FAILURES as exc:
+            raise ConnectionFailed(f"{self.address}: cannot open a session: {exc}") from None
+        door.watch_channel(channel, wake.notify)  # the send window opened, or it closed
+        door.watch_exit(channel, wake.notify)  # the exit status came
         try:
-            client.connect(
-                host, port_, username=user, key_filename=str(identity) if identity else None,
-                look_for_keys=identity is None, allow_agent=False, timeout=connect_timeout,
-                banner_timeout=connect_timeout, auth_timeout=connect_timeout, passphrase=secret,
-            )
-            break
-        except paramiko.PasswordRequiredException:
-            secret = passphrase(f"Enter passphrase for {identity or 'your key'}: ") \
-                if callable(passphrase) else None
-            if not secret:
-                raise KeyFileError("the key is encrypted and no passphrase was given") from None
-        except paramiko.BadHostKeyException as exc:
-            raise HostKeyError(
-                f"WARNING: HOST KEY FOR {exc.hostname} HAS CHANGED: someone may be "
-                f"intercepting this connection; refusing. Fix {known} if the change is expected"
-            ) from None
-        except paramiko.AuthenticationException as exc:
-            raise AuthenticationFailed(f"{target}: {exc}") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectionFailed(f"{target}: {exc}") from None
-    _hear_exit_signals(client.get_transport())
-    return SshConnection(client, user, host, port_)
+            channel.exec_command(command)
+        except door.FAILURES as exc:
+            _release(channel)
+            raise ConnectionFailed(f"{self.address}: command refused: {exc}") from None
+        return _Exec(self, channel, stdin, timeout, wake)
 
 
-def _hear_exit_signals(transport: Any) -> None:
-    """Paramiko drops ``exit-signal`` (RFC 4254 6.10) and never sets the status:
-    route channel requests through a handler that records it first."""
-    from paramiko.common import MSG_CHANNEL_REQUEST
+class _Exec:
+    """One command on one channel: the loop, its deadline, its stdin."""
 
-    table = dict(transport._channel_handler_table)
-    original = table[MSG_CHANNEL_REQUEST]
+    def __init__(self, backend: SshBackend, channel: Any, stdin: Pump | None,
+                 timeout: float | None, wake: Wakeup) -> None:
+        self.backend, self.channel, self.pump, self.wake = backend, channel, stdin, wake
+        self.pending: memoryview | None = None  # stdin read, not yet sent
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.stop_at: float | None = None  # the end of the grace, once stopping
+        self.error: str | None = None
+        self.poller = select.poll()
+        self.watched: set[int] = set()
 
-    def handle(channel: Any, m: Any) -> None:
-        where = m.packet.tell()
-        if m.get_text() == "exit-signal":
-            m.get_boolean()
-            name = m.get_text()
-            numbers = {v: k for k, v in _SIGNAL_NAMES.items()}
-            channel.rshell_signal = int(numbers.get(name, signal.SIGTERM))
-            channel.exit_status = -1
-            channel.status_event.set()
-            return
-        m.packet.seek(where)
-        original(channel, m)
+    def chunks(self) -> Generator[Chunk, None, Finish]:
+        channel = self.channel
+        try:
+            while True:
+                if channel.recv_ready():
+                    yield STDOUT, channel.recv(_CHUNK)
+                elif channel.recv_stderr_ready():
+                    yield STDERR, channel.recv_stderr(_CHUNK)
+                else:
+                    drained = channel.eof_received or channel.closed
+                    if drained and channel.exit_status_ready():
+                        return self._finish()
+                    if self.stop_at is not None and time.monotonic() >= self.stop_at:
+                        return self._finish()
+                    self._wait(drained, more=self._feed())
+        finally:
+            _release(channel)
+            if self.pump is not None:
+                self.pump.close()
 
-    table[MSG_CHANNEL_REQUEST] = handle
-    transport._channel_handler_table = table
+    def _feed(self) -> bool:
+        """Send stdin as the window allows; True if more could go right now."""
+        channel = self.channel
+        for _ in range(_FEED_TURN):
+            if self.pending is None:
+                if self.pump is None:
+                    return False
+                data = self.pump.read(_CHUNK)
+                if data is None:
+                    self.pump.close()
+                    self.pump = None
+                    _quietly(channel.shutdown_write)
+                    return False
+                if not data:
+                    return False  # nothing yet: the loop watches the pump's fd
+                self.pending = memoryview(data)
+            if channel.closed or not channel.send_ready():
+                return False  # the window is shut: watch_channel wakes us when it opens
+            try:
+                sent = channel.send(self.pending)
+            except door.FAILURES:
+                sent = 0
+            if not sent:  # the channel is gone, or the command closed its stdin
+                self.pending, self.pump = None, None
+                return False
+            self.pending = self.pending[sent:] or None
+        return True
+
+    def _wait(self, drained: bool, more: bool) -> None:
+        """Poll what can make progress; act on signals and the deadline."""
+        want = {self.wake.fd}
+        if not drained:
+            want.add(self.channel.fileno())
+        pump_fd = self.pump.fd if self.pump is not None else None
+        if pump_fd is not None and self.pending is None:
+            want.add(pump_fd)
+        for fd in self.watched - want:
+            self.poller.unregister(fd)
+        for fd in want - self.watched:
+            self.poller.register(fd, select.POLLIN)
+        self.watched = want
+        now = time.monotonic()
+        ends = [t for t in (self.deadline, self.stop_at) if t is not None]
+        wait = 0.0 if more else (max(0.0, min(ends) - now) if ends else None)
+        self.poller.poll(None if wait is None else wait * 1000)
+        for signum in self.wake.take():
+            self._signal(signum)
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.deadline = None
+            self.error = f"timed out after {self.timeout:g} s"
+            self._signal(signal.SIGTERM)
+            self.stop_at = time.monotonic() + STOP_GRACE
+
+    def _signal(self, signum: int) -> None:
+        """RFC 4254 6.9; sshd may refuse it (see the module's docstring)."""
+        name = door.SIGNAL_NAMES.get(signum)
+        if name is not None and not self.channel.closed:
+            _quietly(door.channel_request, self.channel, "signal", name)
+
+    def _finish(self) -> Finish:
+        channel = self.channel
+        code = channel.exit_status if channel.exit_status_ready() else -1
+        signum = door.exit_signal(channel)
+        if code >= 0:
+            return Finish(code, None, self.error)
+        if signum is not None:
+            return Finish(None, signum, self.error)
+        if self.error is not None:  # stopped by our deadline; how it ended is unknown
+            return Finish(None, signal.SIGTERM, self.error)
+        if self.backend.closed:
+            raise ConnectionClosed(f"connection to {self.backend.address} closed by the server")
+        return Finish(None, None, "the server closed the channel without an exit status")
+
+
+class _Pinning(paramiko.MissingHostKeyPolicy):
+    """paramiko's question about an unknown key, answered by client.hostkeys;
+    an accepted key is appended to ``known`` as OpenSSH writes it."""
+
+    def __init__(self, backend: SshBackend, policy: HostKeyPolicy, known: str) -> None:
+        self.backend, self.policy, self.known = backend, policy, known
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        fp = self.backend.host_fingerprint = _fingerprint(key)
+        self.policy.decide(hostname, fp, None, self.known)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        os.makedirs(os.path.dirname(self.known), mode=0o700, exist_ok=True)
+        fd = os.open(self.known, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def _cd_target(command: str) -> str | None:
+    """The word after a lone ``cd [DIR]`` as typed (``"$HOME"`` for none), else None."""
+    text = command.strip()
+    if not text.startswith("cd"):
+        return None
+    try:
+        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        argv = list(lexer)
+    except ValueError:
+        return None
+    if not argv or argv[0] != "cd" or len(argv) > 2:
+        return None
+    return text[2:].strip() if len(argv) == 2 else '"$HOME"'
+
+
+def _keep_stdout(chunks: Generator[Chunk, None, Finish],
+                 into: bytearray) -> Generator[Chunk, None, Finish]:
+    """Pass stderr on; keep stdout (cd's ``pwd``) for ourselves."""
+    while True:
+        try:
+            fd, data = next(chunks)
+        except StopIteration as stop:
+            finish: Finish = stop.value
+            return finish
+        if fd == STDOUT:
+            into += data
+        else:
+            yield fd, data
+
+
+def _drain(chunks: Generator[Chunk, None, Finish]) -> list[tuple[int, bytes]]:
+    return [(fd, bytes(data)) for fd, data in chunks]
+
+
+def _release(channel: Any) -> None:
+    door.unwatch_channel(channel)
+    door.unwatch_exit(channel)
+    _quietly(channel.close)
+
+
+def _quietly(call: Any, *args: Any) -> None:
+    try:
+        call(*args)
+    except door.FAILURES:
+        pass
+
+
+def _fingerprint(key: Any) -> str:
+    from rshell.trust.keys import blob_fingerprint
+
+    return blob_fingerprint(key.asbytes())

@@ -180,17 +180,18 @@ class SshConnection:
             transport.start_server(server=iface)
             self._accept(transport, iface, threads)
         except FAILURES as exc:
-            self.end_reason = f"negotiation failed: {exc}"
+            self.end(f"negotiation failed: {exc}")
         finally:
-            transport.close()
-            for thread in threads:
+            for thread in threads:  # each channel says its last word first
                 thread.join(self.settings.limits.kill_grace + 5)
+            transport.close()
             end_login(self.login, self.settings, self.record)
             self.record.disconnected(self.login.commands, self.end_reason)
 
     def _accept(self, transport: paramiko.Transport, iface: _Interface,
                 threads: list[threading.Thread]) -> None:
-        """Accept channels until the connection ends, times out or is stopped."""
+        """Accept channels until the connection ends, times out or is stopped;
+        ``end_reason`` says why, in the native session's words."""
         settings = self.settings
         deadline = time.monotonic() + settings.auth_timeout
         authenticated = False
@@ -204,16 +205,15 @@ class SshConnection:
             elif now > deadline:
                 log.warning("%s: handshake not completed in %gs", self.peer,
                             settings.auth_timeout)
-                self.end_reason = "authentication timed out"
+                self.end("auth-timeout: authentication timed out")
                 return
             threads[:] = [t for t in threads if t.is_alive()]
-            if threads:
-                idle_since = now
-            elif self.shutdown_at is not None:
-                self.end_reason = "server shutting down"
+            idle_since = max([idle_since, *self._activity()])
+            if not threads and self.shutdown_at is not None:
+                self.end("shutdown: server is shutting down")
                 return
-            elif settings.idle_timeout and now - idle_since > settings.idle_timeout:
-                self.end_reason = f"idle for {settings.idle_timeout:g} s without a command"
+            if settings.idle_timeout and now - idle_since > settings.idle_timeout:
+                self._idle(f"idle for {settings.idle_timeout:g} s without a command")
                 return
             channel = transport.accept(timeout=0.5)
             if channel is None:
@@ -225,6 +225,28 @@ class SshConnection:
                 authenticated = True
                 self._logged_in(iface)
             threads.append(self._start_channel(channel, iface))
+        self.end("client disconnected")
+
+    def _activity(self) -> list[float]:
+        """When each channel was last busy (now, for one running a command)."""
+        with self._lock:
+            drivers = list(self.drivers.values())
+        now = time.monotonic()
+        return [now if d.busy else d.active_at for d in drivers]
+
+    def _idle(self, reason: str) -> None:
+        """As the native session: an idle connection is told why and closed."""
+        self.end(f"idle-timeout: {reason}")
+        with self._lock:
+            drivers = list(self.drivers.values())
+        for driver in drivers:
+            driver.close_idle(reason)
+
+    def end(self, reason: str) -> None:
+        """Why the connection ends (the first reason given wins)."""
+        with self._lock:
+            if not self.end_reason:
+                self.end_reason = reason
 
     def _logged_in(self, iface: _Interface) -> None:
         if self.authorizer is not None and iface.verdict is not None:
