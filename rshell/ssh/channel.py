@@ -150,10 +150,7 @@ class ChannelDriver(Loop):
                 self._line_session()
         except LocalProtocolError as exc:  # past --max-commands: the connection goes
             self.conn.end(f"{exc.code}: {exc}")
-            self._say(str(exc))
-            self._exit(255, None)
-            self.channel.close()  # before the transport: ssh then sees no abrupt end
-            self.channel.get_transport().close()
+            self._refuse(str(exc))
         except ConnectionFailed:
             if self.cmd is not None:
                 record.finished(self.cmd.abandon())
@@ -166,6 +163,16 @@ class ChannelDriver(Loop):
             unwatch_channel(self.channel)
             self.close()  # our epoll first: the channel's pipe goes with the channel
             self.channel.close()
+
+    def _refuse(self, reason: str) -> None:
+        """Say why, then end the channel and the whole connection."""
+        try:
+            self._say(reason)
+            self._exit(255, None)
+            self.channel.close()  # before the transport: ssh then sees no abrupt end
+        except (ConnectionFailed, *FAILURES):
+            pass  # the client went first
+        self.channel.get_transport().close()
 
     def _exec(self, request: Request) -> None:
         outcome = self._run(request)
