@@ -48,7 +48,7 @@ def parse_hostport(
 
 
 def _port(text: str, whole: str, listen: bool) -> int:
-    if not text.isdigit() or not (0 if listen else 1) <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not (0 if listen else 1) <= int(text) <= 65535:
         raise UsageError(f"bad port {text!r} in {whole!r}")
     return int(text)
 

@@ -48,6 +48,7 @@ def test_port_zero_is_for_listeners_only() -> None:
     ("h:-1", "bad port"),
     ("h:abc", "bad port"),
     ("h: 22", "bad port"),
+    ("h:\u0663", "bad port"),  # ARABIC-INDIC DIGIT THREE: isdigit, not a port
 ])
 def test_refuses(text: str, words: str) -> None:
     with pytest.raises(UsageError, match=words):
