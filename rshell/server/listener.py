@@ -219,10 +219,12 @@ class Daemon:
         """Another listener (SSH) under the same admission and registry."""
         self.listeners.append(listener)
 
-    def start(self) -> None:
+    def start(self, poll_interval: float = 0.5) -> None:
+        """An accept thread per listener; ``poll_interval`` is how often each
+        looks for a stop (socketserver's ``shutdown`` waits up to that long)."""
         for srv in self.listeners:
             t = threading.Thread(
-                target=srv.serve_forever, kwargs={"poll_interval": 0.5},
+                target=srv.serve_forever, kwargs={"poll_interval": poll_interval},
                 name=f"accept {srv.kind} {srv.address}", daemon=True,
             )
             t.start()

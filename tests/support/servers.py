@@ -173,11 +173,9 @@ class InProcessServer(LogLines):
             [_hostport(b) for b in opts["binds"]],
             self.settings, tls_context, max_connections=opts["max_connections"],
             max_unauthenticated=opts["max_unauthenticated"])
-        # Daemon.start's accept threads, polling for a stop every 20 ms instead
-        # of 500 ms: a test's teardown then waits milliseconds, not half a second.
-        for srv in self.daemon.listeners:
-            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02},
-                             name=f"accept {srv.kind} {srv.address}", daemon=True).start()
+        # Polling for a stop every 20 ms instead of 500 ms: a test's teardown
+        # then waits milliseconds, not half a second.
+        self.daemon.start(poll_interval=0.02)
         self.address = self.daemon.addresses[0]
         self.port = int(self.address.rsplit(":", 1)[1])
         self.fingerprint = self.wait_for_log(_HOST_KEY, timeout=0).group(1)
