@@ -16,7 +16,6 @@ from typing import Any, NoReturn
 import click
 
 from rshell.cli.common import (
-    CONNECT_TIMEOUT,
     ask_passphrase,
     fail,
     forward_sigint,
@@ -25,6 +24,7 @@ from rshell.cli.common import (
     open_client,
     sane_descriptors,
 )
+from rshell.client.options import CONNECT_TIMEOUT
 from rshell.errors import EXIT_USAGE, UsageError
 from rshell.paths import DEFAULT_PORT, rshell_home
 
@@ -194,7 +194,7 @@ def keygen_command(
 @click.command(context_settings=CONTEXT)
 @click.argument("what", required=False)
 @click.option("-p", "--port", type=click.IntRange(1, 65535))
-@click.option("--connect-timeout", type=float, default=10.0)
+@click.option("--connect-timeout", type=float, default=CONNECT_TIMEOUT)
 def fingerprint_command(what: str | None, port: int | None, connect_timeout: float) -> int:
     """Print a key's fingerprint as `ssh-keygen -lf` does, or a host's.
 

@@ -19,13 +19,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from rshell.client.options import CONNECT_TIMEOUT
 from rshell.errors import EXIT_CONNECTION, RshellError
 
 if TYPE_CHECKING:
     from rshell.client.api import Connection
 
-#: --connect-timeout's default, for both halves.
-CONNECT_TIMEOUT = 10.0
 #: First words that name a subcommand rather than a host.
 SUBCOMMANDS = frozenset({"keygen", "fingerprint"})
 
@@ -139,8 +138,8 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
-def one_shot(conn: Any, command: str, *, as_json: bool, quiet: bool,
-              timeout: float | None) -> int:
+def one_shot(conn: Connection, command: str, *, as_json: bool, quiet: bool,
+             timeout: float | None) -> int:
     from rshell.cli.output import fd_writer, report_error, write_json_line
 
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer

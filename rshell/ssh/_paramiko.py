@@ -187,3 +187,17 @@ def unwatch_exit(channel: paramiko.Channel) -> None:
     event = channel.status_event
     if isinstance(event, _NotifyingEvent):
         event._rshell_notify = lambda: None
+
+
+#: Rekey after this many bytes each way: OpenSSH's default for a 128-bit block
+#: cipher (RFC 4344: 2**32 blocks), where paramiko's own is 512 MiB.
+REKEY_BYTES = 1 << 36
+
+
+def rekey_as_openssh(transport: paramiko.Transport) -> None:
+    """Rekey as seldom as OpenSSH does.  paramiko's own rekey at 512 MiB can
+    deadlock its thread for 30 s and then fail the command ("Key-exchange
+    timed out"): a channel close that crosses our KEXINIT is answered from
+    the transport thread, which waits for the key exchange it alone can
+    finish (paramiko issue #822, open since 2016)."""
+    transport.packetizer.REKEY_BYTES = REKEY_BYTES

@@ -143,6 +143,7 @@ class SshBackend:
         self.server = transport.remote_version
         self.host_fingerprint = _fingerprint(transport.get_remote_server_key())
         door.hear_exit_signals(transport)
+        door.rekey_as_openssh(transport)
 
     def _connect(self, client: Any, options: ConnectOptions, secret: str | None) -> None:
         timeout, identity = options.connect_timeout, options.identity
@@ -224,17 +225,24 @@ class _Exec:
         channel = self.channel
         try:
             while True:
-                if channel.recv_ready():
-                    yield STDOUT, channel.recv(_CHUNK)
-                elif channel.recv_stderr_ready():
-                    yield STDERR, channel.recv_stderr(_CHUNK)
-                else:
-                    drained = channel.eof_received or channel.closed
-                    if drained and channel.exit_status_ready():
-                        return self._finish()
-                    if self.stop_at is not None and time.monotonic() >= self.stop_at:
-                        return self._finish()
-                    self._wait(drained, more=self._feed())
+                try:
+                    if channel.recv_ready():
+                        data = channel.recv(_CHUNK)
+                        fd = STDOUT
+                    elif channel.recv_stderr_ready():
+                        data = channel.recv_stderr(_CHUNK)
+                        fd = STDERR
+                    else:
+                        drained = channel.eof_received or channel.closed
+                        if drained and channel.exit_status_ready():
+                            return self._finish()
+                        if self.stop_at is not None and time.monotonic() >= self.stop_at:
+                            return self._finish()
+                        self._wait(drained, more=self._feed())
+                        continue
+                except door.FAILURES as exc:  # the transport broke under us
+                    raise ConnectionFailed(f"{self.backend.address}: {exc}") from None
+                yield fd, data
         finally:
             _release(channel)
             if self.pump is not None:

@@ -1,0 +1,132 @@
+"""What a client backend implements, and the few pieces both backends share.
+
+``Connection`` (client.api) is the contract users see: ``run``, ``stream``,
+``check``, ``Result``, ``cd`` bookkeeping and error reasons live there once.
+A backend (client.native for rshell's protocol, ssh.client for any sshd)
+does only I/O: it opens and authenticates (deciding host keys through
+client.hostkeys), then for each ``Request`` yields output chunks as the
+consumer takes them and returns a ``Finish``; it delivers the signals a
+``Wakeup`` holds, and closes.
+
+Must not import anything above layer 0 but client.stdin, nor click,
+paramiko or cryptography.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Generator, Mapping
+from typing import NamedTuple, Protocol
+
+from rshell.client.stdin import Pump
+from rshell.errors import UsageError
+
+#: Which stream a chunk of output came from: the local descriptor it goes to.
+STDOUT, STDERR = 1, 2
+#: (STDOUT or STDERR, data): data is valid only until the next chunk is asked for.
+Chunk = tuple[int, bytes | memoryview]
+
+
+# NamedTuples, not dataclasses: cheap to define on a cold start, cheap to build
+# per command.
+
+
+class Request(NamedTuple):
+    """One command as a backend runs it.  ``cwd`` is the caller's (relative
+    ones against the session's); ``session_cwd`` is where the session is, for
+    a backend whose server keeps no session (SSH)."""
+
+    command: str
+    cwd: str | None
+    session_cwd: str
+    env: dict[str, str] | None
+    timeout: float | None
+    stdin: Pump | None
+
+
+class Finish(NamedTuple):
+    """How a command ended, as the backend learnt it.  ``error`` is the reason
+    the server (or the backend's own deadline) stopped or refused it, before
+    the contract adds the silent-failure rule; ``cwd`` is the session's
+    directory now (None: unchanged); ``duration`` None: the contract times it."""
+
+    exit_code: int | None
+    signal: int | None = None
+    error: str | None = None
+    cwd: str | None = None
+    duration: float | None = None
+
+
+class Backend(Protocol):
+    """The I/O primitives under ``Connection``; attributes as it documents them."""
+
+    host: str
+    port: int
+    address: str
+    user: str
+    server: str
+    home: str
+    host_fingerprint: str | None
+
+    @property
+    def closed(self) -> bool: ...
+
+    def execute(self, request: Request, wake: Wakeup) -> Generator[Chunk, None, Finish]:
+        """Run ``request``: chunks as they arrive, then the Finish.  Signals
+        posted to ``wake`` while it runs go to the command.  Closing the
+        generator early leaves the backend unusable (the command is abandoned)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Wakeup:
+    """Signals for the running command, and a pipe that wakes the backend's
+    loop: ``post`` is safe from any thread and from a signal handler (it only
+    appends and writes one byte); ``notify`` just wakes (paramiko's thread)."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._signals: deque[int] = deque()
+
+    def post(self, signum: int) -> None:
+        self._signals.append(signum)
+        self.notify()
+
+    def notify(self) -> None:
+        try:
+            os.write(self._w, b"\0")
+        except OSError:
+            pass  # full (a wake-up is pending anyway) or closed
+
+    def take(self) -> list[int]:
+        """Drain the pipe; the signals posted since the last call."""
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        taken: list[int] = []
+        while self._signals:
+            taken.append(self._signals.popleft())
+        return taken
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            os.close(self._w)
+            self.fd = self._w = -1
+
+
+def check_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Refuse locally what a server would refuse by dropping the connection."""
+    if env is None:
+        return None
+    checked = dict(env)
+    for name, value in checked.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise UsageError(f"env must map str to str, not {name!r}: {value!r}")
+        if not name or "=" in name or "\0" in name + value:
+            raise UsageError(f"invalid environment variable {name!r}")
+    return checked

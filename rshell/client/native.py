@@ -1,0 +1,227 @@
+"""The native backend: rshell's own protocol over TCP (TLS 1.3 by default).
+
+client.handshake opens, pins and authenticates (``open_native``); this
+module runs commands.  A single epoll loop per command multiplexes the socket, the
+local stdin source and the connection's wake-up pipe: it is the only writer
+to the socket, so stdin forwarding can never deadlock against output, and a
+signal posted from another thread or a signal handler only wakes the loop.
+Stdin is pulled only while the server grants credit and our queue is short;
+output is decoded only as the consumer asks for the next chunk.
+
+Must not import click, paramiko, or the server side.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable, Generator
+
+from rshell.client.backend import STDERR, STDOUT, Chunk, Finish, Request, Wakeup
+from rshell.client.stdin import Pump
+from rshell.errors import (
+    CommandTimeout,
+    ConnectionClosed,
+    ConnectionFailed,
+    LocalProtocolError,
+    RshellError,
+    UsageError,
+)
+from rshell.paths import format_hostport
+from rshell.protocol.frames import STDIN_CHUNK, BufferDecoder
+from rshell.protocol.messages import (
+    Exit,
+    Message,
+    Run,
+    Signal,
+    Stderr,
+    Stdin,
+    StdinEof,
+    Stdout,
+)
+from rshell.protocol.states import ClientProtocol, State
+from rshell.transport import Stream
+
+_READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
+#: Stop pulling stdin while this much is queued for the server.
+_HIGH_WATER = 4 * STDIN_CHUNK
+#: How long past its own time limit we wait for the server's verdict.
+_BACKSTOP = 5.0
+
+
+class NativeBackend:
+    """One connection to an rshell server (client.backend.Backend)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.address = format_hostport(host, port)
+        self.user = self.server = self.home = ""
+        #: The server's host key fingerprint, once TLS has proven it (None without TLS).
+        self.host_fingerprint: str | None = None
+        self.proto = ClientProtocol(decoder=BufferDecoder(frames=8))
+        self.stream: Stream | None = None
+        self.sel: select.epoll | None = None
+        self._wake_fd = -1
+        self._broken: RshellError | None = None
+
+    def attach(self, stream: Stream) -> None:
+        """Use ``stream`` (handshaken at the transport level) from now on."""
+        self.stream = stream
+        self.sel = select.epoll()
+        self.sel.register(stream.fileno(), _READ)
+
+    @property
+    def closed(self) -> bool:
+        return self.stream is None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        if self.sel is not None:
+            self.sel.close()
+            self.sel = None
+
+    # ---- commands ----------------------------------------------------------------------
+
+    def execute(self, request: Request, wake: Wakeup) -> Generator[Chunk, None, Finish]:
+        stream = self._check_usable()
+        sel = self.sel
+        assert sel is not None
+        if self._wake_fd != wake.fd:
+            sel.register(wake.fd, _READ)
+            self._wake_fd = wake.fd
+        pump = request.stdin
+        timeout = request.timeout
+        self.write(Run(request.command, request.cwd, request.env, timeout, pump is not None))
+        deadline = time.monotonic() + timeout + _BACKSTOP if timeout else None
+
+        def on_wake() -> None:
+            self._deliver(wake)
+
+        registered_fd = None
+        try:
+            while True:
+                if pump is not None:
+                    pump = self._pump_stdin(pump, stream)
+                can_send = self.proto.stdin_credit > 0 and stream.queued < _HIGH_WATER
+                want_fd = pump.fd if pump is not None and can_send else None
+                if want_fd != registered_fd:
+                    if registered_fd is not None:
+                        sel.unregister(registered_fd)
+                    if want_fd is not None:
+                        sel.register(want_fd, _READ)
+                    registered_fd = want_fd
+                busy = pump is not None and pump.fd is None and can_send
+                msg = self.poll(deadline, busy=busy, on_wake=on_wake)
+                while msg is not None:
+                    if isinstance(msg, Stdout):
+                        yield STDOUT, msg.data
+                    elif isinstance(msg, Stderr):
+                        yield STDERR, msg.data
+                    elif isinstance(msg, Exit):
+                        self.proto.decoder.release()  # an idle connection keeps no megabytes
+                        return Finish(msg.exit_code, msg.signal, msg.error, msg.cwd or None,
+                                      msg.duration)
+                    msg = self.proto.next_event()
+        except GeneratorExit:
+            self._abandon(ConnectionFailed("command abandoned before it finished"))
+            raise
+        except RshellError as exc:
+            self._abandon(exc)
+            raise
+        finally:
+            if registered_fd is not None and self.sel is not None:
+                self.sel.unregister(registered_fd)
+
+    def _check_usable(self) -> Stream:
+        if self._broken is not None:
+            raise ConnectionFailed(f"connection to {self.address} is unusable: {self._broken}")
+        if self.stream is None:
+            raise ConnectionFailed(f"connection to {self.address} is closed")
+        if self.proto.state is not State.READY:
+            raise RshellError("another command is still running on this connection")
+        return self.stream
+
+    def _abandon(self, exc: RshellError) -> None:
+        """The connection's state is unknown now: nobody may use it again."""
+        self._broken = exc
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+    def _pump_stdin(self, pump: Pump, stream: Stream) -> Pump | None:
+        proto = self.proto
+        while proto.stdin_credit > 0 and stream.queued < _HIGH_WATER and pump.ready:
+            data = pump.read(min(proto.stdin_credit, STDIN_CHUNK))
+            if data is None:
+                pump.close()
+                self.write(StdinEof())
+                return None
+            if not data:
+                break
+            self.write(Stdin(data))
+        return pump
+
+    def _deliver(self, wake: Wakeup) -> None:
+        for signum in wake.take():
+            if self.proto.state is State.RUNNING:
+                self.write(Signal(signum))
+
+    # ---- the wire ------------------------------------------------------------------
+
+    def write(self, msg: Message) -> None:
+        assert self.stream is not None
+        try:
+            frame = self.proto.send(msg)
+        except LocalProtocolError as exc:
+            if exc.code == "frame-too-large":  # a command, cwd and env too big to send
+                raise UsageError(str(exc)) from None
+            raise
+        self.stream.write(frame)
+        self.stream.flush()
+
+    def until_message(self, deadline: float, what: str) -> Message:
+        while True:
+            msg = self.poll(deadline, what=what)
+            if msg is not None:
+                return msg
+
+    def poll(
+        self, deadline: float | None, busy: bool = False, what: str = "command",
+        on_wake: Callable[[], None] | None = None,
+    ) -> Message | None:
+        """Wait for the socket, the wake-up pipe or stdin; the first complete message."""
+        stream = self.stream
+        assert stream is not None and self.sel is not None
+        msg = self.proto.next_event()
+        if msg is not None:
+            return msg
+        if not stream.pending():
+            if busy:
+                wait: float | None = 0.0
+            elif deadline is None:
+                wait = None
+            else:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise CommandTimeout(f"{what} on {self.address} timed out")
+            sock_fd = stream.fileno()
+            if stream.queued:
+                self.sel.modify(sock_fd, _READ | _WRITE)
+            events = self.sel.poll(-1 if wait is None else wait)
+            if stream.queued:
+                self.sel.modify(sock_fd, _READ)
+            ready = {fd for fd, _ in events}
+            if on_wake is not None and self._wake_fd in ready:
+                on_wake()
+            if stream.queued:
+                stream.flush()
+            if sock_fd not in ready:
+                return None
+        decoder = self.proto.decoder
+        n = stream.recv_into(decoder.writable())
+        if n is None:
+            raise ConnectionClosed(f"connection to {self.address} closed by the server")
+        decoder.commit(n)
+        return self.proto.next_event()

@@ -1,0 +1,52 @@
+"""How a client connection is opened: ``ConnectOptions``, the one home of
+every default (the connect timeout included), for both backends and both
+halves of the command line.
+
+Must not import anything above layer 0, nor click, paramiko or cryptography:
+the CLI's fast path reads ``CONNECT_TIMEOUT`` from here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import NamedTuple
+
+#: Connect + handshake + authentication, in seconds: ``--connect-timeout``'s
+#: default and ``rshell.connect``'s.
+CONNECT_TIMEOUT = 10.0
+
+#: Asked about an unknown host key: (address, fingerprint) -> trust it?
+AskHost = Callable[[str, str], bool]
+#: A passphrase, or a callback asked for one with a prompt (None: none to be had).
+Passphrase = str | Callable[[str], str | None] | None
+
+
+class ConnectOptions(NamedTuple):
+    """What ``rshell.connect`` was asked for, handed as one value to a backend.
+
+    ``known_hosts`` None means the backend's own file (``$RSHELL_HOME/known_hosts``
+    natively, ``~/.ssh/known_hosts`` over SSH); ``tls`` and ``auth`` concern
+    only the native protocol (SSH is always encrypted and authenticated).
+    A NamedTuple, not a dataclass: it is built on every cold start, and a
+    dataclass costs half a millisecond to define.
+    """
+
+    port: int | None = None
+    identity: str | os.PathLike[str] | None = None
+    passphrase: Passphrase = None
+    known_hosts: str | os.PathLike[str] | None = None
+    strict_host_keys: bool = False
+    accept_new: bool = False
+    ask: AskHost | None = None
+    connect_timeout: float = CONNECT_TIMEOUT
+    tls: bool = True
+    auth: bool = True
+    on_warning: Callable[[str], None] | None = None
+
+    def passphrase_callback(self) -> Callable[[str], str | None] | None:
+        """The passphrase as a callback, whichever form it was given in."""
+        given = self.passphrase
+        if isinstance(given, str):
+            return lambda _prompt: given
+        return given
