@@ -1,10 +1,11 @@
 """One client contract, two backends (issue 10, SPEC §7, §8): each scenario
-runs the same way against an rshell server (the native backend) and a real
-OpenSSH sshd (the ``ssh://`` backend), through ``rshell.connect`` and through
-the real ``rshell`` CLI, and must give the same Result fields, the same
-``command error`` reason, the same exit status and the same ``--json``.
+runs the same way against an rshell server (the native backend), a real
+OpenSSH sshd and rshell's own SSH listener (the ``ssh://`` backend), through
+``rshell.connect`` and through the real ``rshell`` CLI, and must give the
+same Result fields, the same ``command error`` reason, the same exit status
+and the same ``--json``.
 
-Both servers listen on 127.0.0.1 only and are started once for the module;
+The servers listen on 127.0.0.1 only and are started once for the module;
 every wait is bounded.
 """
 
@@ -15,6 +16,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ import pytest
 import rshell
 from rshell.errors import CommandFailed
 from tests.conftest import RSHELL, ServerProcess, base_env
+from tests.proctools import pid_gone, wait_until
 from tests.test_ssh_client import SSHD, Sshd
 
 
@@ -73,9 +76,31 @@ def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         server.stop()
 
 
-@pytest.fixture(params=["native", "ssh"])
+@pytest.fixture(scope="module")
+def rshell_ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """The ``ssh://`` backend against rshell's own SSH listener (``--ssh-bind``),
+    which honours RFC 4254 ``signal`` requests."""
+    root = tmp_path_factory.mktemp("rshell-ssh")
+    home, account = root / "rshell-home", root / "account"
+    home.mkdir()
+    account.mkdir()
+    srv = ServerProcess(home, ["--bind", "127.0.0.1:0", "--ssh-bind", "127.0.0.1:0"],
+                        base_env(home), launcher=("env", f"HOME={account}"))
+    port = srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1)
+    env = dict(base_env(home), HOME=str(account))
+    known = account / ".ssh" / "known_hosts"
+    options = {"identity": home / "id_ed25519", "known_hosts": known, "accept_new": True}
+    address = f"ssh://tester@127.0.0.1:{port}"
+    rshell.connect(address, **options).close()
+    try:
+        yield Target("rshell-ssh", address, env, ["-i", str(home / "id_ed25519")], options)
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(params=["native", "ssh", "rshell-ssh"])
 def target(request: pytest.FixtureRequest) -> Target:
-    found: Target = request.getfixturevalue(request.param)
+    found: Target = request.getfixturevalue(request.param.replace("-", "_"))
     return found
 
 
@@ -171,32 +196,48 @@ def test_a_timeout_stops_the_command(target: Target) -> None:
 # ---- the command line ----------------------------------------------------------------
 
 
-def test_cli_statuses_and_reasons_agree(native: Target, ssh: Target) -> None:
+def test_cli_statuses_and_reasons_agree(native: Target, ssh: Target, rshell_ssh: Target) -> None:
     """Same exit status, same stdout, same ``command error`` line (or none)."""
+    targets = (native, ssh, rshell_ssh)
     cases = ["echo out; exit 5", "echo err >&2; exit 5", "exit 3", "kill -TERM $$"]
     for command in cases:
-        a, b = native.cli("-c", command), ssh.cli("-c", command)
-        assert (a.returncode, a.stdout) == (b.returncode, b.stdout), command
-        reasons = [[line for line in p.stderr.splitlines() if b"command error" in line]
-                   for p in (a, b)]
-        assert reasons[0] == reasons[1], (command, a.stderr, b.stderr)
-    slow = [t.cli("--timeout", "1", "-c", "sleep 7") for t in (native, ssh)]
-    assert [p.returncode for p in slow] == [143, 143]
+        runs = [t.cli("-c", command) for t in targets]
+        assert len({(p.returncode, p.stdout) for p in runs}) == 1, (command, runs)
+        reasons = {tuple(line for line in p.stderr.splitlines() if b"command error" in line)
+                   for p in runs}
+        assert len(reasons) == 1, (command, runs)
+    slow = [t.cli("--timeout", "1", "-c", "sleep 7") for t in targets]
+    assert [p.returncode for p in slow] == [143, 143, 143]
     assert all(p.stderr.endswith(b"rshell: command error: timed out after 1 s\n") for p in slow)
 
 
-def test_json_fields_are_identical(native: Target, ssh: Target) -> None:
+def test_a_timeout_stops_the_remote_command_where_sshd_lets_us(
+    rshell_ssh: Target, tmp_path: Path,
+) -> None:
+    """Over SSH the deadline is the client's: a ``signal`` request (TERM),
+    then the channel is closed.  A server that honours the request (rshell's
+    own listener; OpenSSH for a non-root login) ends even a silent command;
+    test_ssh_client.py has what OpenSSH does for root."""
+    pid_file = tmp_path / "pid"
+    with rshell_ssh.connect() as conn:
+        result = conn.run(f"echo $$ > {pid_file}; exec sleep 7", timeout=1)
+    assert (result.signal, result.error) == (15, "timed out after 1 s")
+    pid = int(pid_file.read_text())
+    assert wait_until(lambda: pid_gone(pid), 5), "the remote sleep still runs"
+
+
+def test_json_fields_are_identical(native: Target, ssh: Target, rshell_ssh: Target) -> None:
     """``--json`` over a batch: every field but host and duration is the same."""
     batch = b"echo out; exit 5\nexit 3\nexit 127\nkill -TERM $$\ncd /tmp\npwd\nprintf '\\377'\n"
     records = []
-    for t in (native, ssh):
+    for t in (native, ssh, rshell_ssh):
         proc = t.cli("--json", input=batch)
         assert proc.returncode == 143, proc.stderr  # the last failure's status
         lines = [json.loads(line) for line in proc.stdout.splitlines()]
         assert all(r.pop("host") == t.address for r in lines)
         assert all(isinstance(r.pop("duration_s"), float) for r in lines)
         records.append(lines)
-    assert records[0] == records[1]
+    assert records[0] == records[1] == records[2]
     assert [r["error"] for r in records[0]] == [
         None, "exit status 3 with no output", "command not found",
         "killed by SIGTERM with no output", None, None, None,

@@ -1,3 +1,5 @@
-"""The client API: ``connect()`` and the ``Connection`` contract, with its
-native backend here and its SSH backend in rshell.ssh.client.
+"""The client: the ``Connection`` contract (api) above two backends that only
+do I/O, native (native + handshake) and SSH (rshell.ssh.client); host-key
+decisions (hostkeys), connection options and defaults (options), stdin
+sources (stdin), and the host-key probe (probe).
 Never imports rshell.server or rshell.exec."""

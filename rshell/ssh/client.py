@@ -179,7 +179,7 @@ class SshBackend:
             return (yield from run.chunks())
         # ``cd [DIR]``: the remote shell resolves it (``$VAR``, ``~``, ``-``).
         lines += [f"OLDPWD={shlex.quote(self._previous or where)}",
-                  f"cd {target} >/dev/null && pwd"]
+                  f"cd {target} >/dev/null || exit 1", "pwd"]  # 1 as natively (dash says 2)
         run = self._start("; ".join(lines), request.stdin, request.timeout, wake)
         found = bytearray()
         finish = yield from _keep_stdout(run.chunks(), found)
