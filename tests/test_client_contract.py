@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import rshell
-from rshell.errors import CommandFailed
+from rshell.errors import CommandFailed, UsageError
 from tests.conftest import RSHELL, ServerProcess, base_env
 from tests.proctools import pid_gone, wait_until
 from tests.test_ssh_client import SSHD, Sshd
@@ -261,3 +261,11 @@ def test_the_connect_timeout_default_is_one_value() -> None:
         commands.fingerprint_command.make_context("fingerprint", []).params["connect_timeout"],
     ]
     assert defaults == [CONNECT_TIMEOUT] * len(defaults)
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:2222", "ssh://someone@127.0.0.1:2222"])
+def test_a_port_that_contradicts_p_is_a_usage_error(target: str) -> None:
+    """``-p 22`` with a target that names port 2222: refused before connecting,
+    alike for both backends."""
+    with pytest.raises(UsageError, match="contradicts"):
+        rshell.connect(target, port=22, connect_timeout=1)

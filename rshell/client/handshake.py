@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from rshell.client.hostkeys import Decision, HostKeyPolicy
 from rshell.client.native import NativeBackend
-from rshell.client.options import ConnectOptions
+from rshell.client.options import ConnectOptions, host_and_port
 from rshell.errors import (
     AuthenticationFailed,
     ConnectionClosed,
@@ -26,9 +26,8 @@ from rshell.errors import (
     KeyFileError,
     LocalProtocolError,
     RemoteProtocolError,
-    UsageError,
 )
-from rshell.paths import DEFAULT_PORT, parse_hostport, rshell_home
+from rshell.paths import DEFAULT_PORT, rshell_home
 from rshell.protocol.messages import Auth, Challenge, Hello, Message, Welcome
 from rshell.protocol.signing import signed_data
 from rshell.transport import Stream, edge, tune
@@ -41,11 +40,7 @@ DEFAULT_IDENTITIES = ("id_ed25519", "~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.
 
 def open_native(target: str, options: ConnectOptions, policy: HostKeyPolicy) -> NativeBackend:
     """Connect, pin and authenticate to an rshell server at ``target``."""
-    port = options.port
-    host, parsed_port = parse_hostport(target, port or DEFAULT_PORT)
-    if port is not None and parse_hostport(target, 0, listen=True)[1] not in (0, port):
-        raise UsageError(f"-p {port} contradicts the port in {target!r}")
-    backend = NativeBackend(host, parsed_port)
+    backend = NativeBackend(*host_and_port(target, options.port, DEFAULT_PORT))
     try:
         handshake(backend, options, policy)
     except BaseException:

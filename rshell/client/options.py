@@ -12,6 +12,9 @@ import os
 from collections.abc import Callable
 from typing import NamedTuple
 
+from rshell.errors import UsageError
+from rshell.paths import parse_hostport
+
 #: Connect + handshake + authentication, in seconds: ``--connect-timeout``'s
 #: default and ``rshell.connect``'s.
 CONNECT_TIMEOUT = 10.0
@@ -50,3 +53,13 @@ class ConnectOptions(NamedTuple):
         if isinstance(given, str):
             return lambda _prompt: given
         return given
+
+
+def host_and_port(hostport: str, port: int | None, default: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` with ``-p``'s ``port``: the
+    port written in the target, else ``port``, else ``default``; a target's
+    port that contradicts ``-p`` is a usage error, for both backends."""
+    host, parsed = parse_hostport(hostport, port or default)
+    if port is not None and parse_hostport(hostport, 0, listen=True)[1] not in (0, port):
+        raise UsageError(f"-p {port} contradicts the port in {hostport!r}")
+    return host, parsed

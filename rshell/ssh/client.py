@@ -41,7 +41,7 @@ import paramiko
 
 from rshell.client.backend import STDERR, STDOUT, Chunk, Finish, Request, Wakeup
 from rshell.client.hostkeys import HostKeyPolicy
-from rshell.client.options import ConnectOptions
+from rshell.client.options import ConnectOptions, host_and_port
 from rshell.client.stdin import Pump
 from rshell.errors import (
     AuthenticationFailed,
@@ -50,7 +50,7 @@ from rshell.errors import (
     HostKeyError,
     KeyFileError,
 )
-from rshell.paths import format_hostport, parse_hostport
+from rshell.paths import format_hostport
 from rshell.ssh import _paramiko as door
 
 _CHUNK = 64 * 1024
@@ -67,7 +67,7 @@ def parse_ssh_target(target: str, port: int | None) -> tuple[str, str, int]:
 
     rest = target[len("ssh://"):].rstrip("/")
     user, _, hostport = rest.rpartition("@")
-    host, parsed = parse_hostport(hostport, port or 22)
+    host, parsed = host_and_port(hostport, port, 22)
     return user or getpass.getuser(), host, parsed
 
 
