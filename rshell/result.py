@@ -61,6 +61,11 @@ def silent_failure(exit_code: int | None, signal: int | None, output: int) -> st
     return None
 
 
+def timed_out(seconds: float) -> str:
+    """The reason for a command stopped at its time limit, whoever stopped it."""
+    return f"timed out after {seconds:g} s"
+
+
 def signal_name(signum: int) -> str:
     """``SIGTERM`` for 15; ``signal 99`` for a number with no name here."""
     import signal as signals

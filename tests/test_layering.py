@@ -23,7 +23,7 @@ import pytest
 #: package must be placed here.
 LAYERS: dict[str, int] = {
     # 0: foundations, no rshell dependencies beyond each other
-    "rshell.errors": 0, "rshell.result": 0, "rshell.paths": 0,
+    "rshell.errors": 0, "rshell.result": 0, "rshell.paths": 0, "rshell.shellwords": 0,
     # 1: pure building blocks: the sans-IO codec, trust, the execution engine
     "rshell.protocol": 1, "rshell.trust": 1, "rshell.exec": 1,
     # 2: streams, errors mapped at the edge

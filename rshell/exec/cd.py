@@ -13,6 +13,8 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rshell.shellwords import lone_cd
+
 
 @dataclass(frozen=True)
 class CdResult:
@@ -70,11 +72,8 @@ def cd(
     home, as a shell would (quoting as in ``shlex``)."""
     if not might_be_cd(command):
         return None  # the common case, without the cost of shlex
-    try:
-        argv = shlex.split(_expand(command, env) if env is not None else command)
-    except ValueError:
-        return None
-    if not argv or argv[0] != "cd" or len(argv) > 2:
+    argv = lone_cd(_expand(command, env) if env is not None else command)
+    if argv is None:
         return None
     target = argv[1] if len(argv) == 2 else home
     if target == "-":

@@ -27,6 +27,7 @@ from rshell.exec.child import Child
 from rshell.exec.loop import READ, WRITE, Loop
 from rshell.exec.policy import Launch, Limits
 from rshell.exec.record import Outcome
+from rshell.result import timed_out
 
 STDOUT, STDERR = 1, 2
 #: Biggest single read from a pipe that filled up.
@@ -113,7 +114,7 @@ class Command:
         """Act on every deadline that has passed."""
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
-            self.stop(f"timed out after {self.launch.timeout:g} s")
+            self.stop(timed_out(self.launch.timeout))
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None
             self.child.signal_group(signal.SIGKILL)

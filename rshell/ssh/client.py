@@ -51,6 +51,8 @@ from rshell.errors import (
     KeyFileError,
 )
 from rshell.paths import format_hostport
+from rshell.result import timed_out
+from rshell.shellwords import lone_cd
 from rshell.ssh import _paramiko as door
 
 _CHUNK = 64 * 1024
@@ -297,7 +299,7 @@ class _Exec:
             self._signal(signum)
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.deadline = None
-            self.error = f"timed out after {self.timeout:g} s"
+            self.error = timed_out(self.timeout or 0.0)  # a deadline means a timeout
             self._signal(signal.SIGTERM)
             self.stop_at = time.monotonic() + STOP_GRACE
 
@@ -341,18 +343,10 @@ class _Pinning(paramiko.MissingHostKeyPolicy):
 
 def _cd_target(command: str) -> str | None:
     """The word after a lone ``cd [DIR]`` as typed (``"$HOME"`` for none), else None."""
-    text = command.strip()
-    if not text.startswith("cd"):
+    argv = lone_cd(command)
+    if argv is None:
         return None
-    try:
-        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        argv = list(lexer)
-    except ValueError:
-        return None
-    if not argv or argv[0] != "cd" or len(argv) > 2:
-        return None
-    return text[2:].strip() if len(argv) == 2 else '"$HOME"'
+    return command.strip()[2:].strip() if len(argv) == 2 else '"$HOME"'
 
 
 def _keep_stdout(chunks: Generator[Chunk, None, Finish],
