@@ -19,11 +19,11 @@ from pathlib import Path
 
 import paramiko
 
+from rshell.ssh import _paramiko as door
 from tests.conftest import ServerProcess
 
 SSH = shutil.which("ssh")
 SSH_KEYGEN = shutil.which("ssh-keygen")
-_MSG_CHANNEL_REQUEST = 98
 #: Seconds any single client-side wait may take before the test gives up.
 WAIT = 15.0
 
@@ -75,38 +75,9 @@ def paramiko_client(srv: ServerProcess) -> Iterator[paramiko.SSHClient]:
 
 
 def send_signal_request(chan: paramiko.Channel, name: str) -> None:
-    """RFC 4254 6.9: ``signal`` with a signal name (``USR1``), no reply wanted;
-    paramiko has no public call for it."""
-    msg = paramiko.Message()
-    msg.add_byte(bytes([_MSG_CHANNEL_REQUEST]))
-    msg.add_int(chan.remote_chanid)
-    msg.add_string("signal")
-    msg.add_boolean(False)
-    msg.add_string(name)
-    chan.transport._send_user_message(msg)
-
-
-def hear_exit_signals(transport: paramiko.Transport) -> dict[int, str]:
-    """RFC 4254 6.10 ``exit-signal`` requests, which paramiko's client ignores:
-    returns a dict that fills with local channel id -> signal name (and sets
-    the channel's status event, as ``exit-status`` does)."""
-    heard: dict[int, str] = {}
-    table = dict(transport._channel_handler_table)
-    original = table[_MSG_CHANNEL_REQUEST]
-
-    def handle(chan: paramiko.Channel, m: paramiko.Message) -> None:
-        where = m.packet.tell()
-        if m.get_text() == "exit-signal":
-            m.get_boolean()
-            heard[chan.get_id()] = m.get_text()
-            chan.status_event.set()
-            return
-        m.packet.seek(where)
-        original(chan, m)
-
-    table[_MSG_CHANNEL_REQUEST] = handle
-    transport._channel_handler_table = table
-    return heard
+    """RFC 4254 6.9: ``signal`` with a signal name (``USR1``), no reply wanted,
+    through rshell's own door to paramiko's private API."""
+    door.channel_request(chan, "signal", name)
 
 
 def read_until(chan: paramiko.Channel, wanted: bytes, got: bytearray) -> None:

@@ -34,12 +34,12 @@ import pytest
 
 from rshell import RshellError
 from rshell.errors import AuthenticationFailed
+from rshell.ssh import _paramiko as door
 from tests.conftest import ServerProcess, cli, connect
 from tests.parity_support import (
     SSH,
     WAIT,
     Usage,
-    hear_exit_signals,
     make_stranger,
     paramiko_client,
     read_to_eof,
@@ -236,14 +236,14 @@ def test_timeout_keeps_output_until_the_stop(start_server: Start, account: Path)
     with paramiko_client(srv) as client:
         transport = client.get_transport()
         assert transport is not None
-        heard = hear_exit_signals(transport)
+        door.hear_exit_signals(transport)
         chan = transport.open_session(timeout=WAIT)
         chan.exec_command(command)
         out = bytearray()
         read_to_eof(chan, out)
         assert chan.status_event.wait(WAIT)
         err = chan.makefile_stderr("rb").read()
-        assert (bytes(out), heard.get(chan.get_id())) == (b"start\n", "TERM"), (out, heard)
+        assert (bytes(out), door.exit_signal(chan)) == (b"start\n", signal.SIGTERM), out
         assert err == b"rshell: command error: timed out after 1 s\n", err
 
 

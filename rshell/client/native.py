@@ -30,6 +30,7 @@ from rshell.errors import (
 from rshell.paths import format_hostport
 from rshell.protocol.frames import STDIN_CHUNK, BufferDecoder
 from rshell.protocol.messages import (
+    Closed,
     Exit,
     Message,
     Run,
@@ -123,7 +124,7 @@ class NativeBackend:
                         self.proto.decoder.release()  # an idle connection keeps no megabytes
                         return Finish(msg.exit_code, msg.signal, msg.error, msg.cwd or None,
                                       msg.duration)
-                    msg = self.proto.next_event()
+                    msg = self._next_event()
         except GeneratorExit:
             self._abandon(ConnectionFailed("command abandoned before it finished"))
             raise
@@ -194,7 +195,7 @@ class NativeBackend:
         """Wait for the socket, the wake-up pipe or stdin; the first complete message."""
         stream = self.stream
         assert stream is not None and self.sel is not None
-        msg = self.proto.next_event()
+        msg = self._next_event()
         if msg is not None:
             return msg
         if not stream.pending():
@@ -221,7 +222,16 @@ class NativeBackend:
                 return None
         decoder = self.proto.decoder
         n = stream.recv_into(decoder.writable())
-        if n is None:
+        if n is None:  # EOF is an input: the messages before it still count
+            self.proto.receive_eof()
+        else:
+            decoder.commit(n)
+        return self._next_event()
+
+    def _next_event(self) -> Message | None:
+        """The next message; a clean close (after every message) is ConnectionClosed,
+        a close mid-frame the protocol's RemoteProtocolError."""
+        msg = self.proto.next_event()
+        if isinstance(msg, Closed):
             raise ConnectionClosed(f"connection to {self.address} closed by the server")
-        decoder.commit(n)
-        return self.proto.next_event()
+        return msg

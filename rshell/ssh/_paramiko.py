@@ -44,6 +44,26 @@ def channel_request(channel: paramiko.Channel, kind: str, *fields: str | bool) -
     channel.transport._send_user_message(msg)
 
 
+def intercept_request(transport: paramiko.Transport, kind: str,
+                      handle: Callable[[paramiko.Channel, paramiko.Message], None]) -> None:
+    """Channel requests named ``kind`` go to ``handle(channel, message)``, the
+    message read past the want-reply flag; every other request as before."""
+    table = dict(transport._channel_handler_table)
+    original = table[_MSG_CHANNEL_REQUEST]
+
+    def route(channel: paramiko.Channel, m: paramiko.Message) -> None:
+        where = m.packet.tell()
+        if m.get_text() == kind:
+            m.get_boolean()
+            handle(channel, m)
+            return
+        m.packet.seek(where)
+        original(channel, m)
+
+    table[_MSG_CHANNEL_REQUEST] = route
+    transport._channel_handler_table = table
+
+
 # ---- the server side's hooks ------------------------------------------------------
 
 
@@ -83,23 +103,14 @@ def _nothing() -> None:
 
 def hear_signals(transport: paramiko.Transport, deliver: Callable[[int, int], None]) -> None:
     """RFC 4254 6.9 ``signal`` requests, which paramiko drops, handed to
-    ``deliver(channel id, signal number)``; every other request as before."""
-    table = dict(transport._channel_handler_table)
-    original = table[_MSG_CHANNEL_REQUEST]
+    ``deliver(channel id, signal number)`` (the RFC wants no reply)."""
 
-    def handle(channel: paramiko.Channel, m: paramiko.Message) -> None:
-        where = m.packet.tell()
-        if m.get_text() == "signal":
-            m.get_boolean()  # want-reply: the RFC says none is sent
-            signum = SIGNAL_NUMBERS.get(m.get_text())
-            if signum is not None:
-                deliver(channel.get_id(), signum)
-            return
-        m.packet.seek(where)
-        original(channel, m)
+    def signalled(channel: paramiko.Channel, m: paramiko.Message) -> None:
+        signum = SIGNAL_NUMBERS.get(m.get_text())
+        if signum is not None:
+            deliver(channel.get_id(), signum)
 
-    table[_MSG_CHANNEL_REQUEST] = handle
-    transport._channel_handler_table = table
+    intercept_request(transport, "signal", signalled)
 
 
 def send_exit(channel: paramiko.Channel, code: int | None, signum: int | None) -> None:
@@ -122,26 +133,6 @@ def silence_logging() -> None:
 
 
 # ---- the client side's hooks ------------------------------------------------------
-
-
-def intercept_request(transport: paramiko.Transport, kind: str,
-                      handle: Callable[[paramiko.Channel, paramiko.Message], None]) -> None:
-    """Channel requests named ``kind`` go to ``handle(channel, message)``, the
-    message read past the want-reply flag; every other request as before."""
-    table = dict(transport._channel_handler_table)
-    original = table[_MSG_CHANNEL_REQUEST]
-
-    def route(channel: paramiko.Channel, m: paramiko.Message) -> None:
-        where = m.packet.tell()
-        if m.get_text() == kind:
-            m.get_boolean()
-            handle(channel, m)
-            return
-        m.packet.seek(where)
-        original(channel, m)
-
-    table[_MSG_CHANNEL_REQUEST] = route
-    transport._channel_handler_table = table
 
 
 def hear_exit_signals(transport: paramiko.Transport) -> None:
@@ -186,7 +177,7 @@ def unwatch_exit(channel: paramiko.Channel) -> None:
     """No more calls from ``watch_exit``: before what it calls goes away."""
     event = channel.status_event
     if isinstance(event, _NotifyingEvent):
-        event._rshell_notify = lambda: None
+        event._rshell_notify = _nothing
 
 
 #: Rekey after this many bytes each way: OpenSSH's default for a 128-bit block

@@ -40,6 +40,7 @@ from rshell.server.settings import Settings, new_marker
 from rshell.ssh._paramiko import (
     FAILURES,
     hear_signals,
+    rekey_as_openssh,
     silence_logging,
 )
 from rshell.ssh.channel import ChannelDriver
@@ -175,6 +176,7 @@ class SshConnection:
         transport.add_server_key(self.host_key)
         iface = _Interface(self)
         hear_signals(transport, self.deliver_signal)
+        rekey_as_openssh(transport)  # paramiko's 512 MiB rekey can deadlock (#822)
         threads: list[threading.Thread] = []
         try:
             transport.start_server(server=iface)
