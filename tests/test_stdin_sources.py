@@ -69,6 +69,7 @@ def test_a_text_file_like_is_sent_as_utf8() -> None:
     assert pump is not None and pump.fd is None
     out = bytearray()
     while (chunk := pump.read(4)) is not None:
+        assert len(chunk) <= 4, "more bytes than the credit asked for"
         out += chunk
     assert bytes(out) == "abc€".encode()
 

@@ -69,12 +69,18 @@ class _FdPump(Pump):
 class _FilePump(Pump):
     def __init__(self, file: IO[Any]) -> None:
         self._file = file
+        self._rest = b""  # a text file's n characters can be more than n bytes
 
     def read(self, n: int) -> bytes | None:
-        data = self._file.read(n)
-        if isinstance(data, str):
-            data = data.encode()
-        return data or None
+        if not self._rest:
+            data = self._file.read(n)
+            if isinstance(data, str):
+                data = data.encode()
+            if not data:
+                return None
+            self._rest = data
+        chunk, self._rest = self._rest[:n], self._rest[n:]
+        return chunk
 
 
 class _IterPump(Pump):
