@@ -93,23 +93,11 @@ def client_command(
       rshell keygen [-f PATH] [-t ed25519|ecdsa|rsa]
       rshell fingerprint [PATH|HOST]
     """
-    if sum(x is not None and x != () for x in (command, batch, argv or None)) > 1:
-        raise UsageError("give only one of -c COMMAND, -f FILE, or -- CMD ARG...")
-    if argv:
-        command = shlex.join(argv)
-    if command is not None and not command.strip():
-        raise UsageError("empty command")
+    command, batch = _mode(argv, command, batch)
     if strict_host_keys and accept_new:
         raise UsageError("--strict-host-keys and --accept-new contradict each other")
-    if batch is None and command is None and not _stdin_is_tty():
-        batch = "-"
     lines = _batch_lines(batch) if batch is not None else None
-    if no_tls:
-        sys.stderr.write("rshell: WARNING: --no-tls: the server is not authenticated and "
-                         "nothing is encrypted\n")
-    if no_auth:
-        sys.stderr.write("rshell: WARNING: --no-auth: offering no key; only a server that "
-                         "lets anyone run commands will accept this\n")
+    _warn_opt_outs(no_tls, no_auth)
 
     def open_connection() -> Any:
         return open_client(
@@ -136,6 +124,30 @@ def client_command(
         # Our stdout or stderr is gone: 141, as `guarded` (and the fast path)
         # says it; click's own handler, which would see it first, exits 1.
         return 141
+
+
+def _mode(argv: tuple[str, ...], command: str | None,
+          batch: str | None) -> tuple[str | None, str | None]:
+    """One command (``-c``, or argv quoted), a batch (``-f``, or piped stdin),
+    or neither (the prompt)."""
+    if sum(x is not None and x != () for x in (command, batch, argv or None)) > 1:
+        raise UsageError("give only one of -c COMMAND, -f FILE, or -- CMD ARG...")
+    if argv:
+        command = shlex.join(argv)
+    if command is not None and not command.strip():
+        raise UsageError("empty command")
+    if batch is None and command is None and not _stdin_is_tty():
+        batch = "-"
+    return command, batch
+
+
+def _warn_opt_outs(no_tls: bool, no_auth: bool) -> None:
+    if no_tls:
+        sys.stderr.write("rshell: WARNING: --no-tls: the server is not authenticated and "
+                         "nothing is encrypted\n")
+    if no_auth:
+        sys.stderr.write("rshell: WARNING: --no-auth: offering no key; only a server that "
+                         "lets anyone run commands will accept this\n")
 
 
 def _stdin_is_tty() -> bool:

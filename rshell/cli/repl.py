@@ -68,18 +68,7 @@ def interactive(
             if leave is not None:
                 status = leave
                 break
-            try:
-                result = _run_interruptible(conn, command, timeout, out, err)
-            except RemoteProtocolError as exc:
-                if exc.code != "idle-timeout" or reconnect is None:
-                    raise
-                sys.stderr.write("rshell: the session was idle too long; reconnecting\n")
-                cwd = conn.cwd
-                conn.close()
-                conn = reconnect()
-                if cwd != conn.cwd:
-                    conn.run(f"cd {shlex.quote(cwd)}")
-                result = _run_interruptible(conn, command, timeout, out, err)
+            conn, result = _run_or_reconnect(conn, command, timeout, out, err, reconnect)
         except KeyboardInterrupt:  # in the instant before the command was sent
             sys.stdout.write("^C\n")
             continue
@@ -87,6 +76,26 @@ def interactive(
         status = result.exit_status
     _trim(history, HISTORY_LIMIT)
     return status
+
+
+def _run_or_reconnect(
+    conn: Connection, command: str, timeout: float | None, out: Writer, err: Writer,
+    reconnect: Callable[[], Connection] | None,
+) -> tuple[Connection, Result]:
+    """Run ``command``; a session the server closed as idle is reopened in the
+    same directory and the command sent again (it never ran)."""
+    try:
+        return conn, _run_interruptible(conn, command, timeout, out, err)
+    except RemoteProtocolError as exc:
+        if exc.code != "idle-timeout" or reconnect is None:
+            raise
+    sys.stderr.write("rshell: the session was idle too long; reconnecting\n")
+    cwd = conn.cwd
+    conn.close()
+    conn = reconnect()
+    if cwd != conn.cwd:
+        conn.run(f"cd {shlex.quote(cwd)}")
+    return conn, _run_interruptible(conn, command, timeout, out, err)
 
 
 def _exit_status(command: str, last: int) -> int | None:

@@ -28,6 +28,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import paramiko
@@ -138,7 +139,8 @@ class SshConnection:
     """
 
     def __init__(self, sock: socket.socket, peer: str, settings: Settings,
-                 host_key: paramiko.PKey, on_authenticated: Any = None) -> None:
+                 host_key: paramiko.PKey,
+                 on_authenticated: Callable[[], None] | None = None) -> None:
         from rshell.server.auth import Authorizer
 
         self.sock, self.peer, self.settings = sock, peer, settings
