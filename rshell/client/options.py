@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import NamedTuple
 
 from rshell.errors import UsageError
 from rshell.paths import parse_hostport
@@ -25,27 +24,30 @@ AskHost = Callable[[str, str], bool]
 Passphrase = str | Callable[[str], str | None] | None
 
 
-class ConnectOptions(NamedTuple):
+class ConnectOptions:
     """What ``rshell.connect`` was asked for, handed as one value to a backend.
 
     ``known_hosts`` None means the backend's own file (``$RSHELL_HOME/known_hosts``
     natively, ``~/.ssh/known_hosts`` over SSH); ``tls`` and ``auth`` concern
     only the native protocol (SSH is always encrypted and authenticated).
-    A NamedTuple, not a dataclass: it is built on every cold start, and a
-    dataclass costs half a millisecond to define.
+    A plain class with slots: it is defined on every cold start, where a
+    dataclass costs half a millisecond and a NamedTuple a quarter.
     """
 
-    port: int | None = None
-    identity: str | os.PathLike[str] | None = None
-    passphrase: Passphrase = None
-    known_hosts: str | os.PathLike[str] | None = None
-    strict_host_keys: bool = False
-    accept_new: bool = False
-    ask: AskHost | None = None
-    connect_timeout: float = CONNECT_TIMEOUT
-    tls: bool = True
-    auth: bool = True
-    on_warning: Callable[[str], None] | None = None
+    __slots__ = ("port", "identity", "passphrase", "known_hosts", "strict_host_keys",
+                 "accept_new", "ask", "connect_timeout", "tls", "auth", "on_warning")
+
+    def __init__(
+        self, *, port: int | None = None, identity: str | os.PathLike[str] | None = None,
+        passphrase: Passphrase = None, known_hosts: str | os.PathLike[str] | None = None,
+        strict_host_keys: bool = False, accept_new: bool = False, ask: AskHost | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT, tls: bool = True, auth: bool = True,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        self.port, self.identity, self.passphrase = port, identity, passphrase
+        self.known_hosts, self.strict_host_keys = known_hosts, strict_host_keys
+        self.accept_new, self.ask, self.connect_timeout = accept_new, ask, connect_timeout
+        self.tls, self.auth, self.on_warning = tls, auth, on_warning
 
     def passphrase_callback(self) -> Callable[[str], str | None] | None:
         """The passphrase as a callback, whichever form it was given in."""
