@@ -21,6 +21,7 @@ import pexpect
 import pytest
 
 from tests.conftest import ServerProcess
+from tests.support.procs import asleep_in_select, wait_until
 
 Spawn = Callable[[], pexpect.spawn]
 
@@ -144,10 +145,11 @@ def test_ctrl_c_at_empty_prompt_does_not_exit(spawn: Spawn, server: ServerProces
     child.expect(prompt_rx(server))
     child.send("half-typed")
     child.expect_exact("half-typed")  # readline holds it in its line buffer
-    child.sendintr()
-    child.expect(prompt_rx(server))
-    child.sendintr()
-    child.expect(prompt_rx(server))
+    for _ in range(2):  # once with a half-typed line, once at an empty prompt
+        # Only once readline waits for a key again (procs.asleep_in_select).
+        assert wait_until(lambda: asleep_in_select(child.pid), 10)
+        child.sendintr()
+        child.expect(prompt_rx(server))
     child.sendline('echo af""ter')
     child.expect(r"\r\nafter\r\n")  # the dropped text was not prepended
     child.expect(prompt_rx(server))

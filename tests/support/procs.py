@@ -67,6 +67,21 @@ def stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(b")") + 2 :].decode().split()
 
 
+def asleep_in_select(pid: int) -> bool:
+    """``pid`` is blocked in select/poll (readline waiting for a key, say).
+
+    CPython's readline checks for signals only when its select() is
+    interrupted: a Ctrl-C that lands between one key's echo and the next
+    select() is noticed only at the next key.  A human never types that fast;
+    a test must wait for this before pressing Ctrl-C at a prompt."""
+    fields = stat_fields(pid)
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+    return fields is not None and fields[0] == "S" and ("select" in wchan or "poll" in wchan)
+
+
 def running(pid: int) -> bool:
     """Alive and not a zombie (an orphan's zombie is its new parent's to reap)."""
     fields = stat_fields(pid)
