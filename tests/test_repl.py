@@ -156,6 +156,28 @@ def test_ctrl_c_at_empty_prompt_does_not_exit(spawn: Spawn, server: ServerProces
     assert child.isalive()
 
 
+def test_ctrl_c_at_the_prompt_works_when_the_parent_ignored_it(
+    server: ServerProcess, home: Path
+) -> None:
+    """An ignored SIGINT is inherited across exec (``pytest &`` in a script, a
+    launcher); the prompt takes it back, as an interactive shell does."""
+    import signal
+
+    from tests.support.cli import CLIENT_MODE, RSHELL, base_env
+
+    child = pexpect.spawn(RSHELL, [*CLIENT_MODE, server.address], env=base_env(home),
+                          timeout=10, encoding="utf-8", dimensions=(24, 250),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        child.expect(prompt_rx(server))
+        assert wait_until(lambda: asleep_in_select(child.pid), 10)
+        child.sendintr()
+        child.expect(prompt_rx(server))
+        assert child.isalive()
+    finally:
+        child.close(force=True)
+
+
 def test_ctrl_d_exits_zero_in_fresh_session(spawn: Spawn, server: ServerProcess) -> None:
     """Ctrl-D with nothing run yet leaves cleanly with status 0."""
     child = spawn()

@@ -48,6 +48,11 @@ def interactive(
     except (FileNotFoundError, OSError):
         pass
     readline.set_history_length(HISTORY_LIMIT)
+    # Ctrl-C at the prompt drops the line, whatever the parent left us: an
+    # ignored SIGINT is inherited across exec (a script's ``cmd &``, a
+    # launcher), and Python then never raises KeyboardInterrupt.  A prompt
+    # is interactive, as an interactive shell takes SIGINT back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     out, err = fd_writer(1), fd_writer(2)
     status = 0
     while True:
