@@ -249,9 +249,9 @@ def test_run_cwd_applies_to_one_command(server: ServerProcess, tmp_path: Path) -
 def test_run_env_applies_to_one_command(server: ServerProcess) -> None:
     """``run(env=...)`` adds to the environment of that command only."""
     with connect(server) as conn:
-        r = conn.run('printf %s "$RSHELL_TEST_VAR"', env={"RSHELL_TEST_VAR": "v a l"})
+        r = conn.run('printf %s "$TEST_VAR"', env={"TEST_VAR": "v a l"})
         assert r.stdout == b"v a l"
-        assert conn.run('printf %s "${RSHELL_TEST_VAR-unset}"').stdout == b"unset"
+        assert conn.run('printf %s "${TEST_VAR-unset}"').stdout == b"unset"
         # The rest of the environment is still there alongside the addition.
         assert conn.run('printf %s "$HOME"', env={"X": "1"}).stdout != b""
 

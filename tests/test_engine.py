@@ -180,6 +180,18 @@ def test_restrict_refuses_client_environment(tmp_path: Path) -> None:
     assert isinstance(decide(Request("env"), ws, Limits()), Launch)
 
 
+def test_the_servers_own_variables_cannot_be_set_by_a_client(tmp_path: Path) -> None:
+    """RSHELL_SESSION is what the end-of-session sweep follows, RSHELL_CLIENT
+    who asked: a client that set them could hide its processes or lie."""
+    ws = login(tmp_path).workspace()
+    for name in ("RSHELL_SESSION", "RSHELL_CLIENT", "RSHELL_ANYTHING"):
+        answer = decide(Request("env", env={name: "x", "OK": "1"}), ws, Limits())
+        assert isinstance(answer, Answer) and answer.outcome.exit_code == 126
+        assert answer.outcome.reason == \
+            f"refused: environment variable {name} is reserved for the server"
+    assert isinstance(decide(Request("env", env={"OK": "1"}), ws, Limits()), Launch)
+
+
 def test_cd_moves_the_workspace_and_a_failure_says_why(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     ws = login(tmp_path).workspace()

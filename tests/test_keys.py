@@ -276,6 +276,22 @@ def test_sign_verify_round_trip(kind: str, bits: int | None, rsa_key: keys.Priva
 # ---- authorized_keys: lines -------------------------------------------------------
 
 
+@pytest.mark.parametrize("option", ['command="a",command="b"', 'from="10.0.0.1",from="*"'])
+def test_a_repeated_option_makes_the_line_unusable(option: str) -> None:
+    """As sshd: two command= or from= on one line are refused, not last-wins."""
+    with pytest.raises(ValueError, match="given twice"):
+        authkeys.parse_line(f"{option} {pub_line()}", 1)
+
+
+def test_from_patterns_speak_openssh_not_fnmatch() -> None:
+    """``*`` and ``?`` only: a ``[...]`` class is literal, as in OpenSSH's match.c."""
+    match = authkeys.match_address
+    assert match("10.0.0.7", ("10.0.0.?",)) and match("10.0.0.77", ("10.0.0.*",))
+    assert not match("10.0.0.7", ("10.0.0.[0-9]",))
+    assert not match("10.0.0.7", ("10.0.0.[7]",))
+    assert match("10.0.0.7", ("!10.0.0.[7]", "10.0.0.*")), "a literal class negates nothing"
+
+
 def test_parse_line_with_options() -> None:
     """command= keeps escaped quotes and commas; from= splits on commas; flags set."""
     key = pub_line(comment="alice@laptop with spaces")

@@ -91,7 +91,7 @@ def mix(i: int, r: int, workdir: Path, home: str) -> list[Command]:
         Command("exit", f"exit {code}", exit_code=code, error=f"exit status {code} with no output"),
         Command("streams", f"printf {tok}-out; printf {tok}-err >&2",
                 stdout=f"{tok}-out".encode(), stderr=f"{tok}-err".encode()),
-        Command("env", 'printf %s "$RSHELL_LOAD_TOKEN"', env={"RSHELL_LOAD_TOKEN": tok},
+        Command("env", 'printf %s "$LOAD_TOKEN"', env={"LOAD_TOKEN": tok},
                 stdout=tok.encode()),
         Command("yes", f"yes {tok} | head -c {yes_bytes}",
                 stdout=((tok + "\n") * (yes_bytes // len(tok) + 1)).encode()[:yes_bytes]),

@@ -131,6 +131,10 @@ def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
     elif grant.forced is not None and (request.env or request.cwd):
         # The client must not steer a forced command (PATH, LD_PRELOAD, ./script).
         refusal = "environment and cwd not permitted with a forced command"
+    elif request.env and (reserved := sorted(n for n in request.env if n.startswith("RSHELL_"))):
+        # The server's own (the session marker the sweep follows, the client's
+        # address): a client that set them could hide its processes or lie.
+        refusal = f"environment variable {reserved[0]} is reserved for the server"
     if refusal is not None:
         return _answer(request, 126, f"refused: {refusal}")
     if grant.forced is None:

@@ -13,11 +13,12 @@ Must not import anything above layer 1 (keys is layer 1 too).
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import hashlib
 import ipaddress
 import logging
 import os
+import re
 import stat
 import threading
 from dataclasses import dataclass
@@ -98,10 +99,14 @@ def parse_line(text: str, number: int) -> Entry:
     command = None
     patterns = None
     restrict = False
+    seen: set[str] = set()
     for name, value in options:
         if name in _VALUE_OPTIONS:
             if value is None:
                 raise ValueError(f"option {name} needs a value")
+            if name in seen:  # as sshd: which one was meant is not ours to guess
+                raise ValueError(f"option {name} given twice")
+            seen.add(name)
             if name == "command":
                 command = value
             else:
@@ -143,7 +148,16 @@ def _matches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, pattern: str) ->
             return ip in ipaddress.ip_network(pattern, strict=False)
         except ValueError:
             return False
-    return fnmatch.fnmatchcase(str(ip), pattern.lower())
+    return _wildcard(pattern.lower()).fullmatch(str(ip)) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """OpenSSH's pattern language (match.c): ``*`` any run, ``?`` one
+    character, everything else literal (no ``[...]`` classes, unlike fnmatch)."""
+    return re.compile("".join(
+        ".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern
+    ), re.DOTALL)
 
 
 def _writable_by_others(path: Path) -> str:
