@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rshell.exec import sweep
+from tests.support.procs import wait_until
 
 
 @pytest.fixture
@@ -168,3 +169,29 @@ def test_kill_orphans_takes_the_dead_servers_of_its_registry_only(
     assert sorted(os.listdir(registry)) == sorted([str(os.getppid()), str(os.getpid())])
     sweep.unregister(str(registry))
     assert os.listdir(registry) == [str(os.getppid())]
+
+
+def test_a_zombie_server_is_dead_to_the_sweep(
+    marked: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A server SIGKILLed and not yet reaped (its parent has not waited) is a
+    zombie: kill(pid, 0) still succeeds, yet it serves nothing, so what it
+    left is swept."""
+    registry = tmp_path / "servers"
+    registry.mkdir()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)  # the "server": dies at once, left unreaped
+    try:
+        def state() -> list[str]:
+            raw = Path(f"/proc/{pid}/stat").read_bytes()
+            return raw[raw.rindex(b")") + 2:].decode().split()
+
+        assert wait_until(lambda: state()[0] == "Z", 10)
+        (registry / str(pid)).write_text(f"{state()[19]}\n")
+        orphan = spawn(marked, f"{pid}:1")
+        assert sweep.kill_orphans(str(registry)) == [orphan]
+        assert killed(marked, orphan)
+    finally:
+        os.waitpid(pid, 0)
+        sweep.unregister(str(registry))

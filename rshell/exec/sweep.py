@@ -214,11 +214,13 @@ def _kill_marked(wanted: Callable[[str], bool]) -> list[int]:
 
 def _start_time(pid: int) -> str | None:
     """When ``pid`` started, in clock ticks after boot (/proc/PID/stat field
-    22), or None once it is gone: with the pid, a process's identity."""
+    22): with the pid, a process's identity.  None once it is gone, or a
+    zombie: a server killed and not yet reaped serves no session any more."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name is parenthesised and may hold spaces: split after it.
-    return raw[raw.rindex(b")") + 2 :].split()[19].decode()
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return None if fields[0] == b"Z" else fields[19].decode()
