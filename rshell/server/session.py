@@ -131,6 +131,7 @@ class Session(Loop):
         with self._lock:
             if self.shutdown_at is None:
                 self.shutdown_at = time.monotonic() + grace
+            self.login.stopping = True  # new commands are answered, not run
         self.wake()
 
     # ---- the loop -------------------------------------------------------------
@@ -233,7 +234,6 @@ class Session(Loop):
 
     def _start(self, run: Run) -> None:
         request = Request(run.command, run.cwd, run.env, run.timeout, run.stdin)
-        self.login.stopping = self.shutdown_at is not None
         plan = decide(request, self.ws, self.settings.limits)
         if isinstance(plan, Answer):
             if plan.stderr:
@@ -283,12 +283,8 @@ class Session(Loop):
     # ---- handshake -------------------------------------------------------------------
 
     def _authenticate(self, msg: Auth) -> None:
-        from rshell.server.auth import Authorizer
-
-        settings = self.settings
-        assert settings.authorized is not None
-        authorizer = Authorizer(settings.authorized, settings.host_key_blob,
-                                settings.auth_failure_delay)
+        authorizer = self.settings.authorizer
+        assert authorizer is not None  # Challenge is sent only when keys are asked for
         verdict = authorizer.verify(msg, self.nonce, peer_ip(self.stream.sock))
         grant = authorizer.report(verdict, self.record)
         if grant is None:
@@ -322,8 +318,6 @@ class Session(Loop):
     def _on_wake(self, mask: int) -> None:
         if not self.drain_wake():
             return
-        if self.shutdown_at is not None:
-            self.login.stopping = True
         if self.cmd is None:
             self._shut()
 

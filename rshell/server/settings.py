@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from rshell.exec.policy import Limits
@@ -16,6 +17,7 @@ from rshell.protocol.states import DEFAULT_STDIN_WINDOW
 if TYPE_CHECKING:
     from rshell.exec.sweep import Sweeper
     from rshell.server.audit import AuditLog
+    from rshell.server.auth import Authorizer
     from rshell.trust.authorized_keys import AuthorizedKeys
 
 #: Numbers for session markers (see exec/sweep.py), unique in this process.
@@ -48,3 +50,12 @@ class Settings:
     #: Sweeps escaped processes for every session in one thread (None: each
     #: session sweeps for itself as it ends).
     sweeper: Sweeper | None = None
+
+    @cached_property
+    def authorizer(self) -> Authorizer | None:
+        """The one authorizer of both listeners (None: --no-auth)."""
+        if self.authorized is None:
+            return None
+        from rshell.server.auth import Authorizer
+
+        return Authorizer(self.authorized, self.host_key_blob, self.auth_failure_delay)

@@ -152,9 +152,7 @@ class ChannelDriver(Loop):
             self.conn.end(f"{exc.code}: {exc}")
             self._refuse(str(exc))
         except ConnectionFailed:
-            if self.cmd is not None:
-                record.finished(self.cmd.abandon())
-                self.cmd = None
+            pass  # the client went: the finally ends what runs
         except FAILURES as exc:
             log.info("%s: ssh channel ended: %s", self.conn.peer, exc)
         finally:

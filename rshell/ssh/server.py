@@ -48,7 +48,7 @@ from rshell.ssh.channel import ChannelDriver
 from rshell.transport import peer_ip
 
 if TYPE_CHECKING:
-    from rshell.server.auth import Authorizer, Verdict
+    from rshell.server.auth import Verdict
 
 log = logging.getLogger("rshell.server")
 
@@ -141,16 +141,13 @@ class SshConnection:
     def __init__(self, sock: socket.socket, peer: str, settings: Settings,
                  host_key: paramiko.PKey,
                  on_authenticated: Callable[[], None] | None = None) -> None:
-        from rshell.server.auth import Authorizer
-
         self.sock, self.peer, self.settings = sock, peer, settings
         self.peer_ip = peer_ip(sock)
         self.host_key, self.on_authenticated = host_key, on_authenticated
         marker = new_marker()
         self.login = Login(settings.home, settings.limits.shell, peer, marker)
         self.record = Recorder(peer, "ssh", marker, settings.audit)
-        self.authorizer: Authorizer | None = None if settings.authorized is None else \
-            Authorizer(settings.authorized, settings.host_key_blob, settings.auth_failure_delay)
+        self.authorizer = settings.authorizer
         self.drivers: dict[int, ChannelDriver] = {}
         self.shutdown_at: float | None = None
         self.end_reason = ""
