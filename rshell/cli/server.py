@@ -44,6 +44,9 @@ from rshell.cli.commands import CONTEXT, invoke
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("--audit-log", metavar="FILE", help="Append one JSON line per event.")
+@click.option("--strict-modes", type=click.Choice(["yes", "no"]), default="yes",
+              show_default=True,
+              help="Refuse files other accounts could write (as sshd); 'no' is insecure.")
 def server_command(**opts: Any) -> int:
     """Serve rshell commands: run them, stream their output, report their status."""
     from rshell.server.main import run_server

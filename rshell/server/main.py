@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from rshell.errors import UsageError
+from rshell.errors import ConfigError, UsageError
 from rshell.paths import DEFAULT_PORT, parse_hostport, rshell_home
 
 if TYPE_CHECKING:
@@ -119,12 +119,41 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _host_identity(state: Path, no_tls: bool) -> tuple[Any, Any, bytes]:
+def _trusted(path: Path, what: str, strict: bool, *, private: bool = False) -> None:
+    """StrictModes (trust/modes.py) for a file the server relies on: refuse
+    to start on it, or, with --strict-modes=no, say loudly that it is used."""
+    from rshell.trust import modes
+
+    found = modes.problem(path, private=private)
+    if not found:
+        return
+    if strict:
+        raise ConfigError(f"refusing {what} {path}: {found} (fix it, or --strict-modes=no)")
+    log.warning("%s %s is not safe: %s; used anyway (--strict-modes=no)", what, path, found)
+
+
+def _make_private_dirs(path: Path) -> None:
+    """mkdir -p, each new level 0700 whatever the umask (a 0775 parent made
+    under umask 002 would fail the strict check, and deserve to)."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile; the strict check judges it
+
+
+def _host_identity(state: Path, no_tls: bool, strict: bool) -> tuple[Any, Any, bytes]:
     """Load (first start: generate) the host key; build the TLS context from it."""
     from rshell.trust import keys
 
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_private_dirs(state)
+    _trusted(state, "state directory", strict)
     path = state / "host_key"
+    _trusted(path, "host key", strict, private=True)
     fresh = not path.exists()
     host_key = keys.load_host_key(path)
     fp = keys.fingerprint(host_key.public_key())
@@ -250,7 +279,7 @@ def _serve(
 def _settings(
     *, state_dir: str | None, authorized_keys: str | None, no_tls: bool, no_auth: bool,
     timeout: float, max_output: int, auth_timeout: float, shell: str, audit_log: str | None,
-    idle_timeout: float, max_commands: int,
+    idle_timeout: float, max_commands: int, strict_modes: str = "yes",
 ) -> tuple[Settings, Any, Path]:
     """The flags as frozen Settings (first start: keys provisioned), the TLS
     context, and the state directory."""
@@ -260,8 +289,12 @@ def _settings(
 
     if not Path(shell).is_file():
         raise UsageError(f"--shell {shell}: no such file")
+    strict = strict_modes == "yes"
+    if not strict:
+        log.warning("STRICT MODES DISABLED (--strict-modes=no): files other accounts can "
+                    "write (authorized_keys, host key, state, audit log) are trusted")
     state = (Path(state_dir) if state_dir else rshell_home() / "server").absolute()
-    _, tls_context, host_blob = _host_identity(state, no_tls)
+    _, tls_context, host_blob = _host_identity(state, no_tls, strict)
     authorized = None
     if not no_auth:
         from rshell.trust.authorized_keys import AuthorizedKeys
@@ -270,12 +303,14 @@ def _settings(
             else state / "authorized_keys"
         if authorized_keys is None and not path.exists():
             _provision_authorized_keys(path)
-        authorized = AuthorizedKeys(path)
+        _trusted(path, "authorized_keys", strict)
+        authorized = AuthorizedKeys(path, strict=strict)
         log.info("authorized keys: %s", path)
     audit = None
     if audit_log is not None:
         from rshell.server.audit import AuditLog
 
+        _trusted(Path(os.path.abspath(audit_log)), "audit log", strict)
         audit = AuditLog(os.path.abspath(audit_log))
     if no_tls:
         log.warning("TLS DISABLED (--no-tls): traffic, commands and output travel in clear")

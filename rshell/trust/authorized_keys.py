@@ -6,7 +6,8 @@ Honoured options: ``command="..."`` (a forced command), ``from="pattern-list"``
 forwarding), and the ``no-*`` options that only narrow what is allowed.  A
 line with an unknown option or a malformed key is skipped with a warning
 naming the file and line: never a crash, never a grant.  The file is re-read
-whenever its content changes, so edits apply without a restart.
+whenever its content changes, so edits apply without a restart, and only
+while it and the path to it are safe from other accounts (trust/modes.py).
 
 Must not import anything above layer 1 (keys is layer 1 too).
 """
@@ -17,14 +18,12 @@ import functools
 import hashlib
 import ipaddress
 import logging
-import os
 import re
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from rshell.trust import keys
+from rshell.trust import keys, modes
 
 log = logging.getLogger("rshell.server")
 
@@ -160,27 +159,27 @@ def _wildcard(pattern: str) -> re.Pattern[str]:
     ), re.DOTALL)
 
 
-def _writable_by_others(path: Path) -> str:
-    """sshd's StrictModes: the file and its directory must not be writable by
-    group or others (anyone who can edit the list can let themselves in)."""
-    for where in (path, path.parent):
-        try:
-            st = os.stat(where)
-        except OSError:
-            continue
-        if st.st_mode & 0o022 and not (where.is_dir() and st.st_mode & stat.S_ISVTX):
-            return f"{where} has mode {stat.S_IMODE(st.st_mode):04o}"
-    return ""
-
-
 class AuthorizedKeys:
-    """The file, re-parsed whenever it changes; thread-safe."""
+    """The file, re-parsed whenever it changes; thread-safe.
 
-    def __init__(self, path: Path) -> None:
+    ``strict`` (sshd's StrictModes, see trust/modes.py): before each read, the
+    file and the path to it must be safe from other accounts; when they are
+    not, the last list read while they were stays in force (neither granting
+    what an intruder may have written nor locking everyone out), and the
+    problem is logged once.
+    """
+
+    def __init__(self, path: Path, *, strict: bool = True) -> None:
         self.path = path
-        self._stamp: str | None = None  # content digest, or "missing" / "loose"
+        self.strict = strict
+        self._stamp: str | None = None  # content digest, or "missing"
+        self._unsafe = ""  # the problem last logged, while it lasts
         self._entries: dict[bytes, Entry] = {}
         self._lock = threading.Lock()
+
+    def problem(self) -> str:
+        """What makes the file untrustworthy now ('' if nothing, or not strict)."""
+        return modes.problem(self.path) if self.strict else ""
 
     def find(self, blob: bytes) -> Entry | None:
         with self._lock:
@@ -190,12 +189,15 @@ class AuthorizedKeys:
     def _refresh(self) -> None:
         """Re-parse when the content changed: read every time, as sshd does, but
         parse only on a new digest (a same-size edit within one mtime tick counts)."""
-        loose = _writable_by_others(self.path)
-        if loose:
-            if self._stamp != "loose":
-                log.error("%s is writable by others (%s): ignored, nobody can log in until "
-                          "it is fixed (chmod go-w)", self.path, loose)
-            self._stamp, self._entries = "loose", {}
+        unsafe = self.problem()
+        if unsafe != self._unsafe:
+            if unsafe:
+                log.error("not re-reading %s: %s; the %d key(s) read before stay in force "
+                          "until it is fixed", self.path, unsafe, len(self._entries))
+            else:
+                log.info("%s is safe again: re-reading it", self.path)
+            self._unsafe = unsafe
+        if unsafe:
             return
         try:
             data = self.path.read_bytes()
