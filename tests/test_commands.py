@@ -291,6 +291,21 @@ def test_commands_get_login_environment(home: Path, start_server: Any,
     assert re.fullmatch(r"127\.0\.0\.1:\d+", client), client
 
 
+def test_home_is_the_accounts_not_the_servers_environment(
+    home: Path, start_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As sshd: HOME and the starting directory come from the password
+    database, whatever HOME the server was started with (sudo, a unit file)."""
+    elsewhere = tmp_path / "not-the-home"
+    elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(elsewhere))
+    srv = start_server()
+    proc = cli(home, srv.address, "-c", "echo $HOME; pwd -P")
+    assert proc.returncode == 0, proc.stderr
+    account = pwd.getpwuid(os.getuid()).pw_dir
+    assert proc.stdout.decode().splitlines() == [account, os.path.realpath(account)]
+
+
 # ---- stdin ---------------------------------------------------------------------------
 
 

@@ -34,3 +34,15 @@ def login_name() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         return str(os.getuid())
+
+
+def login_home() -> str:
+    """The account's home from the password database, as sshd takes it: the
+    server's own ``$HOME`` may be anything (a service manager's, a sudo's).
+    Without a password entry, ``$HOME`` is all there is."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir or "/"
+    except KeyError:
+        return os.path.expanduser("~")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from rshell.exec.environment import login_home
 from rshell.exec.policy import Limits
 from rshell.protocol.states import DEFAULT_STDIN_WINDOW
 
@@ -37,7 +38,8 @@ class Settings:
     auth_timeout: float = 10.0
     stdin_window: int = DEFAULT_STDIN_WINDOW
     server_name: str = "rshell/0.1.0"
-    home: str = field(default_factory=lambda: os.path.expanduser("~"))
+    #: The account's home (password database): where sessions start.
+    home: str = field(default_factory=login_home)
     #: None means --no-auth: every connection is welcomed without a key.
     authorized: AuthorizedKeys | None = None
     #: The host key (SSH wire format) clients bind their signatures to; b"" without TLS.
@@ -46,6 +48,8 @@ class Settings:
     auth_failure_delay: float = 1.0
     #: Seconds without any frame, between commands, before the session is closed (0: never).
     idle_timeout: float = 3600.0
+    #: Concurrent channels on one SSH connection (sshd's MaxSessions).
+    max_sessions: int = 10
     audit: AuditLog | None = None
     #: Sweeps escaped processes for every session in one thread (None: each
     #: session sweeps for itself as it ends).
