@@ -47,12 +47,22 @@ class Outcome:
 
 class Recorder:
     """The log and audit trail of one connection: who (``peer``), by which
-    wire (``via``), under which session marker."""
+    wire (``via``), under which session marker.
+
+    Each log line also carries its facts as fields (``record.fields``), the
+    audit event's names and values, which ``--log-format json`` writes as
+    keys of their own: a log shipper then needs no parsing of the text."""
 
     __slots__ = ("peer", "via", "session", "audit")
 
     def __init__(self, peer: str, via: str, session: str, audit: Audit | None) -> None:
         self.peer, self.via, self.session, self.audit = peer, via, session, audit
+
+    def log(self, level: int, text: str, *args: object, **fields: Any) -> None:
+        """A log line about this connection, with its fields."""
+        if log.isEnabledFor(level):
+            log.log(level, text, *args, extra={"fields": {
+                "peer": self.peer, "via": self.via, "session": self.session, **fields}})
 
     def event(self, kind: str, **fields: Any) -> None:
         """An audit event with the connection's fields (no log line)."""
@@ -61,13 +71,14 @@ class Recorder:
                              **fields)
 
     def connected(self) -> None:
-        log.info("%sconnection from %s", "" if self.via == "rshell" else f"{self.via} ",
-                 self.peer)
+        self.log(logging.INFO, "%sconnection from %s",
+                 "" if self.via == "rshell" else f"{self.via} ", self.peer, event="connect")
         self.event("connect")
 
     def disconnected(self, commands: int, reason: str) -> None:
-        log.info("%s: disconnected after %d command(s)%s", self.peer, commands,
-                 f" ({reason})" if reason else "")
+        self.log(logging.INFO, "%s: disconnected after %d command(s)%s", self.peer, commands,
+                 f" ({reason})" if reason else "", event="disconnect", commands=commands,
+                 reason=reason or None)
         self.event("disconnect", commands=commands, reason=reason or None)
 
     def started(self, text: str, cwd: str, pid: int, forced: bool) -> None:
@@ -75,18 +86,23 @@ class Recorder:
 
     def finished(self, outcome: Outcome) -> None:
         error = outcome.error
-        log.info(
+        fields = {
+            "command": outcome.command, "exit_code": outcome.exit_code,
+            "signal": outcome.signal, "error": error, "stdout_bytes": outcome.stdout_bytes,
+            "stderr_bytes": outcome.stderr_bytes, "duration": round(outcome.duration, 6),
+        }
+        self.log(
+            logging.INFO,
             "%s: command %r exit=%s signal=%s error=%s duration=%.3fs stdout=%d stderr=%d "
             "via=%s", self.peer, outcome.command, outcome.exit_code, outcome.signal, error,
             outcome.duration, outcome.stdout_bytes, outcome.stderr_bytes, self.via,
+            event="command-end", **fields,
         )
-        self.event("command-end", command=outcome.command, exit_code=outcome.exit_code,
-                   signal=outcome.signal, error=error, stdout_bytes=outcome.stdout_bytes,
-                   stderr_bytes=outcome.stderr_bytes, duration=round(outcome.duration, 6))
+        self.event("command-end", **fields)
 
     def swept(self, escaped: list[int]) -> None:
         """Processes that left their command's group, killed as the session ended."""
         if escaped:
-            log.warning("%s: killed %d process(es) that left their command's group: %s",
-                        self.peer, len(escaped), escaped)
+            self.log(logging.WARNING, "%s: killed %d process(es) that left their command's "
+                     "group: %s", self.peer, len(escaped), escaped, event="sweep", pids=escaped)
             self.event("sweep", pids=escaped)

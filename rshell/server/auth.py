@@ -23,7 +23,6 @@ from rshell.protocol.signing import signed_data
 from rshell.trust import keys
 from rshell.trust.authorized_keys import AuthorizedKeys, Entry
 
-log = logging.getLogger("rshell.server")
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,17 @@ class Authorizer:
         connection's thread only) and gives None."""
         entry = verdict.entry
         if entry is not None:
-            log.info("%s: authenticated with key %s %s (via %s)", record.peer,
-                     verdict.fingerprint, entry.comment, record.via)
-            record.event("auth", ok=True, key=verdict.fingerprint, comment=entry.comment)
+            fields: dict[str, object] = {"ok": True, "key": verdict.fingerprint,
+                                         "comment": entry.comment}
+            record.log(logging.INFO, "%s: authenticated with key %s %s (via %s)", record.peer,
+                       verdict.fingerprint, entry.comment, record.via, event="auth", **fields)
+            record.event("auth", **fields)
             return grant_of(entry)
-        log.warning("%s: authentication failed for key %s: %s (via %s)", record.peer,
-                    verdict.fingerprint, verdict.reason, record.via)
-        record.event("auth", ok=False, key=verdict.fingerprint, reason=verdict.reason)
+        fields = {"ok": False, "key": verdict.fingerprint, "reason": verdict.reason}
+        record.log(logging.WARNING, "%s: authentication failed for key %s: %s (via %s)",
+                   record.peer, verdict.fingerprint, verdict.reason, record.via, event="auth",
+                   **fields)
+        record.event("auth", **fields)
         time.sleep(self.delay)
         return None
 

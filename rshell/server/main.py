@@ -30,11 +30,15 @@ log = logging.getLogger("rshell.server")
 
 
 class _JsonFormatter(logging.Formatter):
+    """One object per line: time, level, the text, and the line's facts as
+    keys of their own (``fields``, exec/record.py), never overriding those three."""
+
     def format(self, record: logging.LogRecord) -> str:
+        line = getattr(record, "fields", None) or {}
         return json.dumps({
-            "time": round(record.created, 3), "level": record.levelname.lower(),
+            **line, "time": round(record.created, 3), "level": record.levelname.lower(),
             "message": record.getMessage(),
-        })
+        }, default=str)
 
 
 class _RawQueueHandler(logging.handlers.QueueHandler):
