@@ -32,10 +32,17 @@ from rshell.cli.commands import CONTEXT, invoke
               help="Simultaneous connections; beyond, 'server busy'.")
 @click.option("--max-unauthenticated", type=click.IntRange(1), default=64, show_default=True,
               help="Connections still authenticating; beyond, the oldest idle one is cut off.")
+@click.option("--per-source-penalties", type=click.Choice(["yes", "no"]), default="yes",
+              show_default=True,
+              help="Refuse, for a growing time, a source whose handshakes keep failing.")
+@click.option("--penalty-max", type=click.FloatRange(0, min_open=True), default=600.0,
+              show_default=True, help="Longest a penalized source is refused, in seconds.")
 @click.option("--idle-timeout", type=click.FloatRange(0), default=3600.0, show_default=True,
               help="Close a session idle this long between commands (0 = never).")
 @click.option("--max-commands", type=click.IntRange(1), default=1_000_000, show_default=True,
               help="Commands per connection before it must reconnect.")
+@click.option("--max-sessions", type=click.IntRange(1), default=10, show_default=True,
+              help="Concurrent channels per SSH connection (sshd's MaxSessions).")
 @click.option("--auth-timeout", type=click.FloatRange(0, min_open=True), default=10.0,
               show_default=True, help="Seconds to complete the handshake.")
 @click.option("--shutdown-grace", type=click.FloatRange(0), default=10.0, show_default=True,

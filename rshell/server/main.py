@@ -23,6 +23,7 @@ from rshell.errors import ConfigError, UsageError
 from rshell.paths import DEFAULT_PORT, parse_hostport, rshell_home
 
 if TYPE_CHECKING:
+    from rshell.server.admission import Penalties
     from rshell.server.listener import Daemon
     from rshell.server.settings import Settings
 
@@ -238,7 +239,7 @@ def run_server(*, log_format: str, **options: Any) -> int:
 def _serve(
     *, binds: tuple[str, ...], ssh_binds: tuple[str, ...], no_auth: bool,
     allow_unauthenticated_remote: bool, max_connections: int, max_unauthenticated: int,
-    shutdown_grace: float, **flags: Any,
+    per_source_penalties: str, penalty_max: float, shutdown_grace: float, **flags: Any,
 ) -> int:
     from rshell.exec import sweep
     from rshell.server.listener import Daemon
@@ -257,7 +258,8 @@ def _serve(
     _settle_process(settings.home)
     try:
         daemon = Daemon(addresses, settings, tls_context, max_connections=max_connections,
-                        max_unauthenticated=max_unauthenticated)
+                        max_unauthenticated=max_unauthenticated,
+                        penalties=_penalties(per_source_penalties, penalty_max))
     except OSError as exc:
         raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
     wake = _catch_stop_signals()
@@ -280,10 +282,17 @@ def _serve(
     return 0
 
 
+def _penalties(per_source_penalties: str, penalty_max: float) -> Penalties | None:
+    """The --per-source-penalties and --penalty-max flags as Admission takes them."""
+    from rshell.server.admission import Penalties
+
+    return Penalties(max=penalty_max) if per_source_penalties == "yes" else None
+
+
 def _settings(
     *, state_dir: str | None, authorized_keys: str | None, no_tls: bool, no_auth: bool,
     timeout: float, max_output: int, auth_timeout: float, shell: str, audit_log: str | None,
-    idle_timeout: float, max_commands: int, strict_modes: str = "yes",
+    idle_timeout: float, max_commands: int, max_sessions: int, strict_modes: str = "yes",
 ) -> tuple[Settings, Any, Path]:
     """The flags as frozen Settings (first start: keys provisioned), the TLS
     context, and the state directory."""
@@ -325,6 +334,7 @@ def _settings(
                       max_commands=max_commands),
         auth_timeout=auth_timeout, authorized=authorized, host_key_blob=host_blob,
         idle_timeout=idle_timeout, audit=audit, sweeper=sweep.Sweeper(),
+        max_sessions=max_sessions,
     )
     return settings, tls_context, state
 

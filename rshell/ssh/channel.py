@@ -43,6 +43,8 @@ class Connection(Protocol):
 
     def end(self, reason: str) -> None: ...
 
+    def release(self, chanid: int) -> None: ...
+
 log = logging.getLogger("rshell.server")
 
 _CHUNK = 64 * 1024
@@ -160,6 +162,7 @@ class ChannelDriver(Loop):
                 record.finished(self.cmd.abandon())
             unwatch_channel(self.channel)
             self.close()  # our epoll first: the channel's pipe goes with the channel
+            self.conn.release(self.channel.get_id())  # its slot, before the client sees the close
             self.channel.close()
 
     def _refuse(self, reason: str) -> None:

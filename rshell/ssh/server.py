@@ -15,7 +15,9 @@ non-zero exit says nothing, as with sshd); a shell request without a pty is
 a line session (one command per line, ``cd`` persisting, lines capped at the
 native frame size, exit status the last command's).  A pty is refused (the
 command still runs, as OpenSSH's "PTY allocation request failed" allows),
-and so is every forwarding, environment and subsystem request.
+and so is every forwarding, environment and subsystem request.  At most
+``--max-sessions`` channels are open at once on one connection (sshd's
+MaxSessions): an open beyond is refused (resource shortage), the rest go on.
 
 Threads: paramiko's transport thread per connection, this connection's
 handler thread (accepting channels), and one thread per channel running its
@@ -99,9 +101,11 @@ class _Interface(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL if self.conn.authorizer is None else paramiko.AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
-        if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        if kind != "session":
+            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        if not self.conn.take_slot(chanid):
+            return paramiko.OPEN_FAILED_RESOURCE_SHORTAGE
+        return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         return self._request(channel, "exec", command.decode("utf-8", "surrogateescape"))
@@ -149,6 +153,10 @@ class SshConnection:
         self.record = Recorder(peer, "ssh", marker, settings.audit)
         self.authorizer = settings.authorizer
         self.drivers: dict[int, ChannelDriver] = {}
+        #: Channels open (--max-sessions): each from its open, waiting for its
+        #: request included, until its driver lets go, just before its close.
+        self.slots: set[int] = set()
+        self.refused = 0
         self.shutdown_at: float | None = None
         self.end_reason = ""
         self._lock = threading.Lock()
@@ -161,6 +169,30 @@ class SshConnection:
             drivers = list(self.drivers.values())
         for driver in drivers:
             driver.request_shutdown(self.shutdown_at)
+
+    def take_slot(self, chanid: int) -> bool:
+        """A slot for a new channel (from paramiko's thread, before the open is
+        answered); False at --max-sessions, logged once per connection so that
+        a flood of opens is not a flood of lines."""
+        with self._lock:
+            if len(self.slots) < self.settings.max_sessions:
+                self.slots.add(chanid)
+                return True
+            self.refused += 1
+            first = self.refused == 1
+        if first:
+            self.record.log(logging.WARNING, "%s: channel open refused: %d channels open "
+                            "(--max-sessions); further refusals on this connection are not "
+                            "logged", self.peer, self.settings.max_sessions,
+                            event="channel-refused", max_sessions=self.settings.max_sessions)
+        return False
+
+    def release(self, chanid: int) -> None:
+        """The channel's slot back (idempotent): called before its close is
+        sent, so a client that saw the close may open another at once."""
+        with self._lock:
+            self.slots.discard(chanid)
+            self.drivers.pop(chanid, None)
 
     def deliver_signal(self, chanid: int, signum: int) -> None:
         with self._lock:
@@ -221,6 +253,7 @@ class SshConnection:
                 continue
             if not authenticated:  # the login completed while we waited: grant first
                 if not transport.is_authenticated():
+                    self.release(channel.get_id())
                     channel.close()
                     continue
                 authenticated = True
@@ -272,5 +305,4 @@ class SshConnection:
             kind, command = iface.wait_request(driver.channel, self.settings.auth_timeout)
             driver.serve(kind, command)
         finally:
-            with self._lock:
-                self.drivers.pop(driver.channel.get_id(), None)
+            self.release(driver.channel.get_id())  # the driver did, unless it failed first
