@@ -1,4 +1,8 @@
-"""Batch mode: one command per line over one connection, ``cd`` persisting.
+"""Batch mode: one command at a time over one connection, ``cd`` persisting.
+
+A command is what a shell would read as one: it may span lines (quotes,
+a backslash, a trailing ``|``/``&&``/``||``, here-documents, ``if``/``for``/
+``while``/``case``/``{ }``/``( )`` and function bodies; shellwords.CommandReader).
 
 Must not import click.
 """
@@ -9,14 +13,23 @@ from collections.abc import Iterable
 
 from rshell.cli.output import fd_writer, report_error, write_json_line
 from rshell.client.api import Connection
+from rshell.shellwords import CommandReader
 
 
 def commands(lines: Iterable[str]) -> Iterable[str]:
-    """The commands in a batch: blank lines and ``#`` comments are skipped."""
+    """The complete commands in a batch; blank lines and comments alone are skipped."""
+    reader = CommandReader()
     for line in lines:
-        text = line.strip()
-        if text and not text.startswith("#"):
-            yield text
+        command = reader.add(line)
+        if command is not None and _says_something(command):
+            yield command
+    rest = reader.flush()  # unfinished at the end: the shell says what is wrong
+    if rest is not None and _says_something(rest):
+        yield rest
+
+
+def _says_something(command: str) -> bool:
+    return any(s and not s.startswith("#") for s in (ln.strip() for ln in command.splitlines()))
 
 
 def run_batch(

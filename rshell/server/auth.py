@@ -24,7 +24,6 @@ from rshell.trust import keys
 from rshell.trust.authorized_keys import AuthorizedKeys, Entry
 
 
-
 @dataclass(frozen=True)
 class Verdict:
     """``entry`` is set when the key may log in; otherwise ``reason`` says why not."""
