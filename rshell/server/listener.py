@@ -26,7 +26,13 @@ from typing import Any, Protocol
 
 from rshell.paths import format_hostport
 from rshell.protocol.messages import Error, encode
-from rshell.server.admission import Admission
+from rshell.server.admission import (
+    DEFAULT_PENALTIES,
+    PENALIZED,
+    Admission,
+    Penalties,
+    abort,
+)
 from rshell.server.session import Session
 from rshell.server.settings import Settings
 from rshell.transport import Stream, tune
@@ -79,10 +85,13 @@ class Listener(socketserver.ThreadingTCPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Admission control before any thread or TLS."""
-        token, reason = self.daemon.admission.admit(request)
+        token, reason = self.daemon.admission.admit(request, str(client_address[0]))
         if token is not None:
             self._tokens[id(request)] = token
             super().process_request(request, client_address)
+            return
+        if reason == PENALIZED:  # the cheapest refusal; its start was logged once
+            abort(request)
             return
         peer = format_hostport(str(client_address[0]), int(client_address[1]))
         log.warning("%s: rejected: %s (via %s)", peer, reason, self.kind)
@@ -197,11 +206,11 @@ class Daemon:
     def __init__(
         self, binds: list[tuple[str, int]], settings: Settings,
         tls_context: ssl.SSLContext | None = None, *, max_connections: int = 100,
-        max_unauthenticated: int = 64,
+        max_unauthenticated: int = 64, penalties: Penalties | None = DEFAULT_PENALTIES,
     ) -> None:
         self.settings = settings
         self.tls_context = tls_context
-        self.admission = Admission(max_connections, max_unauthenticated)
+        self.admission = Admission(max_connections, max_unauthenticated, penalties)
         #: Busy answers in flight at once; past that, refused without a word.
         self.reject_slots = threading.Semaphore(8)
         self._live: set[Stoppable] = set()

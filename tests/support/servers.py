@@ -33,8 +33,9 @@ from tests.support.cli import CLIENT_MODE, RSHELL_SERVER
 #: and authorized_keys in the test's RSHELL_HOME, which the client shares.
 SERVER_MODE: list[str] = []
 
-_LISTEN = re.compile(r"listening on (\S+)")
-_HOST_KEY = re.compile(r"host key fingerprint (\S+)")
+#: (A quote ends them too: the lines may be JSON, --log-format json.)
+_LISTEN = re.compile(r"listening on ([^\s\"]+)")
+_HOST_KEY = re.compile(r"host key fingerprint ([^\s\"]+)")
 
 
 class LogLines:
@@ -172,7 +173,8 @@ class InProcessServer(LogLines):
         self.daemon = Daemon(
             [_hostport(b) for b in opts["binds"]],
             self.settings, tls_context, max_connections=opts["max_connections"],
-            max_unauthenticated=opts["max_unauthenticated"])
+            max_unauthenticated=opts["max_unauthenticated"],
+            penalties=main._penalties(opts["per_source_penalties"], opts["penalty_max"]))
         # Polling for a stop every 20 ms instead of 500 ms: a test's teardown
         # then waits milliseconds, not half a second.
         self.daemon.start(poll_interval=0.02)
