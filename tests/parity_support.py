@@ -35,8 +35,7 @@ def start_both(
     account home is ``account`` (so where a command runs is known, whatever
     the tester's HOME); the SSH port as ``ssh_port``."""
     account.mkdir(exist_ok=True)
-    srv = start_server("--ssh-bind", "127.0.0.1:0", *flags,
-                       launcher=("env", f"HOME={account}"))
+    srv = start_server("--ssh-bind", "127.0.0.1:0", "--home", str(account), *flags)
     srv.ssh_port = int(srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1))  # type: ignore[attr-defined]
     return srv
 

@@ -84,8 +84,8 @@ def rshell_ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     home, account = root / "rshell-home", root / "account"
     home.mkdir()
     account.mkdir()
-    srv = ServerProcess(home, ["--bind", "127.0.0.1:0", "--ssh-bind", "127.0.0.1:0"],
-                        base_env(home), launcher=("env", f"HOME={account}"))
+    srv = ServerProcess(home, ["--bind", "127.0.0.1:0", "--ssh-bind", "127.0.0.1:0",
+                               "--home", str(account)], base_env(home))
     port = srv.wait_for_log(r"ssh listening on \S+:(\d+)").group(1)
     env = dict(base_env(home), HOME=str(account))
     known = account / ".ssh" / "known_hosts"

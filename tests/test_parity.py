@@ -567,6 +567,33 @@ def test_line_session_statuses_and_cd_match_native(start_server: Start, account:
     assert (p.returncode, p.stdout, p.stderr) == (0, home + b"/tmp\n", b""), p
 
 
+def test_export_and_unset_persist_both_ways(start_server: Start, account: Path) -> None:
+    """A lone ``export NAME=VALUE``/``unset NAME`` changes the session's
+    environment for the commands after it, as ``cd`` its directory
+    (exec/variables.py), on a native connection and in an SSH line session
+    alike; the server's own RSHELL_ variables stay out of reach."""
+    srv = start_both(start_server, account)
+    script = (b"export GREETING=hello PATH=$PATH:/opt/x\n"
+              b"echo \"$GREETING\" ${PATH##*:}\n"
+              b"unset GREETING\n"
+              b"echo \"${GREETING-unset}\"\n"
+              b"export 1BAD=x\n")
+    bad = b"export: 1BAD: bad variable name\n"
+    with connect(srv) as conn:
+        results = [conn.run(line.decode()) for line in script.splitlines()]
+        assert [r.exit_code for r in results] == [0, 0, 0, 0, 2], results
+        assert results[1].stdout == b"hello /opt/x\n"
+        assert results[3].stdout == b"unset\n"
+        assert results[4].stderr == bad
+        refused = conn.run("unset RSHELL_SESSION")
+        assert refused.exit_code == 126, refused
+        assert refused.error == "refused: environment variable RSHELL_SESSION is reserved " \
+                                "for the server"
+        assert conn.run("echo $RSHELL_SESSION").stdout.strip()
+    p = shell_session(srv, script)
+    assert (p.returncode, p.stdout, p.stderr) == (2, b"hello /opt/x\nunset\n", bad), p
+
+
 def test_overlong_line_ends_the_channel_and_memory_returns(
     start_server: Start, account: Path
 ) -> None:

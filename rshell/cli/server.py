@@ -48,6 +48,8 @@ from rshell.cli.commands import CONTEXT, invoke
 @click.option("--shutdown-grace", type=click.FloatRange(0), default=10.0, show_default=True,
               help="Seconds running commands get to finish on SIGTERM.")
 @click.option("--shell", default="/bin/sh", show_default=True)
+@click.option("--home", metavar="DIR",
+              help="Sessions start here, as HOME [the account's, from the password database].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("--audit-log", metavar="FILE", help="Append one JSON line per event.")

@@ -29,7 +29,7 @@ class CdResult:
 _VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
 
 
-def _expand(command: str, env: Mapping[str, str]) -> str:
+def expand(command: str, env: Mapping[str, str]) -> str:
     """``$NAME``/``${NAME}`` replaced as a shell would: not inside single
     quotes; values quoted so that shlex keeps each one a single word."""
     out: list[str] = []
@@ -72,7 +72,7 @@ def cd(
     home, as a shell would (quoting as in ``shlex``)."""
     if not might_be_cd(command):
         return None  # the common case, without the cost of shlex
-    argv = lone_cd(_expand(command, env) if env is not None else command)
+    argv = lone_cd(expand(command, env) if env is not None else command)
     if argv is None:
         return None
     target = argv[1] if len(argv) == 2 else home

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from rshell.errors import LocalProtocolError
-from rshell.exec import cd
+from rshell.exec import cd, variables
 from rshell.exec.environment import command_environment
 from rshell.exec.record import Outcome
 
@@ -105,11 +105,17 @@ class Login:
 
 @dataclass
 class Workspace:
-    """Where one session's commands run: ``cd`` moves it."""
+    """Where one session's commands run: ``cd`` moves it; ``export`` and
+    ``unset`` change its environment (None: the login's, unchanged)."""
 
     login: Login
     cwd: str
     previous: str
+    env: dict[str, str] | None = None
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return self.login.env if self.env is None else self.env
 
 
 def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
@@ -131,17 +137,16 @@ def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
     elif grant.forced is not None and (request.env or request.cwd):
         # The client must not steer a forced command (PATH, LD_PRELOAD, ./script).
         refusal = "environment and cwd not permitted with a forced command"
-    elif request.env and (reserved := sorted(n for n in request.env if n.startswith("RSHELL_"))):
-        # The server's own (the session marker the sweep follows, the client's
-        # address): a client that set them could hide its processes or lie.
-        refusal = f"environment variable {reserved[0]} is reserved for the server"
+    elif request.env:
+        refusal = _reserved(request.env)
     if refusal is not None:
         return _answer(request, 126, f"refused: {refusal}")
     if grant.forced is None:
-        moved = _cd(request.command, ws)
-        if moved is not None:
-            return moved
-    env = login.env if request.env is None else dict(login.env, **request.env)
+        answered = _cd(request.command, ws) or _variables(request.command, ws)
+        if answered is not None:
+            return answered
+    base = ws.environment
+    env = base if request.env is None else dict(base, **request.env)
     command = request.command
     cwd = os.path.join(ws.cwd, request.cwd) if request.cwd else ws.cwd
     if grant.forced is not None:
@@ -161,11 +166,40 @@ def _answer(request: Request, code: int | None, reason: str) -> Answer:
     return Answer(Outcome(request.command, code, None, reason))
 
 
+def _reserved(names: Iterable[str]) -> str | None:
+    """The server's own variables (the session marker the sweep follows, the
+    client's address): a client that set them could hide its processes or lie."""
+    reserved = sorted(n for n in names if n.startswith("RSHELL_"))
+    return f"environment variable {reserved[0]} is reserved for the server" if reserved else None
+
+
+def _variables(command: str, ws: Workspace) -> Answer | None:
+    """A lone ``export``/``unset`` changes the workspace's environment, under
+    the same rules as a client's ``env``; anything else is not ours."""
+    if not variables.might_be_variables(command):
+        return None
+    base = ws.environment
+    result = variables.change(command, base, ws.login.home)
+    if result is None:
+        return None
+    refusal = ("environment not permitted for this key (restrict)" if ws.login.grant.restrict
+               else _reserved(result.names))
+    if refusal is not None:
+        return Answer(Outcome(command, 126, None, f"refused: {refusal}"))
+    if result.exit_code == 0:
+        env = dict(base, **result.set)
+        for name in result.unset:
+            env.pop(name, None)
+        ws.env = env
+    stderr = _os_bytes(result.stderr) if result.stderr else b""
+    return Answer(Outcome(command, result.exit_code, None, None, stderr_bytes=len(stderr)), stderr)
+
+
 def _cd(command: str, ws: Workspace) -> Answer | None:
     """``cd [DIR]`` changes the workspace's directory; anything else is not ours."""
     if not cd.might_be_cd(command):
         return None  # the common case, before the environment is copied
-    env = dict(ws.login.env, PWD=ws.cwd, OLDPWD=ws.previous)
+    env = dict(ws.environment, PWD=ws.cwd, OLDPWD=ws.previous)
     result = cd.cd(command, ws.cwd, ws.previous, ws.login.home, env)
     if result is None:
         return None

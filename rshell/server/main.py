@@ -293,15 +293,19 @@ def _settings(
     *, state_dir: str | None, authorized_keys: str | None, no_tls: bool, no_auth: bool,
     timeout: float, max_output: int, auth_timeout: float, shell: str, audit_log: str | None,
     idle_timeout: float, max_commands: int, max_sessions: int, strict_modes: str = "yes",
+    home: str | None = None,
 ) -> tuple[Settings, Any, Path]:
     """The flags as frozen Settings (first start: keys provisioned), the TLS
     context, and the state directory."""
     from rshell.exec import sweep
+    from rshell.exec.environment import login_home
     from rshell.exec.policy import Limits
     from rshell.server.settings import Settings
 
     if not Path(shell).is_file():
         raise UsageError(f"--shell {shell}: no such file")
+    if home is not None and not Path(home).is_dir():
+        raise UsageError(f"--home {home}: no such directory")
     strict = strict_modes == "yes"
     if not strict:
         log.warning("STRICT MODES DISABLED (--strict-modes=no): files other accounts can "
@@ -334,6 +338,7 @@ def _settings(
                       max_commands=max_commands),
         auth_timeout=auth_timeout, authorized=authorized, host_key_blob=host_blob,
         idle_timeout=idle_timeout, audit=audit, sweeper=sweep.Sweeper(),
+        home=os.path.abspath(home) if home is not None else login_home(),
         max_sessions=max_sessions,
     )
     return settings, tls_context, state
