@@ -1,15 +1,20 @@
 """What the SSH listener says about a connection: the audit's ``auth`` record
 and the log line name the key that *signed*, never one merely offered
 (paramiko asks about a key on the offer, before any signature, and again
-with it); and the ``auth`` record has the same fields whichever listener.
+with it); the ``auth`` record has the same fields whichever listener; and
+paramiko's own complaints reach the server's log as one line each in its
+format (``--log-format json``), without their tracebacks.
 
 The real OpenSSH ``ssh`` and rshell-server subprocesses, on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import socket
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -87,3 +92,29 @@ def test_the_auth_record_has_the_same_fields_on_both_listeners(
     assert records["rshell"].keys() == records["ssh"].keys(), records
     assert records["rshell"]["ok"] is records["ssh"]["ok"] is True
 
+
+def test_paramikos_complaint_is_one_json_line_without_its_traceback(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """A peer that sends a valid version line, then a packet of absurd
+    length: paramiko raises and logs "Exception (server): ..." and a
+    traceback, one record per line.  The server's stderr stays JSON, the
+    complaint is one warning naming the peer, no line is a traceback's."""
+    srv = start_ssh_server(start_server, "--log-format", "json")
+    with socket.create_connection(("127.0.0.1", srv.ssh_port), timeout=10) as sock:  # type: ignore[attr-defined]
+        sock.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+        assert sock.makefile("rb").readline().startswith(b"SSH-2.0-")
+        sock.sendall(struct.pack(">I", 0x7FFFFFF0) + bytes(60))
+        host, port = sock.getsockname()
+        peer = f"{host}:{port}"
+        srv.wait_for_log(rf"{re.escape(peer)}: disconnected after 0 command")
+    assert srv.stop() == 0
+
+    records = [json.loads(line) for line in srv.log.splitlines()]  # each line is JSON
+    complaints = [r for r in records if r["message"].startswith(f"ssh {peer}: Exception")]
+    assert len(complaints) == 1, srv.log
+    assert complaints[0]["level"] == "warning"
+    for record in records:
+        message = record["message"]
+        assert "Traceback" not in message and "\n" not in message, message
+        assert not message.startswith(("  File ", "    ")) and message.strip(), message

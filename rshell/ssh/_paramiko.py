@@ -6,6 +6,7 @@ Must not import click, the CLI, or rshell.server.listener / rshell.client.api.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -124,12 +125,64 @@ def send_exit(channel: paramiko.Channel, code: int | None, signum: int | None) -
 
 def silence_logging() -> None:
     """paramiko logs tracebacks of failed negotiations; users get one line from us."""
-    import logging
-
     logger = logging.getLogger("paramiko")
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
     logger.propagate = False
+
+
+#: C0 controls (but tab) and DEL, escaped: a peer's text must not start a log line.
+_ONE_LINE = {c: f"\\x{c:02x}" for c in (*range(9), *range(10, 32), 127)}
+
+
+class _Routed(logging.Handler):
+    """paramiko's warnings and errors as one warning each on our logger,
+    naming the thread (``ssh <peer>`` for a transport ``route_transport``
+    named), so the server's own format (text or JSON) applies to them."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        super().__init__(logging.WARNING)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            text = str(record.msg)
+        name = record.threadName or "?"
+        self.target.warning("%s: %s", name if name.startswith("ssh ") else f"ssh {name}",
+                            text.translate(_ONE_LINE))
+
+
+def route_logging(target: logging.Logger) -> None:
+    """paramiko's records at WARNING and above go to ``target``, one line
+    each (see route_transport for its tracebacks); lower levels are dropped.
+    Before, paramiko's complaints either vanished or reached stderr raw,
+    breaking ``--log-format json``."""
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, _Routed) for h in logger.handlers):
+        logger.addHandler(_Routed(target))
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+def route_transport(transport: paramiko.Transport, peer: str) -> None:
+    """Name ``transport``'s thread after ``peer`` (its log lines then say
+    which connection), and drop the tracebacks it logs.
+
+    paramiko logs a traceback as one record per line (``_log(ERROR,
+    util.tb_strings())`` after "Exception (server): ..." or "Unknown
+    exception: ..."), and every such list goes through ``Transport._log``,
+    which its auth handler uses too: a list is dropped there, whole, so the
+    one-line complaint before it is all that is left."""
+    transport.name = f"ssh {peer}"
+    original = transport._log
+
+    def log_line(level: int, msg: Any, *args: Any) -> None:
+        if not isinstance(msg, list):
+            original(level, msg, *args)
+
+    transport._log = log_line
 
 
 # ---- the client side's hooks ------------------------------------------------------

@@ -18,6 +18,8 @@ command still runs, as OpenSSH's "PTY allocation request failed" allows),
 and so is every forwarding, environment and subsystem request.  At most
 ``--max-sessions`` channels are open at once on one connection (sshd's
 MaxSessions): an open beyond is refused (resource shortage), the rest go on.
+paramiko's own warnings reach our log as one line each (ssh/_paramiko.py
+``route_logging``), never as a traceback.
 
 Threads: paramiko's transport thread per connection, this connection's
 handler thread (accepting channels), and one thread per channel running its
@@ -44,7 +46,8 @@ from rshell.ssh._paramiko import (
     FAILURES,
     hear_signals,
     rekey_as_openssh,
-    silence_logging,
+    route_logging,
+    route_transport,
 )
 from rshell.ssh.channel import ChannelDriver
 from rshell.transport import peer_ip
@@ -60,7 +63,7 @@ class SshServer(Listener):
     kind = "ssh"
 
     def __init__(self, address: tuple[str, int], daemon: Daemon, host_key: str) -> None:
-        silence_logging()
+        route_logging(log)
         self.host_key = paramiko.Ed25519Key(filename=host_key)
         super().__init__(address, daemon)
 
@@ -203,6 +206,7 @@ class SshConnection:
     def serve(self) -> None:
         self.record.connected()
         transport = paramiko.Transport(self.sock)
+        route_transport(transport, self.peer)  # its log lines name the peer, no tracebacks
         transport.local_version = "SSH-2.0-rshell_0.1"
         transport.add_server_key(self.host_key)
         iface = _Interface(self)
