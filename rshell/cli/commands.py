@@ -25,6 +25,7 @@ from rshell.cli.common import (
     sane_descriptors,
 )
 from rshell.client.options import CONNECT_TIMEOUT
+from rshell.client.screen import visible
 from rshell.errors import EXIT_USAGE, UsageError
 from rshell.paths import DEFAULT_PORT, rshell_home
 
@@ -219,7 +220,8 @@ def fingerprint_command(what: str | None, port: int | None, connect_timeout: flo
     if what is None or path.exists() or "/" in what:
         key, comment = _public_key_of(path)
         bits, name = keys.describe(key)
-        click.echo(f"{bits} {keys.fingerprint(key)} {comment or 'no comment'} ({name})")
+        # A .pub file's comment is whatever its sender wrote: shown, not obeyed.
+        click.echo(f"{bits} {keys.fingerprint(key)} {visible(comment or 'no comment')} ({name})")
         return 0
     from rshell.client.probe import host_key_of
     from rshell.paths import format_hostport, parse_hostport
@@ -227,7 +229,7 @@ def fingerprint_command(what: str | None, port: int | None, connect_timeout: flo
     host, p = parse_hostport(what, port or DEFAULT_PORT)
     key = host_key_of(host, p, connect_timeout)
     bits, name = keys.describe(key)
-    click.echo(f"{format_hostport(host, p)} {bits} {keys.fingerprint(key)} ({name})")
+    click.echo(f"{visible(format_hostport(host, p))} {bits} {keys.fingerprint(key)} ({name})")
     return 0
 
 

@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rshell.client.options import CONNECT_TIMEOUT
+from rshell.client.screen import visible
 from rshell.errors import EXIT_CONNECTION, RshellError
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ def guarded(run: Callable[[], int | None], prog: str) -> NoReturn:
 
 
 def fail(message: str, code: int, prog: str = "rshell") -> NoReturn:
-    line = " ".join(message.split("\n"))  # one line, always
+    """Say ``prog: message`` on stderr and exit with ``code``.  One line, always,
+    and inert: the message may quote a server (``visible``)."""
+    line = visible(message)
     try:
         sys.stderr.write(f"{prog.split()[0]}: {line}\n")
         sys.stderr.flush()
@@ -118,8 +121,8 @@ def ask_passphrase(prompt: str) -> str | None:
 
 def ask_host(address: str, fingerprint: str) -> bool:
     sys.stderr.write(
-        f"The authenticity of host '{address}' can't be established.\n"
-        f"Its host key fingerprint is {fingerprint}.\n"
+        f"The authenticity of host '{visible(address)}' can't be established.\n"
+        f"Its host key fingerprint is {visible(fingerprint)}.\n"
     )
     while True:
         try:
@@ -134,7 +137,7 @@ def ask_host(address: str, fingerprint: str) -> bool:
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"rshell: WARNING: {message}\n")
+    sys.stderr.write(f"rshell: WARNING: {visible(message)}\n")
     sys.stderr.flush()
 
 

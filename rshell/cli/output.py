@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from rshell.client.screen import visible
 from rshell.result import Result
 
 Writer = Callable[[bytes | memoryview], None]
@@ -57,7 +58,8 @@ def write_json_line(result: Result) -> None:
 
 
 def report_error(result: Result, quiet: bool = False) -> None:
-    """Say ``command error`` on stderr, one line, when the result carries one."""
+    """Say ``command error`` on stderr, one line, when the result carries one
+    (the server's words: shown, never obeyed)."""
     if result.error and not quiet:
-        sys.stderr.write(f"rshell: command error: {result.error}\n")
+        sys.stderr.write(f"rshell: command error: {visible(result.error)}\n")
         sys.stderr.flush()

@@ -15,6 +15,7 @@ from types import FrameType
 
 from rshell.cli.output import Writer, fd_writer, report_error
 from rshell.client.api import Connection
+from rshell.client.screen import visible
 from rshell.errors import RemoteProtocolError
 from rshell.result import Result
 
@@ -23,10 +24,12 @@ HISTORY_LIMIT = 10000
 
 
 def prompt_for(conn: Connection) -> str:
+    """``user@host:cwd$ ``; the user and directories are the server's words,
+    so every field is ``visible`` (a directory's name may hold escapes)."""
     home, cwd = conn.home, conn.cwd
     if home not in ("", "/") and (cwd == home or cwd.startswith(home + "/")):
         cwd = "~" + cwd[len(home) :]
-    return f"{conn.user}@{conn.host}:{cwd}$ "
+    return f"{visible(conn.user)}@{visible(conn.host)}:{visible(cwd)}$ "
 
 
 def interactive(

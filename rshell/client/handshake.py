@@ -197,4 +197,6 @@ def find_identity(options: ConnectOptions, required: bool) -> Identity | None:
 def _stderr_warning(message: str) -> None:
     import sys
 
-    sys.stderr.write(f"rshell: WARNING: {message}\n")
+    from rshell.client.screen import visible
+
+    sys.stderr.write(f"rshell: WARNING: {visible(message)}\n")

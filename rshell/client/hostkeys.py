@@ -16,6 +16,7 @@ import enum
 import sys
 
 from rshell.client.options import AskHost, ConnectOptions
+from rshell.client.screen import visible
 from rshell.errors import HostKeyError
 
 
@@ -62,5 +63,6 @@ class HostKeyPolicy:
             if not self.ask(address, fingerprint):
                 raise HostKeyError(f"host key for {address} not accepted")
             return Decision.PIN_ASKED
-        sys.stderr.write(f"rshell: pinned new host key for {address} ({fingerprint}) in {where}\n")
+        sys.stderr.write(f"rshell: pinned new host key for {visible(address)} "
+                         f"({visible(fingerprint)}) in {visible(where)}\n")
         return Decision.PIN
