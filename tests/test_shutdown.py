@@ -82,6 +82,24 @@ def test_sigterm_lets_running_command_finish(server: ServerProcess) -> None:
     server.wait_for_log(r"disconnected", timeout=1)
 
 
+def test_the_door_is_shut_before_the_drain_begins(server: ServerProcess) -> None:
+    """The listeners close first: by the time the stop is logged, a new
+    connection is refused by the kernel (never accepted, never answered,
+    never run), while a running command still drains."""
+    busy = connect(server)
+    try:
+        stream = busy.stream("echo started; sleep 2; echo done")
+        chunks = iter(stream)
+        assert next(chunks) == ("stdout", b"started\n")
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"SIGTERM received: shutting down")
+        assert refuses_connections(server), "a connection was accepted after the stop began"
+        assert list(chunks) == [("stdout", b"done\n")]
+    finally:
+        busy.close()
+    assert wait_exit(server) == 0
+
+
 def test_sigterm_grace_expires_and_command_is_terminated(start_server: Any) -> None:
     """A command that outlives --shutdown-grace is terminated with its whole
     process group; the client learns why, and the server still exits 0."""

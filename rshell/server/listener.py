@@ -249,12 +249,25 @@ class Daemon:
         with self._cond:
             return len(self._live)
 
-    def stop(self, grace: float) -> None:
-        """Stop accepting; let running commands finish for ``grace`` seconds, then
-        terminate them; return once every connection has ended."""
+    def close_doors(self) -> None:
+        """Refuse every new connection from now on, at the kernel: a listening
+        socket shut for reading refuses connects at once (and resets those not
+        yet accepted), where waiting for each accept loop to notice a stop
+        would leave the door open for up to its poll interval."""
         with self._cond:
             self._stopping = True
         self.admission.close()
+        for srv in self.listeners:
+            try:
+                srv.socket.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already closed
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting (``close_doors``); let running commands finish for
+        ``grace`` seconds, then terminate them; return once every connection
+        has ended."""
+        self.close_doors()
         for srv in self.listeners:
             srv.shutdown()
             srv.server_close()

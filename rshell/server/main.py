@@ -375,6 +375,7 @@ def _stop(daemon: Daemon, settings: Settings, name: str, grace: float) -> None:
     sweeps, then what still carries our marker."""
     from rshell.exec import sweep
 
+    daemon.close_doors()  # first: from here on, a connect is refused
     log.info("%s received: shutting down (grace %gs, %d session(s))",
              name, grace, daemon.session_count)
     started = time.monotonic()
