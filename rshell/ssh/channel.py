@@ -25,6 +25,7 @@ from rshell.exec.loop import READ, Loop
 from rshell.exec.policy import Answer, Launch, Request, Workspace, decide
 from rshell.exec.record import Outcome
 from rshell.protocol.frames import MAX_PAYLOAD
+from rshell.shellwords import CommandReader
 from rshell.ssh._paramiko import FAILURES, send_exit, unwatch_channel, watch_channel
 
 if TYPE_CHECKING:
@@ -230,23 +231,38 @@ class ChannelDriver(Loop):
     # ---- the line session -------------------------------------------------------------
 
     def _line_session(self) -> None:
-        """Lines from the channel, one command each (no stdin), until EOF or
-        ``exit``; the exit status is the last command's."""
+        """Complete commands from the channel, as sh reads a script (a command
+        may span lines: shellwords.CommandReader), run one at a time (no
+        stdin), until EOF or ``exit``; the exit status is the last command's."""
         self.lines = lines = _Lines()
+        reader = CommandReader()
+        pending = 0  # bytes of an unfinished command, capped as one line is
         while True:
             line = lines.next()
             if line is None:
-                if lines.eof:
+                if not lines.eof:
+                    if self.shutdown_at is not None or self.idle_reason is not None:
+                        self._say(self.idle_reason or "server shutting down")
+                        self.status = 255
+                        break
+                    self.set(self.chan_fd, READ, self._on_line_data)
+                    self.poll(None)
+                    continue
+                command = reader.flush()  # unfinished at EOF: the shell says what is wrong
+                if command is None:
                     break
-                if self.shutdown_at is not None or self.idle_reason is not None:
-                    self._say(self.idle_reason or "server shutting down")
-                    self.status = 255
-                    break
-                self.set(self.chan_fd, READ, self._on_line_data)
-                self.poll(None)
-                continue
-            self.set(self.chan_fd, 0, None)  # the lines wait in the window
-            text = line.decode("utf-8", "surrogateescape").strip()
+            else:
+                self.set(self.chan_fd, 0, None)  # the lines wait in the window
+                command = reader.add(line.decode("utf-8", "surrogateescape"))
+                if command is None:
+                    pending += len(line) + 1
+                    if pending > MAX_LINE:
+                        self._say(f"command longer than {MAX_LINE} bytes; closing")
+                        self._exit(255, None)
+                        return
+                    continue
+            pending = 0
+            text = command.strip()
             if not text:
                 continue
             word, _, rest = text.partition(" ")
