@@ -93,6 +93,7 @@ def client_command(
       cmds | rshell HOST            batch from stdin
       rshell keygen [-f PATH] [-t ed25519|ecdsa|rsa]
       rshell fingerprint [PATH|HOST]
+      rshell copy-id [-i KEY] HOST  add a public key to HOST's authorized_keys
     """
     command, batch = _mode(argv, command, batch)
     if strict_host_keys and accept_new:
@@ -297,8 +298,40 @@ def command_words(args: list[str]) -> list[str]:
     return args
 
 
+@click.command(context_settings=CONTEXT, no_args_is_help=True)
+@click.argument("target")
+@click.option("-i", "identity", metavar="PATH",
+              help="Key to add: a .pub, or a private key [your identity].")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), help=f"Port [{DEFAULT_PORT}].")
+@click.option("-n", "--dry-run", is_flag=True, help="Say whether the key would be added; "
+              "change nothing.")
+@click.option("--known-hosts", metavar="FILE", help="Host key pins [$RSHELL_HOME/known_hosts].")
+@click.option("--strict-host-keys", is_flag=True, help="Refuse hosts not in known_hosts.")
+@click.option("--accept-new", is_flag=True, help="Pin unknown hosts without asking.")
+@click.option("--connect-timeout", type=click.FloatRange(0, min_open=True),
+              default=CONNECT_TIMEOUT, show_default=True)
+def copy_id_command(
+    target: str, identity: str | None, port: int | None, dry_run: bool,
+    known_hosts: str | None, strict_host_keys: bool, accept_new: bool, connect_timeout: float,
+) -> int:
+    """Add a public key to TARGET's authorized_keys, as ssh-copy-id does, over
+    a connection your identity already opens (or ssh://USER@HOST for sshd's
+    ~/.ssh/authorized_keys). A key already there is not added twice."""
+    from rshell.cli.copyid import copy_id, key_to_copy, report
+
+    if strict_host_keys and accept_new:
+        raise UsageError("--strict-host-keys and --accept-new contradict each other")
+    key = key_to_copy(identity, ask_passphrase)
+    with open_client(target, port=port, known_hosts=known_hosts,
+                     strict_host_keys=strict_host_keys, accept_new=accept_new,
+                     connect_timeout=connect_timeout) as conn:
+        copied = copy_id(conn, key, ssh=target.startswith("ssh://"), dry_run=dry_run)
+    click.echo(report(copied, key, target))
+    return 0
+
+
 _SUBCOMMANDS: dict[str, click.Command] = {
-    "keygen": keygen_command, "fingerprint": fingerprint_command,
+    "keygen": keygen_command, "fingerprint": fingerprint_command, "copy-id": copy_id_command,
 }
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rshell.client.api import Connection
 
 #: First words that name a subcommand rather than a host.
-SUBCOMMANDS = frozenset({"keygen", "fingerprint"})
+SUBCOMMANDS = frozenset({"keygen", "fingerprint", "copy-id"})
 
 
 def open_client(

@@ -22,6 +22,9 @@ from rshell.exec import cd, variables
 from rshell.exec.environment import command_environment
 from rshell.exec.record import Outcome
 
+#: Where the server's authorized_keys is, for commands of an unrestricted key.
+AUTHORIZED_KEYS_VARIABLE = "RSHELL_AUTHORIZED_KEYS"
+
 
 @dataclass(frozen=True)
 class Grant:
@@ -83,10 +86,12 @@ class Login:
     groups for the sweep, and how many commands it has run (thread-safe: an
     SSH connection's channels share it)."""
 
-    def __init__(self, home: str, shell: str, peer: str, marker: str) -> None:
+    def __init__(self, home: str, shell: str, peer: str, marker: str,
+                 authorized_keys: str | None = None) -> None:
         self.home, self.marker = home, marker
         self.env = command_environment(home, shell, peer, marker)
         self.grant = Grant()
+        self.authorized_keys = authorized_keys
         #: Set when the server stops: new commands are answered, not run.
         self.stopping = False
         self.groups: set[int] = set()
@@ -97,6 +102,15 @@ class Login:
         with self._lock:
             self.commands += 1
             return self.commands
+
+    def admit(self, grant: Grant) -> None:
+        """The authenticated key's grant.  A key with neither ``command=`` nor
+        ``restrict`` is told where the server's authorized_keys is
+        (``RSHELL_AUTHORIZED_KEYS``, for ``rshell copy-id``): it could run any
+        command anyway; a restricted key is not."""
+        self.grant = grant
+        if self.authorized_keys and grant.forced is None and not grant.restrict:
+            self.env[AUTHORIZED_KEYS_VARIABLE] = self.authorized_keys
 
     def workspace(self) -> Workspace:
         """A fresh working directory state, at home (one per shell or session)."""

@@ -88,7 +88,8 @@ class Session(Loop):
         self.proto = ServerProtocol(decoder=BufferDecoder(frames=2))
         self.sink = FrameSink(stream)
         marker = new_marker()
-        self.login = Login(settings.home, settings.limits.shell, self.peer, marker)
+        self.login = Login(settings.home, settings.limits.shell, self.peer, marker,
+                           settings.authorized_keys_file)
         self.ws = self.login.workspace()
         self.record = Recorder(self.peer, "rshell", marker, settings.audit)
         self.cmd: Command | None = None
@@ -289,7 +290,7 @@ class Session(Loop):
         grant = authorizer.report(verdict, self.record)
         if grant is None:
             raise LocalProtocolError("authentication failed", "auth-failed")
-        self.login.grant = grant
+        self.login.admit(grant)
         self._greet()
 
     def _greet(self) -> None:

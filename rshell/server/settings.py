@@ -55,6 +55,11 @@ class Settings:
     #: session sweeps for itself as it ends).
     sweeper: Sweeper | None = None
 
+    @property
+    def authorized_keys_file(self) -> str | None:
+        """The authorized_keys path, as unrestricted keys' commands are told it."""
+        return None if self.authorized is None else str(self.authorized.path)
+
     @cached_property
     def authorizer(self) -> Authorizer | None:
         """The one authorizer of both listeners (None: --no-auth)."""

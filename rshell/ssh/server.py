@@ -152,7 +152,8 @@ class SshConnection:
         self.peer_ip = peer_ip(sock)
         self.host_key, self.on_authenticated = host_key, on_authenticated
         marker = new_marker()
-        self.login = Login(settings.home, settings.limits.shell, peer, marker)
+        self.login = Login(settings.home, settings.limits.shell, peer, marker,
+                           settings.authorized_keys_file)
         self.record = Recorder(peer, "ssh", marker, settings.audit)
         self.authorizer = settings.authorizer
         self.drivers: dict[int, ChannelDriver] = {}
@@ -289,7 +290,7 @@ class SshConnection:
     def _logged_in(self, iface: _Interface) -> None:
         if self.authorizer is not None and iface.verdict is not None:
             grant = self.authorizer.report(iface.verdict, self.record)
-            self.login.grant = grant or Grant()
+            self.login.admit(grant or Grant())
         if self.on_authenticated is not None:
             self.on_authenticated()
 
