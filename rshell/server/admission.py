@@ -37,9 +37,10 @@ class Penalties:
     client that connects now and then never accrues one; a source that
     churns through handshakes is shut out after a burst of about
     ``refuse_at`` of them, and in-flight handshakes that still fail extend
-    the time.  At most ``max_sources`` sources are remembered, the least
-    recently penalized forgotten first, so that many addresses cannot grow
-    the table without bound.  (OpenSSH's defaults: noauth:1s min:15s
+    the time.  A source holding over half the authenticating slots also pays
+    for each newcomer of its own turned away 'busy'.  At most ``max_sources``
+    sources are remembered, the least recently penalized forgotten first, so
+    that many addresses cannot grow the table without bound.  (OpenSSH's defaults: noauth:1s min:15s
     max:600s max-sources:65536.)
     """
 
