@@ -321,6 +321,7 @@ def test_per_source_penalties_no_turns_them_off(
     start_server: Callable[..., ServerProcess]
 ) -> None:
     srv = start_server("--per-source-penalties", "no")
+    srv.wait_for_log(r"WARNING PER-SOURCE PENALTIES DISABLED \(--per-source-penalties no\)")
     abandon(srv.port, 30)
     assert wait_until(lambda: attacker_lines(srv, "TLS handshake failed") >= 30, CLOSE_DEADLINE)
     assert tls_admitted(srv.port)

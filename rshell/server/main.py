@@ -286,7 +286,11 @@ def _penalties(per_source_penalties: str, penalty_max: float) -> Penalties | Non
     """The --per-source-penalties and --penalty-max flags as Admission takes them."""
     from rshell.server.admission import Penalties
 
-    return Penalties(max=penalty_max) if per_source_penalties == "yes" else None
+    if per_source_penalties == "yes":
+        return Penalties(max=penalty_max)
+    log.warning("PER-SOURCE PENALTIES DISABLED (--per-source-penalties no): a source that "
+                "keeps abandoning handshakes can crowd real users out")
+    return None
 
 
 def _settings(
