@@ -469,7 +469,7 @@ def test_interactive_unknown_host_prompt(
     child = terminals(server.address, "--known-hosts", str(known),
                       "-c", f"touch {side} && echo ran-remotely", timeout=20)
     child.expect_exact(server.fingerprint)
-    child.expect(r"\(yes/no\)\? ")
+    child.expect(r"\(yes/no/\[fingerprint\]\)\? ")
     child.sendline(answer)
     child.expect(pexpect.EOF)
     child.close()

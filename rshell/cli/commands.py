@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -23,6 +23,7 @@ from rshell.cli.common import (
     one_shot,
     open_client,
     sane_descriptors,
+    version_line,
 )
 from rshell.client.options import CONNECT_TIMEOUT
 from rshell.client.screen import visible
@@ -52,6 +53,22 @@ def invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
     guarded(run, prog)
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_line(ctx.info_name or "rshell"))
+        ctx.exit()
+
+
+_Decorated = TypeVar("_Decorated", bound=Callable[..., Any])
+
+
+def version_option(*names: str) -> Callable[[_Decorated], _Decorated]:
+    """``--version``: the version, and the Python and OpenSSL it runs on."""
+    return click.option(*names, is_flag=True, expose_value=False, is_eager=True,
+                        callback=_print_version,
+                        help="Print the version (with Python's and OpenSSL's) and exit.")
+
+
 # ---- rshell ----------------------------------------------------------------------
 
 
@@ -76,6 +93,7 @@ def invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
     "--connect-timeout", type=click.FloatRange(0, min_open=True), default=CONNECT_TIMEOUT,
     show_default=True, help="Connect, handshake and authentication limit (s).",
 )
+@version_option("-V", "--version")
 def client_command(
     target: str, argv: tuple[str, ...], command: str | None, batch: str | None,
     port: int | None, identity: str | None, no_tls: bool, no_auth: bool,

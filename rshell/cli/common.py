@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from rshell.client.options import CONNECT_TIMEOUT
 from rshell.client.screen import visible
-from rshell.errors import EXIT_CONNECTION, RshellError
+from rshell.errors import EXIT_CONNECTION, HostKeyError, RshellError, UsageError
 
 if TYPE_CHECKING:
     from rshell.client.api import Connection
@@ -38,6 +38,11 @@ def open_client(
     """A connection as the command line opens it: questions only on a terminal."""
     from rshell.client.api import connect
 
+    if "@" in target and not target.startswith("ssh://"):
+        raise UsageError(
+            f"{target}: user@ applies only to ssh:// targets (ssh://{target}); an rshell "
+            "server runs commands as the account it runs as (it has no other accounts yet)"
+        )
     return connect(
         target, port=port, identity=identity, passphrase=ask_passphrase,
         known_hosts=known_hosts, strict_host_keys=strict_host_keys, accept_new=accept_new,
@@ -93,10 +98,15 @@ def sane_descriptors() -> None:
 
 
 def on_terminal() -> bool:
+    """Whether someone can be asked: stdin is a terminal and a controlling one
+    is there to ask on.  A closed stdin (``<&-``, which Python leaves as
+    ``sys.stdin = None``) is not a terminal, even inside one."""
+    if sys.stdin is None:
+        return False
     try:
         with open("/dev/tty"):
             return sys.stdin.isatty()
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -120,20 +130,45 @@ def ask_passphrase(prompt: str) -> str | None:
 
 
 def ask_host(address: str, fingerprint: str) -> bool:
+    """Ask on the terminal, as OpenSSH does: ``yes``, ``no``, or the fingerprint
+    itself pasted from a trusted source (exactly it: yes; another: refused,
+    saying so)."""
     sys.stderr.write(
         f"The authenticity of host '{visible(address)}' can't be established.\n"
         f"Its host key fingerprint is {visible(fingerprint)}.\n"
     )
+    question = b"Are you sure you want to continue connecting (yes/no/[fingerprint])? "
     while True:
         try:
             # Binary and unbuffered: a terminal is not seekable, so "r+" text fails.
             with open("/dev/tty", "rb+", buffering=0) as tty:
-                tty.write(b"Are you sure you want to continue connecting (yes/no)? ")
-                answer = tty.readline().decode(errors="replace").strip().lower()
+                tty.write(question)
+                answer = tty.readline().decode(errors="replace").strip()
         except OSError:
             return False
-        if answer in ("yes", "no"):
-            return answer == "yes"
+        if answer == fingerprint:
+            return True
+        if answer.lower() in ("yes", "no"):
+            return answer.lower() == "yes"
+        if answer.partition(":")[0].upper() in ("SHA256", "MD5"):
+            raise HostKeyError(
+                f"the fingerprint you gave ({answer}) is not the host key of {address} "
+                f"({fingerprint}); not connecting"
+            )
+        question = b"Please type 'yes', 'no' or the fingerprint: "
+
+
+def version_line(prog: str) -> str:
+    """``--version``: ours, and the Python and OpenSSL (TLS) we run on."""
+    import platform
+    import ssl
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("rshell")
+    except PackageNotFoundError:
+        ours = "(version unknown)"
+    return f"{prog} {ours} (Python {platform.python_version()}, {ssl.OPENSSL_VERSION})"
 
 
 def warn(message: str) -> None:

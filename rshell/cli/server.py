@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import click
 
-from rshell.cli.commands import CONTEXT, invoke
+from rshell.cli.commands import CONTEXT, invoke, version_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -56,6 +56,7 @@ from rshell.cli.commands import CONTEXT, invoke
 @click.option("--strict-modes", type=click.Choice(["yes", "no"]), default="yes",
               show_default=True,
               help="Refuse files other accounts could write (as sshd); 'no' is insecure.")
+@version_option("--version")
 def server_command(**opts: Any) -> int:
     """Serve rshell commands: run them, stream their output, report their status."""
     from rshell.server.main import run_server

@@ -244,6 +244,12 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = 
         raise KeyFileError(f"identity file {path} not found (create one: rshell keygen)") from None
     except OSError as exc:
         raise KeyFileError(f"cannot read identity file {path}: {exc.strerror}") from None
+    if data.lstrip().startswith((b"ssh-", b"ecdsa-sha2-", b"sk-")):
+        private = path.with_suffix("") if path.suffix == ".pub" else None
+        raise KeyFileError(
+            f"{path} is a public key, not a private one: an identity (-i) is the private "
+            "key" + (f", {private}" if private is not None and private.exists() else "")
+        )
     if st.st_mode & 0o077 and stat.S_ISREG(st.st_mode):
         raise KeyFileError(
             f"permissions {stat.S_IMODE(st.st_mode):04o} for {path} are too open: a private "
@@ -322,6 +328,7 @@ def _load_private(data: bytes, path: Path, passphrase: Passphrase | None) -> Pri
 
     password: bytes | None = None
     wrong = 0
+    prompt = f"Enter passphrase for key '{path}': "
     key: object
     while True:
         try:
@@ -338,6 +345,7 @@ def _load_private(data: bytes, path: Path, passphrase: Passphrase | None) -> Pri
             wrong += 1
             if wrong >= 3:
                 raise KeyFileError(f"{path}: wrong passphrase") from None
+            prompt = f"Wrong passphrase, try again for key '{path}': "  # ssh: "Bad passphrase"
         except UnsupportedAlgorithm as exc:
             raise KeyFileError(f"{path}: unsupported key ({exc})") from None
         else:
@@ -346,7 +354,7 @@ def _load_private(data: bytes, path: Path, passphrase: Passphrase | None) -> Pri
             ):
                 raise KeyFileError(f"{path}: unsupported key type")
             return key
-        answer = passphrase(f"Enter passphrase for key '{path}': ") if passphrase else None
+        answer = passphrase(prompt) if passphrase else None
         if not answer:  # None, or Enter at the prompt: as ssh, give up on this key
             raise KeyFileError(f"{path} is encrypted and no passphrase was given")
         password = answer.encode()
