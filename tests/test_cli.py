@@ -80,11 +80,11 @@ def test_stdin_from_a_regular_file(home: Path, server: ServerProcess, tmp_path: 
 
 def test_exit_status_with_quiet(home: Path, server: ServerProcess) -> None:
     """``-q`` silences the ``command error`` line, not the exit status."""
-    quiet = cli(home, server.address, "-c", "exit 7", "-q")
-    assert quiet.returncode == 7
+    quiet = cli(home, server.address, "-c", "kill -KILL $$", "-q")
+    assert quiet.returncode == 137
     assert quiet.stdout == b"" and quiet.stderr == b""
-    loud = cli(home, server.address, "-c", "exit 7")
-    assert loud.returncode == 7
+    loud = cli(home, server.address, "-c", "kill -KILL $$")
+    assert loud.returncode == 137
     assert b"command error" in loud.stderr
 
 

@@ -162,11 +162,13 @@ def test_nonexistent_cwd_cannot_start(server: ServerProcess, tmp_path: Path) -> 
 
 
 def test_cli_reports_command_error_on_stderr(home: Path, server: ServerProcess) -> None:
-    """README: ``command error: REASON`` on stderr for a silent failure."""
+    """README: ``command error: REASON`` on stderr where the server stopped the
+    command (or a signal the user did not send ended it); a plain silent
+    failure is its exit status alone (the reason stays in --json)."""
     proc = cli(home, server.address, "-c", "exit 1")
-    assert proc.returncode == 1
-    assert proc.stdout == b""
-    assert proc.stderr.decode().strip() == "rshell: command error: exit status 1 with no output"
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, b"", b"")
+    stopped = cli(home, server.address, "--timeout", "0.5", "-c", "exec sleep 30")
+    assert stopped.stderr.decode().strip() == "rshell: command error: timed out after 0.5 s"
 
 
 # ---- working directory ----------------------------------------------------------------

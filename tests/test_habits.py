@@ -1,4 +1,4 @@
-"""ssh users' habits and what the client says (issue 12: 2, 6):
+"""ssh users' habits and what the client says (issue 12: 2, 5, 6, 8):
 the real ``rshell`` and ``rshell-server`` entry points, captured or on a
 pseudo-terminal, against real servers on 127.0.0.1.
 
@@ -7,6 +7,8 @@ Each test here fails on the client before the change it covers.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import platform
 import re
@@ -22,6 +24,7 @@ import pytest
 from rshell.trust import keys
 from tests.conftest import CLIENT_MODE, RSHELL, RSHELL_SERVER, ServerProcess, base_env, cli
 from tests.support.cli import one_line_error
+from tests.support.procs import wait_until
 
 Terminals = Callable[..., pexpect.spawn]
 
@@ -69,6 +72,26 @@ def test_closed_stdin_on_a_terminal_is_no_crash(
     assert "Traceback" not in text, text
     assert status == 0, text
     assert text.replace("\r\n", "\n") == "ran\n"
+
+
+# ---- 5: --json and bytes that are not UTF-8 -------------------------------------------
+
+
+def test_json_binary_output_is_lossless_and_unambiguous(
+    home: Path, server: ServerProcess,
+) -> None:
+    """The four characters ``\\xf4`` and the byte 0xf4 used to give the same
+    record; the byte now also comes exactly, base64, beside the text."""
+    text = cli(home, server.address, "--json", "-c", r"printf '%s' '\xf4'")
+    byte = cli(home, server.address, "--json", "-c", r"printf '\364'; printf 'a\377' >&2")
+    assert text.returncode == byte.returncode == 0, (text.stderr, byte.stderr)
+    as_text, as_bytes = json.loads(text.stdout), json.loads(byte.stdout)
+    assert as_text["stdout"] == as_bytes["stdout"] == "\\xf4"  # the text for the eye
+    assert "stdout_base64" not in as_text and "stderr_base64" not in as_text
+    assert as_text != as_bytes
+    assert base64.b64decode(as_bytes["stdout_base64"]) == b"\xf4"
+    assert base64.b64decode(as_bytes["stderr_base64"]) == b"a\xff"
+    assert as_bytes["stderr"] == "a\\xff"
 
 
 # ---- 6: messages that mislead -----------------------------------------------------------
@@ -166,3 +189,69 @@ def test_host_key_prompt_refuses_another_fingerprint(
     assert f"the fingerprint you gave ({other}) is not the host key" in text, text
     assert not (home / "known_hosts").exists() or \
         unpinned.fingerprint not in (home / "known_hosts").read_text()
+
+
+# ---- 8: noise where nothing went wrong ---------------------------------------------------
+
+
+def test_plain_failures_are_quiet_in_scripts(home: Path, server: ServerProcess) -> None:
+    """``false``, ``test -f``, ``grep -q`` fail with their status and no word
+    from us; a missing command is said once, by the shell; --json keeps the
+    reason."""
+    for command in ("false", "test -f /nonexistent/x", "echo a | grep -q b"):
+        proc = cli(home, server.address, "-c", command)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (1, b"", b""), command
+    missing = cli(home, server.address, "-c", "no-such-command-here")
+    assert missing.returncode == 127
+    lines = missing.stderr.decode().splitlines()
+    assert len(lines) == 1 and "no-such-command-here" in lines[0], lines
+    assert not lines[0].startswith("rshell:"), lines
+    batch = cli(home, server.address, input=b"false\ntest -f /nonexistent/x\necho done\n")
+    assert (batch.returncode, batch.stdout, batch.stderr) == (1, b"done\n", b"")
+    record = json.loads(cli(home, server.address, "--json", "-c", "false").stdout)
+    assert record["error"] == "exit status 1 with no output"
+
+
+def test_server_stops_and_foreign_signals_are_still_said(
+    home: Path, server: ServerProcess,
+) -> None:
+    """What the user cannot see otherwise keeps its line: a time limit, and a
+    signal the user did not send (SIGINT included, in one-shot, where the
+    client knows whether Ctrl-C was pressed)."""
+    late = cli(home, server.address, "--timeout", "0.5", "-c", "exec sleep 30")
+    assert late.returncode != 0
+    assert "rshell: command error: timed out" in one_line_error(late.stderr)
+    for name, number in (("KILL", 9), ("INT", 2)):
+        proc = cli(home, server.address, "-c", f"kill -{name} $$")
+        assert proc.returncode == 128 + number, proc.stderr
+        assert f"killed by SIG{name}" in one_line_error(proc.stderr)
+    batch = cli(home, server.address, input=b"kill -KILL $$\n")
+    assert "killed by SIGKILL" in one_line_error(batch.stderr)
+
+
+def test_ctrl_c_is_not_reported_as_an_error(
+    server: ServerProcess, terminals: Terminals, tmp_path: Path,
+) -> None:
+    """The user's Ctrl-C ends a silent command: status 130, and no
+    ``^Crshell: command error: killed by SIGINT with no output``."""
+    started = tmp_path / "started"
+    child = terminals(server.address, "-c", f": > {shlex.quote(str(started))}; exec sleep 30")
+    assert wait_until(started.exists, 15), "the command never started"
+    child.send("\x03")
+    text, status = finish(child)
+    assert status == 130, text
+    assert "command error" not in text and "SIGINT" not in text, text
+
+
+def test_silent_failure_at_the_prompt_is_no_error_line(
+    server: ServerProcess, terminals: Terminals,
+) -> None:
+    """At the prompt, ``false`` is not a ``command error``."""
+    child = terminals(server.address)
+    prompt = re.escape(f"@{server.address.rsplit(':', 1)[0]}:~$ ")
+    child.expect(prompt)
+    child.sendline("false")
+    child.expect(prompt)
+    assert "command error" not in (child.before or ""), child.before
+    child.sendline("exit")
+    finish(child)

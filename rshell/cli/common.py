@@ -181,15 +181,15 @@ def one_shot(conn: Connection, command: str, *, as_json: bool, quiet: bool,
     from rshell.cli.output import fd_writer, report_error, write_json_line
 
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    with forward_sigint(conn.send_signal):
+    with forward_sigint(conn.send_signal) as forward:
         if as_json:
             result = conn.run(command, stdin=stdin, timeout=timeout)
             write_json_line(result)
         else:
-            out = _pipe_safe(fd_writer(1), conn.send_signal)
+            out = _pipe_safe(fd_writer(1), forward.send)
             result = conn.run(command, stdin=stdin, timeout=timeout,
                               on_stdout=out, on_stderr=fd_writer(2))
-            report_error(result, quiet)
+            report_error(result, quiet, sent=forward.sent)
     return int(result.exit_status)
 
 
@@ -219,16 +219,24 @@ class forward_sigint:
         self._send = send
         self._previous: Any = None
         self._presses: list[float] = []
+        #: The signals the user sent (Ctrl-C; SIGPIPE for a reader gone), so
+        #: that a command they ended is not reported as killed.
+        self.sent: set[int] = set()
 
-    def __enter__(self) -> None:
+    def send(self, signum: int) -> None:
+        self.sent.add(signum)
+        self._send(signum)
+
+    def __enter__(self) -> forward_sigint:
         def handler(signum: int, frame: FrameType | None) -> None:
             now = time.monotonic()
             self._presses = [t for t in self._presses if now - t < 2.0] + [now]
             if len(self._presses) >= 3:
                 raise KeyboardInterrupt
-            self._send(signal.SIGINT)
+            self.send(signal.SIGINT)
 
         self._previous = signal.signal(signal.SIGINT, handler)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self._previous)
