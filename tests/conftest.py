@@ -10,6 +10,7 @@ only; every wait is bounded.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +30,11 @@ from tests.support.cli import (
 )
 from tests.support.procs import kill_group, kill_pid, started_by_rshell
 from tests.support.servers import SERVER_MODE, InProcessServer, ServerProcess, connect
+
+# The developer's ssh-agent must not decide a test: keys it holds would be
+# offered (-i, agent, key files: as ssh).  A test that wants an agent starts
+# its own (tests/test_agent.py) and names it in the client's environment.
+os.environ.pop("SSH_AUTH_SOCK", None)
 
 __all__ = [
     "BIN", "CLIENT_MODE", "RSHELL", "RSHELL_SERVER", "SERVER_MODE", "InProcessServer",

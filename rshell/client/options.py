@@ -2,13 +2,16 @@
 every default (the connect timeout included), for both backends and both
 halves of the command line.
 
-Must not import anything above layer 0, nor click, paramiko or cryptography:
-the CLI's fast path reads ``CONNECT_TIMEOUT`` from here.
+Also the client's debug log (``rshell -v``): ``debug``.
+
+Must not import anything above layer 0, nor click, paramiko, cryptography
+or logging: the CLI's fast path reads ``CONNECT_TIMEOUT`` from here.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 
 from rshell.errors import UsageError
@@ -17,6 +20,9 @@ from rshell.paths import parse_hostport
 #: Connect + handshake + authentication, in seconds: ``--connect-timeout``'s
 #: default and ``rshell.connect``'s.
 CONNECT_TIMEOUT = 10.0
+
+#: The logger of ``debug``'s lines; ``rshell -v`` gives it a handler to stderr.
+LOGGER = "rshell.client"
 
 #: Asked about an unknown host key: (address, fingerprint) -> trust it?
 AskHost = Callable[[str, str], bool]
@@ -65,3 +71,26 @@ def host_and_port(hostport: str, port: int | None, default: int) -> tuple[str, i
     if port is not None and parse_hostport(hostport, 0, listen=True)[1] not in (0, port):
         raise UsageError(f"-p {port} contradicts the port in {hostport!r}")
     return host, parsed
+
+
+def debug(level: int, message: str, *args: object) -> None:
+    """A debug line of ``level`` (1 for ``-v``, 2 for ``-vv``, 3 for ``-vvv``)
+    on the ``rshell.client`` logger, at logging level ``11 - level`` (so
+    DEBUG is ``-v``), formatted only if someone listens.
+
+    Free when nobody does: ``logging`` is never imported for it (a cold
+    one-shot does not load it), and if nothing imported it, nothing can
+    have configured a handler, so there is nothing to say.
+    """
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logger = logging.getLogger(LOGGER)
+        if logger.isEnabledFor(11 - level):
+            logger.log(11 - level, message, *args)
+
+
+def debugging(level: int = 1) -> bool:
+    """Whether ``debug(level, ...)`` would say anything: for lines whose
+    arguments cost something to gather."""
+    logging = sys.modules.get("logging")
+    return logging is not None and bool(logging.getLogger(LOGGER).isEnabledFor(11 - level))
