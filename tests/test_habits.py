@@ -1,4 +1,4 @@
-"""ssh users' habits and what the client says (issue 12: 2, 5, 6, 8):
+"""ssh users' habits and what the client says (issue 12: 2, 5, 6, 8, 9):
 the real ``rshell`` and ``rshell-server`` entry points, captured or on a
 pseudo-terminal, against real servers on 127.0.0.1.
 
@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import platform
+import pwd
 import re
 import shlex
 import ssl
@@ -255,3 +256,30 @@ def test_silent_failure_at_the_prompt_is_no_error_line(
     assert "command error" not in (child.before or ""), child.before
     child.sendline("exit")
     finish(child)
+
+
+# ---- 9: words after the target, as ssh joins them -------------------------------------
+
+
+def test_words_after_the_target_are_one_command_line(
+    home: Path, server: ServerProcess,
+) -> None:
+    """``rshell h 'ls / | wc -l'``, ``rshell h echo '$HOME'``, ``rshell h 'cd
+    /tmp && pwd'``: joined with spaces, parsed by the remote shell."""
+    count = cli(home, server.address, "ls / | wc -l")
+    assert count.returncode == 0, count.stderr
+    assert int(count.stdout) > 1
+    expands = cli(home, server.address, "echo", "$HOME")
+    assert expands.returncode == 0, expands.stderr
+    assert expands.stdout.decode() == pwd.getpwuid(os.getuid()).pw_dir + "\n"
+    chained = cli(home, server.address, "cd /tmp && pwd")
+    assert chained.stdout == b"/tmp\n", chained.stderr
+    options_ended = cli(home, "--", server.address, "echo", "$HOME")
+    assert options_ended.stdout == expands.stdout, options_ended.stderr
+
+
+def test_double_dash_keeps_an_exact_argv(home: Path, server: ServerProcess) -> None:
+    """``rshell h -- CMD ARG...``: each word quoted (SPEC §4), options first or not."""
+    for args in ([server.address, "--"], [server.address, "-q", "--"]):
+        proc = cli(home, *args, "echo", "$HOME", "a  b")
+        assert proc.stdout == b"$HOME a  b\n", proc.stderr

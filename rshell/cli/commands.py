@@ -33,12 +33,14 @@ from rshell.paths import DEFAULT_PORT, rshell_home
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def invoke(command: click.Command, args: Sequence[str], prog: str) -> NoReturn:
-    """Run a click command with rshell's error policy: one line, no traceback."""
+def invoke(command: click.Command, args: Sequence[str], prog: str, obj: Any = None) -> NoReturn:
+    """Run a click command with rshell's error policy: one line, no traceback.
+    ``obj`` is handed to the command as its context's ``obj``."""
 
     def run() -> int | None:
         try:
-            rv: int | None = command.main(list(args), prog_name=prog, standalone_mode=False)
+            rv: int | None = command.main(list(args), prog_name=prog, standalone_mode=False,
+                                          obj=obj)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help(), err=True)
             sys.exit(EXIT_USAGE)
@@ -88,8 +90,6 @@ def version_option(*names: str) -> Callable[[_Decorated], _Decorated]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per command on stdout.")
 @click.option("--fail-fast", is_flag=True, help="Batch: stop at the first failure.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not report command errors on stderr.")
-@click.option("-v", "--verbose", count=True,
-              help="Say on stderr what the connection does (-vv, -vvv: more).")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Per-command limit (s).")
 @click.option(
     "--connect-timeout", type=click.FloatRange(0, min_open=True), default=CONNECT_TIMEOUT,
@@ -101,13 +101,14 @@ def client_command(
     port: int | None, identity: str | None, no_tls: bool, no_auth: bool,
     known_hosts: str | None,
     strict_host_keys: bool, accept_new: bool, as_json: bool, fail_fast: bool, quiet: bool,
-    timeout: float | None, connect_timeout: float, verbose: int = 0,
+    timeout: float | None, connect_timeout: float,
 ) -> int:
     """Run commands on an rshell server: a prompt, one command, or a batch.
 
     \b
       rshell HOST                   interactive prompt
       rshell HOST -c 'COMMAND'      one command
+      rshell HOST WORD...           one command: the words joined with spaces, as ssh does
       rshell HOST -- CMD ARG...     one command, argv quoted for the remote shell
       rshell HOST -f FILE           one command per line ('-f -': stdin)
       cmds | rshell HOST            batch from stdin
@@ -115,11 +116,8 @@ def client_command(
       rshell fingerprint [PATH|HOST]
       rshell copy-id [-i KEY] HOST  add a public key to HOST's authorized_keys
     """
-    command, batch = _mode(argv, command, batch)
-    if verbose:
-        from rshell.cli.verbose import configure
-
-        configure(verbose)
+    joined = bool(click.get_current_context().obj == _JOIN_WORDS)
+    command, batch = _mode(argv, command, batch, joined)
     if strict_host_keys and accept_new:
         raise UsageError("--strict-host-keys and --accept-new contradict each other")
     lines = _batch_lines(batch) if batch is not None else None
@@ -152,14 +150,15 @@ def client_command(
         return 141
 
 
-def _mode(argv: tuple[str, ...], command: str | None,
-          batch: str | None) -> tuple[str | None, str | None]:
-    """One command (``-c``, or argv quoted), a batch (``-f``, or piped stdin),
-    or neither (the prompt)."""
+def _mode(argv: tuple[str, ...], command: str | None, batch: str | None,
+          joined: bool = False) -> tuple[str | None, str | None]:
+    """One command (``-c``; words after the target, ``joined`` with spaces for
+    the remote shell to parse, as ssh does; or argv after ``--``, quoted), a
+    batch (``-f``, or piped stdin), or neither (the prompt)."""
     if sum(x is not None and x != () for x in (command, batch, argv or None)) > 1:
-        raise UsageError("give only one of -c COMMAND, -f FILE, or -- CMD ARG...")
+        raise UsageError("give only one of -c COMMAND, -f FILE, or a command after the target")
     if argv:
-        command = shlex.join(argv)
+        command = " ".join(argv) if joined else shlex.join(argv)
     if command is not None and not command.strip():
         raise UsageError("empty command")
     if batch is None and command is None and not _stdin_is_tty():
@@ -279,8 +278,7 @@ def _value_options(command: click.Command) -> frozenset[str]:
     """The options of ``command`` that take a value, read off click's own
     definitions (a hand-kept list drifts the day an option is added)."""
     return frozenset(
-        name for p in command.params
-        if isinstance(p, click.Option) and not p.is_flag and not p.count
+        name for p in command.params if isinstance(p, click.Option) and not p.is_flag
         for name in (*p.opts, *p.secondary_opts)
     )
 
@@ -303,24 +301,45 @@ def _takes_next_word(option: str) -> bool:
     return False
 
 
-def command_words(args: list[str]) -> list[str]:
-    """As ssh reads ``ssh host ls -l /``: options may come before or right after
-    the target, and the first other word after it starts the remote command,
-    whose own dashes are its own (as if ``--`` stood before it)."""
+#: The context ``obj`` that tells client_command its words are to be joined.
+_JOIN_WORDS = "join-words"
+
+
+def _command_start(args: list[str]) -> tuple[int | None, bool]:
+    """Where the remote command starts in ``args`` (None: no command words),
+    and whether the user marked it with ``--`` right after the target."""
     target_seen = False
     i = 0
     while i < len(args):
         word = args[i]
         if word == "--":
-            return args
+            return (i, target_seen) if target_seen else (None, False)
         if word.startswith("-") and word != "-":
             i += 2 if _takes_next_word(word) else 1
             continue
         if target_seen:
-            return [*args[:i], "--", *args[i:]]
+            return i, False
         target_seen = True
         i += 1
-    return args
+    return None, False
+
+
+def command_words(args: list[str]) -> list[str]:
+    """As ssh reads ``ssh host ls -l /``: options may come before or right after
+    the target, and the first other word after it starts the remote command,
+    whose own dashes are its own (as if ``--`` stood before it)."""
+    start, marked = _command_start(args)
+    if start is None or marked:
+        return args
+    return [*args[:start], "--", *args[start:]]
+
+
+def words_are_joined(args: list[str]) -> bool:
+    """SPEC §4: words after the target are one command line, joined with spaces
+    for the remote shell to parse (``rshell h 'ls | wc -l'``), as ssh does;
+    after an explicit ``--`` right after the target they are an exact argv,
+    each word quoted.  A ``--`` before the target only ends rshell's options."""
+    return not _command_start(args)[1]
 
 
 @click.command(context_settings=CONTEXT, no_args_is_help=True)
@@ -367,4 +386,5 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in _SUBCOMMANDS:
         invoke(_SUBCOMMANDS[args[0]], args[1:], f"rshell {args[0]}")
-    invoke(client_command, command_words(args), "rshell")
+    invoke(client_command, command_words(args), "rshell",
+           _JOIN_WORDS if words_are_joined(args) else None)
