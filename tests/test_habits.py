@@ -1,4 +1,4 @@
-"""ssh users' habits and what the client says (issue 12: 2, 5, 6, 8, 9):
+"""ssh users' habits and what the client says (issue 12: 2, 5, 6, 8, 9, 14):
 the real ``rshell`` and ``rshell-server`` entry points, captured or on a
 pseudo-terminal, against real servers on 127.0.0.1.
 
@@ -22,6 +22,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from rshell.errors import KeyFileError
 from rshell.trust import keys
 from tests.conftest import CLIENT_MODE, RSHELL, RSHELL_SERVER, ServerProcess, base_env, cli
 from tests.support.cli import one_line_error
@@ -283,3 +284,73 @@ def test_double_dash_keeps_an_exact_argv(home: Path, server: ServerProcess) -> N
     for args in ([server.address, "--"], [server.address, "-q", "--"]):
         proc = cli(home, *args, "echo", "$HOME", "a  b")
         assert proc.stdout == b"$HOME a  b\n", proc.stderr
+
+
+# ---- 14: completion and keygen's passphrase ------------------------------------------
+
+
+def complete(home: Path, instruction: str, words: str, cword: str) -> list[str]:
+    proc = subprocess.run([RSHELL], capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+                          env=base_env(home, _RSHELL_COMPLETE=instruction, COMP_WORDS=words,
+                                       COMP_CWORD=cword))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode().splitlines()
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(home: Path, shell: str) -> None:
+    """``_RSHELL_COMPLETE={shell}_source rshell``: click's script for that shell."""
+    proc = subprocess.run([RSHELL], capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+                          env=base_env(home, _RSHELL_COMPLETE=f"{shell}_source"))
+    assert proc.returncode == 0, proc.stderr
+    script = proc.stdout.decode()
+    assert "_rshell_completion" in script and "_RSHELL_COMPLETE" in script, script
+
+
+def test_completion_of_subcommands_hosts_and_options(
+    home: Path, server: ServerProcess,
+) -> None:
+    """Through click's protocol, as the scripts call it: a subcommand or a
+    pinned host for TARGET, the client's options, a subcommand's options."""
+    assert complete(home, "bash_complete", "rshell key", "1") == ["plain,keygen"]
+    assert complete(home, "bash_complete", "rshell 127.0.0", "1") == [f"plain,{server.address}"]
+    assert complete(home, "bash_complete", "rshell --js", "1") == ["plain,--json"]
+    keygen = complete(home, "bash_complete", "rshell keygen -", "2")
+    assert {"plain,-N", "plain,-t", "plain,-f"} <= set(keygen), keygen
+    assert "plain,--json" not in keygen
+    assert complete(home, "bash_complete", "rshell keygen -t e", "3") == \
+        ["plain,ed25519", "plain,ecdsa"]
+    assert complete(home, "fish_complete", "rshell fing", "fing") == ["plain,fingerprint"]
+
+
+def test_keygen_asks_for_a_passphrase_on_a_terminal(home: Path, terminals: Terminals) -> None:
+    """Twice, as ssh-keygen does; two different answers are asked again."""
+    path = home / "asked"
+    child = terminals("keygen", "-f", str(path))
+    for first, second in (("s3cret", "typo"), ("s3cret", "s3cret")):
+        child.expect_exact("Enter passphrase (empty for no passphrase): ")
+        child.sendline(first)
+        child.expect_exact("Enter same passphrase again: ")
+        child.sendline(second)
+        if first != second:
+            child.expect_exact("Passphrases do not match.  Try again.")
+    text, status = finish(child)
+    assert status == 0, text
+    assert keys.load_identity(path, lambda _: "s3cret").path == str(path)
+    with pytest.raises(KeyFileError):
+        keys.load_identity(path)
+
+
+@pytest.mark.parametrize("on_terminal", [True, False])
+def test_keygen_without_asking(home: Path, terminals: Terminals, on_terminal: bool) -> None:
+    """``-N ''`` on a terminal, or no terminal at all: no question, no passphrase."""
+    path = home / "plain"
+    if on_terminal:
+        text, status = finish(terminals("keygen", "-N", "", "-f", str(path)))
+        assert status == 0, text
+        assert "passphrase" not in text.lower(), text
+    else:
+        proc = cli(home, "keygen", "-f", str(path))
+        assert proc.returncode == 0, proc.stderr
+        assert b"passphrase" not in (proc.stdout + proc.stderr).lower()
+    assert keys.load_identity(path).path == str(path)

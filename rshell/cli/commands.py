@@ -7,6 +7,7 @@ remote status otherwise); no traceback reaches a user.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -16,10 +17,12 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from rshell.cli.common import (
+    ask_new_passphrase,
     ask_passphrase,
     fail,
     forward_sigint,
     guarded,
+    on_terminal,
     one_shot,
     open_client,
     sane_descriptors,
@@ -74,8 +77,23 @@ def version_option(*names: str) -> Callable[[_Decorated], _Decorated]:
 # ---- rshell ----------------------------------------------------------------------
 
 
+def _complete_target(ctx: click.Context, param: click.Parameter,
+                     incomplete: str) -> list[str]:
+    """TARGET, completed: a subcommand, or a host pinned in known_hosts."""
+    names = [*_SUBCOMMANDS]
+    try:
+        pins = (rshell_home() / "known_hosts").read_text(errors="replace").splitlines()
+    except OSError:
+        pins = []
+    for line in pins:
+        address = line.split(None, 1)[0] if line.strip() else ""
+        if address and not address.startswith("#"):
+            names.append(address.removesuffix(f":{DEFAULT_PORT}"))
+    return sorted({n for n in names if n.startswith(incomplete)})
+
+
 @click.command(context_settings=CONTEXT, no_args_is_help=True)
-@click.argument("target")
+@click.argument("target", shell_complete=_complete_target)
 @click.argument("argv", nargs=-1)
 @click.option("-c", "command", metavar="COMMAND", help="Run one command and exit.")
 @click.option("-f", "batch", metavar="FILE", help="Run one command per line ('-' for stdin).")
@@ -206,12 +224,17 @@ def _decoded_lines(source: Any) -> Iterator[str]:
 @click.option("-t", "kind", type=click.Choice(["ed25519", "ecdsa", "rsa"]), default="ed25519",
               show_default=True)
 @click.option("-b", "bits", type=int, help="Bits (RSA >= 2048; ECDSA 256, 384 or 521).")
-@click.option("-N", "new_passphrase", default="", help="Passphrase (empty: none).")
+@click.option("-N", "new_passphrase",
+              help="Passphrase ('' for none) [asked on a terminal; none otherwise].")
 @click.option("-C", "comment", help="Comment [user@host].")
 def keygen_command(
-    path: str | None, kind: str, bits: int | None, new_passphrase: str, comment: str | None
+    path: str | None, kind: str, bits: int | None, new_passphrase: str | None,
+    comment: str | None,
 ) -> int:
-    """Generate a key pair in OpenSSH format (private file mode 0600)."""
+    """Generate a key pair in OpenSSH format (private file mode 0600).
+
+    On a terminal the passphrase is asked for, twice, as ssh-keygen does
+    (empty for none); -N gives it instead, -N '' for none."""
     from rshell.errors import KeyFileError
     from rshell.trust import keys
 
@@ -220,6 +243,10 @@ def keygen_command(
         key = keys.generate(kind, bits)
     except KeyFileError as exc:
         raise UsageError(str(exc)) from None
+    if target.exists():  # said before asking for a passphrase it would not use
+        raise KeyFileError(f"{target} already exists; not overwriting it")
+    if new_passphrase is None:
+        new_passphrase = ask_new_passphrase() if on_terminal() else ""
     keys.write_key_pair(target, key, comment or keys.default_comment(), new_passphrase)
     bits_, name = keys.describe(key.public_key())
     click.echo(f"Your identification has been saved in {target}")
@@ -379,10 +406,39 @@ _SUBCOMMANDS: dict[str, click.Command] = {
 }
 
 
+#: click's shell completion protocol: the variable its scripts set.
+COMPLETE_VAR = "_RSHELL_COMPLETE"
+
+
+def complete(instruction: str) -> NoReturn:
+    """click's shell completion (``{bash,zsh,fish}_source``, ``..._complete``),
+    over the subcommands too: the words after ``rshell keygen`` complete as
+    keygen's, the others as the client's (where TARGET offers subcommands and
+    pinned hosts)."""
+    from click.shell_completion import get_completion_class
+
+    shell, _, action = instruction.partition("_")
+    kind = get_completion_class(shell)
+    if kind is None or action not in ("source", "complete"):
+        sys.exit(1)
+    completion = kind(client_command, {}, "rshell", COMPLETE_VAR)
+    if action == "source":
+        click.echo(completion.source(), nl=False)
+        sys.exit(0)
+    args, incomplete = completion.get_completion_args()
+    if args and args[0] in _SUBCOMMANDS:
+        completion.cli, args = _SUBCOMMANDS[args[0]], args[1:]
+    items = completion.get_completions(args, incomplete)
+    click.echo("\n".join(completion.format_completion(item) for item in items))
+    sys.exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The full command line of ``rshell`` (``rshell.cli.entry.main`` is the entry
     point: it takes the plain one-shot form itself and hands the rest here)."""
     sane_descriptors()
+    if COMPLETE_VAR in os.environ:
+        complete(os.environ[COMPLETE_VAR])
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in _SUBCOMMANDS:
         invoke(_SUBCOMMANDS[args[0]], args[1:], f"rshell {args[0]}")

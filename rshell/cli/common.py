@@ -158,6 +158,19 @@ def ask_host(address: str, fingerprint: str) -> bool:
         question = b"Please type 'yes', 'no' or the fingerprint: "
 
 
+def ask_new_passphrase(tries: int = 3) -> str:
+    """A new key's passphrase, asked on the terminal as ssh-keygen asks it:
+    twice, the same both times; empty for none."""
+    import getpass
+
+    for _ in range(tries):
+        first = getpass.getpass("Enter passphrase (empty for no passphrase): ")
+        if getpass.getpass("Enter same passphrase again: ") == first:
+            return first
+        sys.stderr.write("Passphrases do not match.  Try again.\n")
+    raise UsageError("passphrases do not match")
+
+
 def version_line(prog: str) -> str:
     """``--version``: ours, and the Python and OpenSSL (TLS) we run on."""
     import platform
