@@ -108,6 +108,8 @@ def _complete_target(ctx: click.Context, param: click.Parameter,
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per command on stdout.")
 @click.option("--fail-fast", is_flag=True, help="Batch: stop at the first failure.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not report command errors on stderr.")
+@click.option("-v", "--verbose", count=True,
+              help="Say on stderr what the connection does (-vv, -vvv: more).")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Per-command limit (s).")
 @click.option(
     "--connect-timeout", type=click.FloatRange(0, min_open=True), default=CONNECT_TIMEOUT,
@@ -119,7 +121,7 @@ def client_command(
     port: int | None, identity: str | None, no_tls: bool, no_auth: bool,
     known_hosts: str | None,
     strict_host_keys: bool, accept_new: bool, as_json: bool, fail_fast: bool, quiet: bool,
-    timeout: float | None, connect_timeout: float,
+    timeout: float | None, connect_timeout: float, verbose: int = 0,
 ) -> int:
     """Run commands on an rshell server: a prompt, one command, or a batch.
 
@@ -136,6 +138,10 @@ def client_command(
     """
     joined = bool(click.get_current_context().obj == _JOIN_WORDS)
     command, batch = _mode(argv, command, batch, joined)
+    if verbose:
+        from rshell.cli.verbose import configure
+
+        configure(verbose)
     if strict_host_keys and accept_new:
         raise UsageError("--strict-host-keys and --accept-new contradict each other")
     lines = _batch_lines(batch) if batch is not None else None
@@ -305,7 +311,8 @@ def _value_options(command: click.Command) -> frozenset[str]:
     """The options of ``command`` that take a value, read off click's own
     definitions (a hand-kept list drifts the day an option is added)."""
     return frozenset(
-        name for p in command.params if isinstance(p, click.Option) and not p.is_flag
+        name for p in command.params
+        if isinstance(p, click.Option) and not p.is_flag and not p.count
         for name in (*p.opts, *p.secondary_opts)
     )
 

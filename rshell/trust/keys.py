@@ -152,6 +152,34 @@ def sign(key: PrivateKey, data: bytes) -> bytes:
     return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
+#: The SSH signature algorithm an agent must answer with, by key type: the
+#: one whose raw form ``verify`` checks (RSA: SHA-256, never ssh-rsa's SHA-1).
+_AGENT_ALGORITHMS = {
+    "ssh-ed25519": "ssh-ed25519", "ssh-rsa": "rsa-sha2-256",
+    "ecdsa-sha2-nistp256": "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384": "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521": "ecdsa-sha2-nistp521",
+}
+
+
+def agent_signature(key_blob: bytes, signature: bytes) -> bytes:
+    """An SSH-format signature (``string algorithm, string blob``, as an
+    agent returns it) by the key ``key_blob`` -> the form ``sign`` makes and
+    ``verify`` checks; ValueError if it is not the algorithm the key's type
+    must use here (an agent that ignored the SHA-256 flag gives SHA-1)."""
+    kind = _SshReader(key_blob).string().decode("ascii", "replace")
+    fields = _SshReader(signature)
+    algorithm, raw = fields.string().decode("ascii", "replace"), fields.string()
+    if _AGENT_ALGORITHMS.get(kind) != algorithm:
+        raise ValueError(f"{algorithm} signature for a {kind} key")
+    if not kind.startswith("ecdsa-"):
+        return raw
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    pair = _SshReader(raw)  # mpint r, mpint s
+    return encode_dss_signature(int.from_bytes(pair.string(), "big"),
+                                int.from_bytes(pair.string(), "big"))
+
+
 def verify(key: PublicKey, signature: bytes, data: bytes) -> bool:
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
