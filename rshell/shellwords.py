@@ -3,10 +3,12 @@
 Where one command ends (``CommandReader``): a batch or the prompt sends a
 script's commands one at a time, and a command may span lines.
 
-A lone ``cd [DIR]`` changes the session's directory, natively (exec/cd.py)
-and over ``ssh://`` (ssh/client.py); anything more (``cd /x && make``,
-``cd a;b``) runs in the shell.  Both sides ask this module, so a line is
-never a ``cd`` on one path and a command on the other.
+A lone ``cd [DIR]`` changes the session's directory, and a lone
+``export NAME=VALUE`` / ``unset NAME`` its environment, natively (exec/cd.py,
+exec/variables.py) and over ``ssh://`` (ssh/client.py); anything more
+(``cd /x && make``, ``cd a;b``, ``export A=$(date)``) runs in the shell.
+Both sides ask this module, so a line is never a builtin on one path and a
+command on the other.
 
 Must not import anything of rshell.
 """
@@ -30,6 +32,32 @@ def lone_cd(command: str) -> list[str] | None:
     except ValueError:
         return None
     if not argv or argv[0] != "cd" or len(argv) > 2:
+        return None
+    return argv
+
+
+#: The verbs of a lone assignment to the session's environment.
+ASSIGNMENT_VERBS = ("export", "unset")
+
+
+def lone_assignment(command: str) -> list[str] | None:
+    """The words (as typed, unexpanded) of a lone ``export WORD...`` or
+    ``unset WORD...``; None for anything the shell alone can evaluate:
+    command substitution (``$(...)``, backquotes), an operator (``;``,
+    ``&&``, ``|``, a redirection), an option, a bare ``export``, unbalanced
+    quotes."""
+    text = command.strip()
+    if not text.startswith(ASSIGNMENT_VERBS) or "`" in text or "$(" in text:
+        return None  # the common case, without the cost of a lexer
+    try:
+        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        argv = list(lexer)
+    except ValueError:
+        return None
+    if len(argv) < 2 or argv[0] not in ASSIGNMENT_VERBS:
+        return None
+    if any((w and set(w) <= set("();<>|&")) or w.startswith("-") for w in argv[1:]):
         return None
     return argv
 

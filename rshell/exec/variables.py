@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rshell.exec.cd import expand
+from rshell.shellwords import ASSIGNMENT_VERBS, lone_assignment
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_VERBS = ("export", "unset")
+_VERBS = ASSIGNMENT_VERBS
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def might_be_variables(command: str) -> bool:
 def change(command: str, env: Mapping[str, str], home: str) -> Change | None:
     """The change ``command`` makes if it is a lone export/unset, else None."""
     text = command.strip()
-    if not text.startswith(_VERBS) or "`" in text or "$(" in text:
+    if lone_assignment(text) is None:  # the one lexical rule, the ssh:// backend's too
         return None
     try:
         lexer = shlex.shlex(expand(text, env), posix=True, punctuation_chars=True)

@@ -11,8 +11,13 @@ takes it, so SSH's flow control holds: paramiko buffers at most one
 channel window (2 MiB) per stream, whatever the command writes.
 
 sshd keeps no session, so the backend keeps one for it: each command starts
-with ``cd`` into the session's directory and ``export``s of ``env``, and a
-lone ``cd [DIR]`` is resolved by the remote shell and remembered.
+with the session's variables, ``cd`` into its directory and ``export``s of
+``env``.  A lone ``cd [DIR]`` is resolved by the remote shell and the
+directory remembered; a lone ``export``/``unset`` (shellwords.lone_assignment,
+the engine's rule) runs in the remote shell after the session's variables,
+and the values it leaves are remembered, evaluated once as natively (so
+``export PATH=$PATH:/x`` twice gives ``/x`` twice, not a fresh evaluation
+per command).
 
 A deadline (``timeout``) sends an RFC 4254 ``signal`` request (TERM), waits
 ``STOP_GRACE``, then closes the channel, and reports what the native server
@@ -30,6 +35,7 @@ API only through ssh._paramiko.
 from __future__ import annotations
 
 import os
+import re
 import select
 import shlex
 import signal
@@ -52,7 +58,7 @@ from rshell.errors import (
 )
 from rshell.paths import format_hostport
 from rshell.result import timed_out
-from rshell.shellwords import lone_cd
+from rshell.shellwords import lone_assignment, lone_cd
 from rshell.ssh import _paramiko as door
 
 _CHUNK = 64 * 1024
@@ -61,6 +67,7 @@ _FEED_TURN = 8
 #: After a deadline's ``signal`` request: how long the command has to end
 #: before the channel is closed on it.
 STOP_GRACE = 1.0
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def parse_ssh_target(target: str, port: int | None) -> tuple[str, str, int]:
@@ -99,6 +106,8 @@ class SshBackend:
         self._client: Any = None
         self._transport: Any = None
         self._previous = ""  # the directory before the last cd, for ``cd -``
+        #: The session's lone export/unset: a value, or None for unset.
+        self._variables: dict[str, str | None] = {}
 
     @property
     def closed(self) -> bool:
@@ -161,8 +170,13 @@ class SshBackend:
         where = request.session_cwd
         if request.cwd:
             where = os.path.join(where, request.cwd)  # an absolute cwd wins
-        lines = [f"cd -- {shlex.quote(where)} || exit 1"] if where else []
+        lines = [f"export {k}={shlex.quote(v)}" if v is not None else f"unset {k}"
+                 for k, v in self._variables.items()]
+        lines += [f"cd -- {shlex.quote(where)} || exit 1"] if where else []
         lines += [f"export {k}={shlex.quote(v)}" for k, v in (request.env or {}).items()]
+        names = _assigned(request.command)
+        if names is not None:
+            return (yield from self._assign(request, lines, names, wake))
         target = _cd_target(request.command) if request.session_cwd else None
         if target is None:
             run = self._start("; ".join([*lines, request.command]), request.stdin,
@@ -179,6 +193,25 @@ class SshBackend:
         self._previous = request.session_cwd
         cwd = bytes(found).decode(errors="surrogateescape").rstrip("\n")
         return Finish(0, None, finish.error, cwd or None, finish.duration)
+
+    def _assign(self, request: Request, lines: list[str], names: list[str],
+                wake: Wakeup) -> Generator[Chunk, None, Finish]:
+        """A lone export/unset: the remote shell runs it (and says what is wrong);
+        then each name's value, if it has one, comes back on stdout to keep."""
+        unset = request.command.strip().startswith("unset")
+        report = [] if unset else [
+            f'if [ -n "${{{n}+x}}" ]; then printf "%s=%s\\000" {n} "${n}"; fi' for n in names]
+        run = self._start("; ".join([*lines, f"{request.command} || exit", *report]),
+                          request.stdin, request.timeout, wake)
+        found = bytearray()
+        finish = yield from _keep_stdout(run.chunks(), found)
+        if finish.exit_code == 0:
+            if unset:
+                self._variables.update(dict.fromkeys(names))
+            for item in bytes(found).split(b"\0")[:-1]:
+                name, _, value = item.decode(errors="surrogateescape").partition("=")
+                self._variables[name] = value
+        return finish
 
     def _start(self, command: str, stdin: Pump | None, timeout: float | None,
                wake: Wakeup) -> _Exec:
@@ -462,6 +495,16 @@ def _cd_target(command: str) -> str | None:
     if argv is None:
         return None
     return command.strip()[2:].strip() if len(argv) == 2 else '"$HOME"'
+
+
+def _assigned(command: str) -> list[str] | None:
+    """The names a lone export/unset assigns; None when it is not one, or names
+    one the shell would refuse (it then runs as a command, and fails there)."""
+    argv = lone_assignment(command)
+    if argv is None:
+        return None
+    names = [word.partition("=")[0] for word in argv[1:]]
+    return names if all(_NAME.match(n) for n in names) else None
 
 
 def _keep_stdout(chunks: Generator[Chunk, None, Finish],
