@@ -6,7 +6,11 @@ backends (client.backend): client.native for an rshell server, ssh.client
 for ``ssh://`` targets.  Everything a user can tell apart is decided here,
 once: ``run``/``stream``, ``check`` -> CommandFailed, the Result, the error
 reason (the server's, else result.silent_failure over the bytes received,
-whether kept or handed to callbacks), ``cwd`` bookkeeping and signals.
+whether kept or handed to callbacks), ``cwd`` bookkeeping and signals, and
+what leaving a command early means: a stream closed or collected
+unfinished, a callback that raised, a KeyboardInterrupt (the CLI's third
+Ctrl-C) all stop the remote command (SIGTERM, SIGKILL after a grace) and
+leave the connection ready for the next one (client.backend).
 
 Must not import click, paramiko, cryptography (the backends load what they
 need lazily) or the server side.
@@ -145,6 +149,8 @@ class Connection:
                 sinks[fd](data)  # type: ignore[misc]  # 1 and 2 are set
         except StopIteration as stop:
             finish: Finish = stop.value
+        finally:
+            events.close()  # left early (a callback raised): the command is stopped
         result = self._result(command, finish, bytes(out), bytes(err), seen, started)
         if check and not result.ok:
             raise CommandFailed(result)
@@ -160,7 +166,13 @@ class Connection:
         timeout: float | None = None,
     ) -> RunStream:
         """Iterate over ``("stdout" | "stderr", bytes)`` chunks as they arrive;
-        the ``result`` attribute is set once the iterator is exhausted."""
+        the ``result`` attribute is set once the iterator is exhausted.
+
+        Also a context manager: leaving it, ``close()``, or the stream
+        collected unfinished (``for ... in conn.stream(...)`` left by
+        ``break`` or an exception) stops the remote command if it still runs
+        (``result`` then stays None), and the connection runs the next
+        command as usual.  A stream still held can be iterated on later."""
         return RunStream(self, command, self._exchange(command, stdin, cwd, env, timeout))
 
     # ---- written once for both backends --------------------------------------------
@@ -196,7 +208,8 @@ class Connection:
 
 
 class RunStream:
-    """Iterator over one command's output; ``result`` once it is exhausted."""
+    """Iterator over one command's output; ``result`` once it is exhausted.
+    ``close()`` (or leaving ``with``) stops the command if it still runs."""
 
     def __init__(
         self, conn: Connection, command: str, events: Generator[Chunk, None, Finish]
@@ -205,15 +218,38 @@ class RunStream:
         self._command = command
         self._events = events
         self._started = time.monotonic()
+        self._over = False
         self.result: Result | None = None
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         seen = 0
         try:
-            while True:
+            while not self._over:
                 fd, data = next(self._events)
                 seen += len(data)
                 yield ("stdout" if fd == STDOUT else "stderr"), bytes(data)
         except StopIteration as stop:
+            self._over = True
             self.result = self._conn._result(self._command, stop.value, b"", b"", seen,
                                              self._started)
+
+    def close(self) -> None:
+        """Stop the command if it still runs (bounded: SIGTERM, SIGKILL after a
+        grace, its end awaited); the connection stays usable."""
+        self._over = True
+        self._events.close()
+
+    def __enter__(self) -> RunStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Dropped unfinished: ``for ... in conn.stream(...)`` left by break or
+        # an exception (its loop held the only reference).  A stream still
+        # held may be iterated again, from where it was left.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  # at interpreter exit, say: nothing to do
+            pass

@@ -6,7 +6,7 @@ A backend (client.native for rshell's protocol, ssh.client for any sshd)
 does only I/O: it opens and authenticates (deciding host keys through
 client.hostkeys), then for each ``Request`` yields output chunks as the
 consumer takes them and returns a ``Finish``; it delivers the signals a
-``Wakeup`` holds, and closes.
+``Wakeup`` holds, stops a command its consumer left early, and closes.
 
 Must not import anything above layer 0 but client.stdin, nor click,
 paramiko or cryptography.
@@ -26,6 +26,10 @@ from rshell.errors import UsageError
 STDOUT, STDERR = 1, 2
 #: (STDOUT or STDERR, data): data is valid only until the next chunk is asked for.
 Chunk = tuple[int, bytes | memoryview]
+#: A command left early gets SIGTERM, and SIGKILL this long after (the server's
+#: own kill grace); then its end is awaited at most ``STOP_WAIT`` more.
+STOP_GRACE = 1.0
+STOP_WAIT = 5.0
 
 
 # Plain classes with slots, not dataclasses or NamedTuples: cheapest to define
@@ -77,8 +81,15 @@ class Backend(Protocol):
 
     def execute(self, request: Request, wake: Wakeup) -> Generator[Chunk, None, Finish]:
         """Run ``request``: chunks as they arrive, then the Finish.  Signals
-        posted to ``wake`` while it runs go to the command.  Closing the
-        generator early leaves the backend unusable (the command is abandoned)."""
+        posted to ``wake`` while it runs go to the command.
+
+        Left early (the generator closed at a chunk, or an exception other
+        than RshellError raised inside it: a KeyboardInterrupt from a signal
+        handler), it stops the command before it ends: SIGTERM, SIGKILL
+        after ``STOP_GRACE``, the rest of its output read away; the backend
+        is then ready for the next command.  If the end cannot be seen within
+        ``STOP_WAIT`` (or the connection fails meanwhile), the connection is
+        closed instead, which ends the command on the server too."""
         ...
 
     def close(self) -> None: ...

@@ -6,7 +6,9 @@ local stdin source and the connection's wake-up pipe: it is the only writer
 to the socket, so stdin forwarding can never deadlock against output, and a
 signal posted from another thread or a signal handler only wakes the loop.
 Stdin is pulled only while the server grants credit and our queue is short;
-output is decoded only as the consumer asks for the next chunk.
+output is decoded only as the consumer asks for the next chunk.  A command
+left early is stopped with Signal frames and read to its Exit (``_stop``),
+so the session stays READY for the next one.
 
 Must not import click, paramiko, or the server side.
 """
@@ -14,10 +16,20 @@ Must not import click, paramiko, or the server side.
 from __future__ import annotations
 
 import select
+import signal
 import time
 from collections.abc import Callable, Generator
 
-from rshell.client.backend import STDERR, STDOUT, Chunk, Finish, Request, Wakeup
+from rshell.client.backend import (
+    STDERR,
+    STDOUT,
+    STOP_GRACE,
+    STOP_WAIT,
+    Chunk,
+    Finish,
+    Request,
+    Wakeup,
+)
 from rshell.client.stdin import Pump
 from rshell.errors import (
     CommandTimeout,
@@ -125,15 +137,20 @@ class NativeBackend:
                         return Finish(msg.exit_code, msg.signal, msg.error, msg.cwd or None,
                                       msg.duration)
                     msg = self._next_event()
-        except GeneratorExit:
-            self._abandon(ConnectionFailed("command abandoned before it finished"))
-            raise
         except RshellError as exc:
             self._abandon(exc)
+            raise
+        except BaseException:  # left early: GeneratorExit, KeyboardInterrupt, ...
+            if registered_fd is not None and self.sel is not None:
+                self.sel.unregister(registered_fd)  # stdin is no longer wanted
+                registered_fd = None
+            self._stop(wake)
             raise
         finally:
             if registered_fd is not None and self.sel is not None:
                 self.sel.unregister(registered_fd)
+            if pump is not None:
+                pump.close()
 
     def _check_usable(self) -> Stream:
         if self._broken is not None:
@@ -150,6 +167,34 @@ class NativeBackend:
         if self.stream is not None:
             self.stream.close()
             self.stream = None
+
+    def _stop(self, wake: Wakeup) -> None:
+        """The consumer left the running command: SIGTERM, SIGKILL after
+        STOP_GRACE, its output read away until its Exit, so the session is
+        READY again.  No Exit within STOP_WAIT more, a failure, or another
+        interrupt meanwhile: the connection is closed (the server then ends
+        the command itself)."""
+        if self.stream is None or self.proto.state is not State.RUNNING:
+            return
+        try:
+            self.write(Signal(signal.SIGTERM))
+            deadline, killed = time.monotonic() + STOP_GRACE, False
+            while True:
+                try:
+                    msg = self.poll(deadline, on_wake=wake.take)  # late signals: moot
+                except CommandTimeout:
+                    if killed:
+                        raise
+                    self.write(Signal(signal.SIGKILL))
+                    deadline, killed = time.monotonic() + STOP_WAIT, True
+                    continue
+                if isinstance(msg, Exit):
+                    self.proto.decoder.release()
+                    return
+        except BaseException as exc:
+            self._abandon(ConnectionFailed("command abandoned before it finished"))
+            if not isinstance(exc, Exception):
+                raise  # a KeyboardInterrupt again: still the user's
 
     def _pump_stdin(self, pump: Pump, stream: Stream) -> Pump | None:
         proto = self.proto
@@ -190,7 +235,7 @@ class NativeBackend:
 
     def poll(
         self, deadline: float | None, busy: bool = False, what: str = "command",
-        on_wake: Callable[[], None] | None = None,
+        on_wake: Callable[[], object] | None = None,
     ) -> Message | None:
         """Wait for the socket, the wake-up pipe or stdin; the first complete message."""
         stream = self.stream

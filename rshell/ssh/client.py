@@ -20,8 +20,10 @@ and the values it leaves are remembered, evaluated once as natively (so
 per command).
 
 A deadline (``timeout``) sends an RFC 4254 ``signal`` request (TERM), waits
-``STOP_GRACE``, then closes the channel, and reports what the native server
-reports: signal TERM, ``timed out after N s``.  What remains is sshd's:
+``STOP_GRACE``, sends KILL and closes the channel, and reports what the
+native server reports: signal TERM, ``timed out after N s``.  A command
+left early (client.backend) is stopped the same way, its output read
+away; the connection stays usable.  What remains is sshd's:
 OpenSSH honours ``signal`` only in privilege-separated sessions (never for
 a root login: "session signalling requires privilege separation") and not
 for forced commands; closing the channel closes the command's pipes, so a
@@ -45,7 +47,7 @@ from typing import Any
 
 import paramiko
 
-from rshell.client.backend import STDERR, STDOUT, Chunk, Finish, Request, Wakeup
+from rshell.client.backend import STDERR, STDOUT, STOP_GRACE, Chunk, Finish, Request, Wakeup
 from rshell.client.hostkeys import HostKeyPolicy
 from rshell.client.options import ConnectOptions, debug, debugging, host_and_port
 from rshell.client.stdin import Pump
@@ -55,6 +57,7 @@ from rshell.errors import (
     ConnectionFailed,
     HostKeyError,
     KeyFileError,
+    RshellError,
 )
 from rshell.paths import format_hostport
 from rshell.result import timed_out
@@ -64,9 +67,6 @@ from rshell.ssh import _paramiko as door
 _CHUNK = 64 * 1024
 #: stdin chunks sent per turn of the loop before output is looked at again.
 _FEED_TURN = 8
-#: After a deadline's ``signal`` request: how long the command has to end
-#: before the channel is closed on it.
-STOP_GRACE = 1.0
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -246,31 +246,58 @@ class _Exec:
         self.watched: set[int] = set()
 
     def chunks(self) -> Generator[Chunk, None, Finish]:
-        channel = self.channel
         try:
             while True:
-                try:
-                    if channel.recv_ready():
-                        data = channel.recv(_CHUNK)
-                        fd = STDOUT
-                    elif channel.recv_stderr_ready():
-                        data = channel.recv_stderr(_CHUNK)
-                        fd = STDERR
-                    else:
-                        drained = channel.eof_received or channel.closed
-                        if drained and channel.exit_status_ready():
-                            return self._finish()
-                        if self.stop_at is not None and time.monotonic() >= self.stop_at:
-                            return self._finish()
-                        self._wait(drained, more=self._feed())
-                        continue
-                except door.FAILURES as exc:  # the transport broke under us
-                    raise ConnectionFailed(f"{self.backend.address}: {exc}") from None
-                yield fd, data
+                step = self._step()
+                if isinstance(step, Finish):
+                    return step
+                if step is not None:
+                    yield step
+        except RshellError:
+            raise
+        except BaseException:  # left early: GeneratorExit, KeyboardInterrupt, ...
+            self._stop()
+            raise
         finally:
-            _release(channel)
+            _release(self.channel)
             if self.pump is not None:
                 self.pump.close()
+
+    def _step(self) -> Chunk | Finish | None:
+        """A chunk of output, the end, or None (the loop waited for something)."""
+        channel = self.channel
+        try:
+            if channel.recv_ready():
+                return STDOUT, channel.recv(_CHUNK)
+            if channel.recv_stderr_ready():
+                return STDERR, channel.recv_stderr(_CHUNK)
+            drained = channel.eof_received or channel.closed
+            if drained and channel.exit_status_ready():
+                return self._finish()
+            if self.stop_at is not None and time.monotonic() >= self.stop_at:
+                self._signal(signal.SIGKILL)  # the grace is over (closing follows)
+                return self._finish()
+            self._wait(drained, more=self._feed())
+            return None
+        except door.FAILURES as exc:  # the transport broke under us
+            raise ConnectionFailed(f"{self.backend.address}: {exc}") from None
+
+    def _stop(self) -> None:
+        """The consumer left: stop the command as a deadline does (TERM, the
+        grace, KILL; the channel closed after), its output read away.  The
+        connection stays usable: every command has a channel of its own."""
+        if self.pump is not None:
+            self.pump.close()
+        self.pump = self.pending = None
+        self.deadline = None
+        try:
+            if self.stop_at is None:
+                self._signal(signal.SIGTERM)
+                self.stop_at = time.monotonic() + STOP_GRACE
+            while not isinstance(self._step(), Finish):
+                pass
+        except Exception:  # noqa: BLE001  # the channel is closed next, whatever broke
+            pass
 
     def _feed(self) -> bool:
         """Send stdin as the window allows; True if more could go right now."""
@@ -510,16 +537,19 @@ def _assigned(command: str) -> list[str] | None:
 def _keep_stdout(chunks: Generator[Chunk, None, Finish],
                  into: bytearray) -> Generator[Chunk, None, Finish]:
     """Pass stderr on; keep stdout (cd's ``pwd``) for ourselves."""
-    while True:
-        try:
-            fd, data = next(chunks)
-        except StopIteration as stop:
-            finish: Finish = stop.value
-            return finish
-        if fd == STDOUT:
-            into += data
-        else:
-            yield fd, data
+    try:
+        while True:
+            try:
+                fd, data = next(chunks)
+            except StopIteration as stop:
+                finish: Finish = stop.value
+                return finish
+            if fd == STDOUT:
+                into += data
+            else:
+                yield fd, data
+    finally:
+        chunks.close()  # left early: the command is stopped
 
 
 def _drain(chunks: Generator[Chunk, None, Finish]) -> list[tuple[int, bytes]]:
