@@ -1,6 +1,20 @@
 """The interactive prompt: readline editing, persistent history, Ctrl-C to the
 remote command.
 
+A command is what a shell would read as one (shellwords.CommandReader, as
+in a batch): a line that does not complete it gets the continuation prompt
+``> ``, and the lines go together once it is complete; Ctrl-C there drops
+them, Ctrl-D sends them as they are (the shell says what is missing).
+History keeps the whole command as one entry.
+
+Ctrl-C goes to the running command (SIGINT); three within two seconds give
+up on it (cli.common.forward_sigint, the one-shot's rule): the client stops
+it on the server (SIGTERM, then SIGKILL; client.api) and the prompt comes
+back on the same connection, or on a new one in the same directory if the
+old one had to be closed.  A command's stdin is never the terminal, so a
+program that reads it sees EOF; one that waits for a terminal some other
+way (vim reads its stderr) is what the three presses are for.
+
 Must not import click.
 """
 
@@ -9,18 +23,28 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
+from rshell.cli.common import forward_sigint
 from rshell.cli.output import Writer, fd_writer, report_error
 from rshell.client.api import Connection
 from rshell.client.screen import visible
 from rshell.errors import RemoteProtocolError
 from rshell.result import Result
+from rshell.shellwords import CommandReader
 
 EXIT_WORDS = frozenset({"exit", "quit", "logout"})
 HISTORY_LIMIT = 10000
+#: The continuation prompt, as sh's PS2.
+CONTINUATION = "> "
+#: The exit status of a command given up on (as one-shot's "aborted").
+ABANDONED = 130
+
+
+class _Abandoned(Exception):
+    """Three Ctrl-C gave up on the running command; it was stopped."""
 
 
 def prompt_for(conn: Connection) -> str:
@@ -51,6 +75,7 @@ def interactive(
     except (FileNotFoundError, OSError):
         pass
     readline.set_history_length(HISTORY_LIMIT)
+    readline.set_auto_history(False)  # one entry per command, not per line (_remember)
     # Ctrl-C at the prompt drops the line, whatever the parent left us: an
     # ignored SIGINT is inherited across exec (a script's ``cmd &``, a
     # launcher), and Python then never raises KeyboardInterrupt.  A prompt
@@ -58,20 +83,9 @@ def interactive(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     out, err = fd_writer(1), fd_writer(2)
     status = 0
-    while True:
+    # The prompt of the connection in use now (a reconnect replaces it).
+    for command in _commands(readline, history, lambda: prompt_for(conn)):  # noqa: B023
         try:
-            line = input(prompt_for(conn))
-        except EOFError:
-            sys.stdout.write("\n")
-            break
-        except KeyboardInterrupt:
-            sys.stdout.write("^C\n")  # like bash: drop the line, new prompt
-            continue
-        command = line.strip()
-        if not command:
-            continue
-        try:
-            _remember(readline, history)
             leave = _exit_status(command, status)
             if leave is not None:
                 status = leave
@@ -80,10 +94,55 @@ def interactive(
         except KeyboardInterrupt:  # in the instant before the command was sent
             sys.stdout.write("^C\n")
             continue
+        except _Abandoned:
+            sys.stdout.flush()
+            sys.stderr.write("\nrshell: command abandoned (three Ctrl-C); "
+                             "the server stopped it\n")
+            status = ABANDONED
+            continue
         report_error(result)
         status = result.exit_status
     _trim(history, HISTORY_LIMIT)
     return status
+
+
+def _commands(readline: object, history: Path,
+              conn_prompt: Callable[[], str]) -> Iterator[str]:
+    """Complete commands as the user types them, each remembered whole;
+    ends at Ctrl-D on an empty prompt."""
+    reader = CommandReader()
+    lines: list[str] = []
+    while True:
+        try:
+            line = input(CONTINUATION if reader.pending else conn_prompt())
+        except EOFError:
+            sys.stdout.write("\n")
+            if not reader.pending:
+                return
+            rest = reader.flush()  # unfinished: the shell says what is missing
+            _remember(readline, history, "\n".join(lines))
+            lines = []
+            if rest is not None:
+                yield rest
+            continue
+        except KeyboardInterrupt:
+            sys.stdout.write("^C\n")  # like bash: drop the line(s), new prompt
+            if reader.pending:
+                _remember(readline, history, "\n".join(lines))
+                reader.flush()
+                lines = []
+            continue
+        for part in line.split("\n"):  # a recalled entry may hold several lines
+            lines.append(part)
+            command = reader.add(part)
+            if command is None:
+                if not reader.pending:
+                    lines = []  # a blank line: nothing to remember
+                continue
+            _remember(readline, history, "\n".join(lines))
+            lines = []
+            if command.strip():
+                yield command.strip()
 
 
 def _run_or_reconnect(
@@ -92,18 +151,26 @@ def _run_or_reconnect(
 ) -> tuple[Connection, Result]:
     """Run ``command``; a session the server closed as idle is reopened in the
     same directory and the command sent again (it never ran)."""
+    if conn.closed and reconnect is not None:  # closed while giving up on a command
+        conn = _reopen(conn, reconnect, "the connection was closed")
     try:
         return conn, _run_interruptible(conn, command, timeout, out, err)
     except RemoteProtocolError as exc:
         if exc.code != "idle-timeout" or reconnect is None:
             raise
-    sys.stderr.write("rshell: the session was idle too long; reconnecting\n")
+    conn = _reopen(conn, reconnect, "the session was idle too long")
+    return conn, _run_interruptible(conn, command, timeout, out, err)
+
+
+def _reopen(conn: Connection, reconnect: Callable[[], Connection], why: str) -> Connection:
+    """A new session in the old one's directory."""
+    sys.stderr.write(f"rshell: {why}; reconnecting\n")
     cwd = conn.cwd
     conn.close()
     conn = reconnect()
     if cwd != conn.cwd:
         conn.run(f"cd {shlex.quote(cwd)}")
-    return conn, _run_interruptible(conn, command, timeout, out, err)
+    return conn
 
 
 def _exit_status(command: str, last: int) -> int | None:
@@ -126,12 +193,16 @@ def _trim(history: Path, limit: int) -> None:
         pass
 
 
-def _remember(readline: object, history: Path) -> None:
-    """Append the line just entered now, so history survives a crash."""
+def _remember(readline: Any, history: Path, entry: str) -> None:
+    """One history entry for the command just entered (its lines together),
+    appended to the file now, so history survives a crash."""
+    if not entry.strip():
+        return
+    readline.add_history(entry)
     try:
         if not history.exists():
             history.touch(mode=0o600)
-        readline.append_history_file(1, history)  # type: ignore[attr-defined]
+        readline.append_history_file(1, history)
     except OSError:
         pass
 
@@ -139,12 +210,11 @@ def _remember(readline: object, history: Path) -> None:
 def _run_interruptible(
     conn: Connection, command: str, timeout: float | None, out: Writer, err: Writer
 ) -> Result:
-    def forward(signum: int, frame: FrameType | None) -> None:
-        conn.send_signal(signal.SIGINT)
-
-    previous = signal.signal(signal.SIGINT, forward)
-    try:
-        return conn.run(command, timeout=timeout, on_stdout=out, on_stderr=err)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    """Ctrl-C to the command; the third within two seconds gives up on it:
+    the KeyboardInterrupt has left ``run``, which stopped the command."""
+    with forward_sigint(conn.send_signal):
+        try:
+            return conn.run(command, timeout=timeout, on_stdout=out, on_stderr=err)
+        except KeyboardInterrupt:
+            raise _Abandoned from None
 
