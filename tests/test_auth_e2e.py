@@ -25,6 +25,8 @@ from tests.support.cli import one_line_error
 
 PASSPHRASE = "correct horse battery"
 PROMPT = r"Enter passphrase for key '[^']*': "
+#: The question after a wrong answer (ssh: "Bad passphrase, try again for ...").
+RETRY = r"Wrong passphrase, try again for key '[^']*': "
 
 
 # ---- helpers ---------------------------------------------------------------------
@@ -121,13 +123,13 @@ def test_wrong_passphrase_three_times_fails(
     child = terminals(server.address, "-i", str(key), "-c", f"touch {marker}", timeout=30,
                       width=200)
     for attempt in range(3):
-        child.expect(PROMPT)
+        child.expect(RETRY if attempt else PROMPT)
         child.sendline(f"wrong {attempt}")
     child.expect(pexpect.EOF)
     child.close()
     tail = child.before or ""
     assert child.exitstatus == 255, tail
-    assert "Enter passphrase" not in tail, "asked a fourth time"
+    assert "Enter passphrase" not in tail and "try again" not in tail, "asked a fourth time"
     assert "passphrase" in one_line_error(tail)
     assert not marker.exists()
 
