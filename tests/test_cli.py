@@ -24,7 +24,15 @@ import pytest
 
 from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli
 from tests.support.cli import one_line_error, read_line
-from tests.support.procs import describe, group_members, kill_group, pid_gone, read_pid, wait_until
+from tests.support.procs import (
+    describe,
+    group_members,
+    handled,
+    kill_group,
+    pid_gone,
+    read_pid,
+    wait_until,
+)
 from tests.support.wire import free_port
 
 #: A strict UTF-8 stdout, where one undecodable byte would crash a careless encoder.
@@ -468,10 +476,13 @@ while True:
 
 
 def test_three_ctrl_c_abort_locally(server: ServerProcess, tmp_path: Path,
-                                    terminals: Callable[..., pexpect.spawn]) -> None:
+                                    terminals: Callable[..., pexpect.spawn],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A command that shrugs off SIGINT cannot hold the user hostage: the first
-    two presses are forwarded, the third (within 2 s) aborts with 130, and the
+    two presses are forwarded, the third (within the window, widened here so
+    that load cannot spread the presses past it) aborts with 130, and the
     server then terminates the command."""
+    monkeypatch.setenv("RSHELL_CTRL_C_WINDOW", "60")
     pidfile, ints = tmp_path / "pid", tmp_path / "ints"
     remote = shlex.join([sys.executable, "-c", _DEAF, str(pidfile), str(ints)])
     child = terminals(server.address, "-c", f"exec {remote}")
@@ -553,23 +564,44 @@ def test_fast_path_and_full_path_agree_on_a_closed_stderr(server: ServerProcess)
 
 
 def test_three_ctrl_c_abort_alike_on_both_paths(server: ServerProcess) -> None:
-    """Three SIGINTs within two seconds abort locally (a command that ignores
-    SIGINT): exit 130 and the same words on the fast and the full path."""
+    """Three SIGINTs within the window abort locally (a command that ignores
+    SIGINT): exit 130 and the same words on the fast and the full path.  (The
+    window is widened so that a loaded machine cannot spread the presses
+    past it; test_a_fourth_press_after_the_window_is_a_first tests it.)"""
     outcomes = []
     for extra in ([], ["-q"]):
         proc = subprocess.Popen(
             [RSHELL, *extra, server.address, "-c", "trap '' INT; echo ready; sleep 30"],
-            env=base_env(server.home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            env=base_env(server.home, RSHELL_CTRL_C_WINDOW="60"), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
-        for _ in range(3):  # three presses, as a hand makes them: apart, within 2 s
+        for press in range(3):  # three presses, each handled before the next
             proc.send_signal(signal.SIGINT)
-            time.sleep(0.2)  # signals sent at once would merge into one
+            if press < 2:
+                handled(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         outcomes.append((proc.returncode, err))
     assert outcomes[0] == outcomes[1] == (130, "\nrshell: aborted\n"), outcomes
+
+
+def test_a_fourth_press_after_the_window_is_a_first() -> None:
+    """The window itself, on a clock the test turns: presses older than it
+    are forgotten; three inside it give up."""
+    from rshell.cli.common import CTRL_C_WINDOW, forward_sigint
+
+    now = [100.0]
+    sent: list[int] = []
+    forward = forward_sigint(sent.append, clock=lambda: now[0])
+    for step in (0.0, 1.0, CTRL_C_WINDOW, 0.5):  # the third comes a window after the first
+        now[0] += step
+        forward.press()
+    assert sent == [signal.SIGINT] * 4  # so no three were ever within one window
+    now[0] += 0.1
+    with pytest.raises(KeyboardInterrupt):
+        forward.press()  # the last three: within 0.6 s
+    assert len(sent) == 4
 
 
 def test_fast_path_defaults_are_the_full_paths() -> None:

@@ -16,9 +16,9 @@ whole command.  Markers the remote side prints are written split
 
 from __future__ import annotations
 
-import re
 import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +31,7 @@ from tests.conftest import ServerProcess
 from tests.support.procs import (
     asleep_in_select,
     assert_group_ends,
+    handled,
     kill_group,
     read_pid,
     wait_until,
@@ -57,23 +58,19 @@ while True:
 
 
 @pytest.fixture
-def spawn(server: ServerProcess, terminals: Callable[..., pexpect.spawn]) -> Spawn:
+def spawn(server: ServerProcess, terminals: Callable[..., pexpect.spawn],
+          monkeypatch: pytest.MonkeyPatch) -> Spawn:
+    """The prompt, its Ctrl-C window widened: presses a loaded machine spreads
+    over more than two seconds still count as three (the window itself is
+    test_cli.py::test_a_fourth_press_after_the_window_is_a_first's)."""
+    monkeypatch.setenv("RSHELL_CTRL_C_WINDOW", "60")
     return lambda: terminals(server.address, timeout=15)
 
 
-def sigint_pending(pid: int) -> bool:
-    text = Path(f"/proc/{pid}/status").read_text()
-    masks = re.findall(r"^(?:SigPnd|ShdPnd):\s+([0-9a-f]+)", text, re.M)
-    return any(int(mask, 16) & (1 << 1) for mask in masks)
-
-
 def press_ctrl_c(child: pexpect.spawn) -> None:
-    """One Ctrl-C, handled before the next: delivered (no longer pending) and
-    the client asleep in its loop again (its Python handler has run).  Two
-    SIGINTs pending at once would merge into one."""
+    """One Ctrl-C, handled before the next (two pending at once would merge)."""
     child.sendintr()
-    assert wait_until(lambda: not sigint_pending(child.pid), 5), "SIGINT never delivered"
-    assert wait_until(lambda: asleep_in_select(child.pid), 5), "the client never slept again"
+    handled(child.pid, signal.SIGINT)
 
 
 def start_deaf(child: pexpect.spawn, server: ServerProcess, tmp_path: Path,
@@ -113,8 +110,8 @@ def test_three_ctrl_c_give_up_and_the_session_goes_on(
         assert time.monotonic() - started < 8
         assert_group_ends(pid)
         assert ints.read_text() == "ii"  # the third press stayed local
-        signal = 15 if mode == "int" else 9
-        server.wait_for_log(rf"command 'exec .*' exit=None signal={signal}")
+        signum = 15 if mode == "int" else 9
+        server.wait_for_log(rf"command 'exec .*' exit=None signal={signum}")
         child.sendline('echo sti""ll')
         child.expect(r"still\r\n")
         child.expect(prompt_rx(server, "/tmp"))

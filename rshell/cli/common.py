@@ -223,13 +223,28 @@ def _pipe_safe(write: Callable[[Any], None], send_signal: Callable[[int], None])
     return write_or_signal
 
 
+#: Seconds within which three Ctrl-C give up on a command; ``RSHELL_CTRL_C_WINDOW``
+#: widens it for a slow terminal (or a loaded test machine).
+CTRL_C_WINDOW = 2.0
+
+
+def ctrl_c_window() -> float:
+    try:
+        return max(0.0, float(os.environ.get("RSHELL_CTRL_C_WINDOW", CTRL_C_WINDOW)))
+    except ValueError:
+        return CTRL_C_WINDOW
+
+
 class forward_sigint:
     """While running a command, Ctrl-C goes to the remote command, not to us;
-    three presses within two seconds abort locally (the connection closes, so
-    the server terminates the command), for a command that ignores SIGINT."""
+    three presses within ``ctrl_c_window()`` seconds give up locally (the
+    caller stops the command on the server), for a command that ignores SIGINT."""
 
-    def __init__(self, send: Callable[[int], None]) -> None:
+    def __init__(self, send: Callable[[int], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._send = send
+        self._clock = clock
+        self._window = ctrl_c_window()
         self._previous: Any = None
         self._presses: list[float] = []
         #: The signals the user sent (Ctrl-C; SIGPIPE for a reader gone), so
@@ -242,14 +257,18 @@ class forward_sigint:
 
     def __enter__(self) -> forward_sigint:
         def handler(signum: int, frame: FrameType | None) -> None:
-            now = time.monotonic()
-            self._presses = [t for t in self._presses if now - t < 2.0] + [now]
-            if len(self._presses) >= 3:
-                raise KeyboardInterrupt
-            self.send(signal.SIGINT)
+            self.press()
 
         self._previous = signal.signal(signal.SIGINT, handler)
         return self
+
+    def press(self) -> None:
+        """One Ctrl-C: forwarded, or the third within the window: KeyboardInterrupt."""
+        now = self._clock()
+        self._presses = [t for t in self._presses if now - t < self._window] + [now]
+        if len(self._presses) >= 3:
+            raise KeyboardInterrupt
+        self.send(signal.SIGINT)
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self._previous)

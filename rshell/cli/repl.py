@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rshell.cli.common import forward_sigint
-from rshell.cli.output import Writer, fd_writer, report_error
+from rshell.cli.output import Writer, fd_writer, report_status
 from rshell.client.api import Connection
 from rshell.client.screen import visible
 from rshell.errors import RemoteProtocolError
@@ -100,7 +100,7 @@ def interactive(
                              "the server stopped it\n")
             status = ABANDONED
             continue
-        report_error(result)
+        report_status(result)
         status = result.exit_status
     _trim(history, HISTORY_LIMIT)
     return status
@@ -210,7 +210,7 @@ def _remember(readline: Any, history: Path, entry: str) -> None:
 def _run_interruptible(
     conn: Connection, command: str, timeout: float | None, out: Writer, err: Writer
 ) -> Result:
-    """Ctrl-C to the command; the third within two seconds gives up on it:
+    """Ctrl-C to the command; the third within the window gives up on it:
     the KeyboardInterrupt has left ``run``, which stopped the command."""
     with forward_sigint(conn.send_signal):
         try:

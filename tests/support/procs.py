@@ -82,6 +82,24 @@ def asleep_in_select(pid: int) -> bool:
     return fields is not None and fields[0] == "S" and ("select" in wchan or "poll" in wchan)
 
 
+def signal_pending(pid: int, signum: int) -> bool:
+    """``signum`` sent to ``pid`` and not yet delivered (thread or process wide)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    masks = re.findall(r"^(?:SigPnd|ShdPnd):\s+([0-9a-f]+)", text, re.M)
+    return any(int(mask, 16) & (1 << (signum - 1)) for mask in masks)
+
+
+def handled(pid: int, signum: int, timeout: float = 5) -> None:
+    """Wait until ``signum`` was delivered to ``pid`` and its Python handler
+    has run (the process sleeps in select/poll again): a second signal sent
+    sooner could merge with the first."""
+    assert wait_until(lambda: not signal_pending(pid, signum), timeout), "never delivered"
+    assert wait_until(lambda: asleep_in_select(pid), timeout), "never back to its wait"
+
+
 def running(pid: int) -> bool:
     """Alive and not a zombie (an orphan's zombie is its new parent's to reap)."""
     fields = stat_fields(pid)
