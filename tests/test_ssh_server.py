@@ -204,3 +204,26 @@ def test_sigterm_ends_ssh_commands_after_the_grace(
     assert client.wait(20) != 0
     assert time.monotonic() - started < 15
     assert not group_members(pgid)
+
+
+def test_data_arriving_as_a_channel_closes_never_reaches_its_pipe() -> None:
+    """paramiko writes a byte to a channel's fileno() pipe for each delivery,
+    racing close() (which closes that pipe): under load the write hit the
+    closed descriptor, EBADF killed the whole transport ("Socket exception:
+    Bad file descriptor"), and a client still sending saw a broken pipe.
+    Once unwatched, as both sides do before closing, deliveries no longer
+    touch the pipe."""
+    import select
+
+    import paramiko
+
+    from rshell.ssh._paramiko import unwatch_channel
+
+    channel = paramiko.Channel(1)
+    pipe = channel.fileno()
+    unwatch_channel(channel)
+    channel.in_buffer.feed(b"late data")
+    channel.in_stderr_buffer.feed(b"late stderr")
+    channel.in_buffer.close()  # EOF: paramiko sets the event then too
+    assert select.select([pipe], [], [], 0)[0] == []
+    assert channel.recv(64) == b"late data"  # the data itself is still there

@@ -91,11 +91,21 @@ def watch_channel(channel: paramiko.Channel, notify: Callable[[], None]) -> None
 
 
 def unwatch_channel(channel: paramiko.Channel) -> None:
-    """No more calls from ``watch_channel``: before what it calls goes away."""
+    """No more calls from ``watch_channel``, and no more writes to the pipe
+    ``channel.fileno()`` made: call it before closing the channel.
+
+    paramiko's transport thread writes a byte to that pipe whenever data or
+    EOF arrives, under the buffer's lock, while ``close()`` closes the pipe
+    under the channel's: a close racing a delivery wrote to a closed
+    descriptor (EBADF, which kills the whole transport: seen under load) or
+    to a number another session had just been given.  A plain Event set
+    under the buffer's own lock ends those writes before the pipe goes."""
     with channel.lock:
         cv = channel.out_buffer_cv
         if isinstance(cv, _NotifyingCondition):
             cv._rshell_notify = _nothing
+    for buffer in (channel.in_buffer, channel.in_stderr_buffer):
+        buffer.set_event(threading.Event())
 
 
 def _nothing() -> None:
