@@ -18,6 +18,17 @@ from __future__ import annotations
 import shlex
 
 
+def _words(text: str) -> list[str] | None:
+    """The words of a line as the shell splits them, each operator a word of
+    its own (``;``, ``&&``, ``|``, ``>``...); None when its quoting is unbalanced."""
+    try:
+        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        return list(lexer)
+    except ValueError:
+        return None
+
+
 def lone_cd(command: str) -> list[str] | None:
     """``["cd"]`` or ``["cd", DIR]`` when ``command`` is nothing but that
     (shell operators such as ``;``, ``&&`` or ``|`` make it a command); None
@@ -25,12 +36,7 @@ def lone_cd(command: str) -> list[str] | None:
     text = command.strip()
     if not text.startswith("cd"):
         return None  # the common case, without the cost of a lexer
-    try:
-        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        argv = list(lexer)
-    except ValueError:
-        return None
+    argv = _words(text)
     if not argv or argv[0] != "cd" or len(argv) > 2:
         return None
     return argv
@@ -49,13 +55,8 @@ def lone_assignment(command: str) -> list[str] | None:
     text = command.strip()
     if not text.startswith(ASSIGNMENT_VERBS) or "`" in text or "$(" in text:
         return None  # the common case, without the cost of a lexer
-    try:
-        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        argv = list(lexer)
-    except ValueError:
-        return None
-    if len(argv) < 2 or argv[0] not in ASSIGNMENT_VERBS:
+    argv = _words(text)
+    if argv is None or len(argv) < 2 or argv[0] not in ASSIGNMENT_VERBS:
         return None
     if any((w and set(w) <= set("();<>|&")) or w.startswith("-") for w in argv[1:]):
         return None
