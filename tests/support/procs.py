@@ -95,7 +95,8 @@ def signal_pending(pid: int, signum: int) -> bool:
 def handled(pid: int, signum: int, timeout: float = 5) -> None:
     """Wait until ``signum`` was delivered to ``pid`` and its Python handler
     has run (the process sleeps in select/poll again): a second signal sent
-    sooner could merge with the first."""
+    sooner could merge with the first.  For a signal sent with kill(): a
+    terminal's key becomes a signal only later (wait for its echo first)."""
     assert wait_until(lambda: not signal_pending(pid, signum), timeout), "never delivered"
     assert wait_until(lambda: asleep_in_select(pid), timeout), "never back to its wait"
 
