@@ -225,6 +225,31 @@ def test_an_evicted_connection_costs_its_own_source() -> None:
         assert adm.admit(sock(), "192.0.2.1")[0] is not None
 
 
+def test_a_slow_handshake_cut_off_by_a_flood_costs_its_source_nothing() -> None:
+    """A flood from elsewhere that keeps the slots full cuts off a real user's
+    slow handshake (a passphrase being typed, a long round trip): that user,
+    holding one slot of four, is no hog and pays nothing for it."""
+    clock = Clock()
+    adm = Admission(max_unauthenticated=4, clock=clock)
+    with sockets() as sock:
+        for _ in range(30):
+            slow, _ = adm.admit(sock(), "192.0.2.7")
+            assert slow is not None
+            flood = []
+            for _ in range(3):
+                token, _ = adm.admit(sock(), "198.51.100.9")
+                flood.append(token)
+            clock.now += EVICTABLE_AFTER
+            newcomer, reason = adm.admit(sock(), "198.51.100.9")  # cuts the slow one off
+            assert newcomer is not None, reason
+            adm.release(slow)
+            for token in [*flood, newcomer]:
+                if token is not None:
+                    adm.authenticated(token)
+                    adm.release(token)
+        assert adm.admit(sock(), "192.0.2.7")[0] is not None
+
+
 def test_one_source_cannot_crowd_out_another_even_before_its_penalty() -> None:
     """A source holding over half the authenticating slots, all fresh: a
     newcomer from elsewhere takes the oldest of them at once, down to half;

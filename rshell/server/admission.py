@@ -199,11 +199,15 @@ class Admission:
                 if self._held.get(source, 0) > self.max_unauthenticated // 2:
                     self._penalize(source, now, penalized)  # a hog that keeps pushing pays
                 return f"server busy: {len(self._pending)} connections authenticating"
+            hog = self._held.get(self._pending[oldest].source, 0) > self.max_unauthenticated // 2
             victim = self._drop(oldest)
             assert victim is not None
             evicted.append(victim.sock)
-            # It will end unauthenticated: its source pays now (its release will not).
-            self._penalize(victim.source, now, penalized)
+            # A hog's connection cut off pays now (its release will not); a slow
+            # handshake of anyone else's does not: a flood from elsewhere must not
+            # get real users penalized by cutting them off.
+            if hog:
+                self._penalize(victim.source, now, penalized)
         return None
 
     def rebind(self, token: int, sock: socket.socket) -> None:
