@@ -88,6 +88,33 @@ def test_a_symlink_is_judged_by_its_target_and_its_own_directory(tmp_path: Path)
     assert "too many levels of symbolic links" in modes.problem(safe / "loop")
 
 
+def test_a_link_partway_up_is_judged_where_it_lives(tmp_path: Path) -> None:
+    """A link in a writable directory partway up the path: whoever can write
+    there can re-point it, so that directory is named, even though the link
+    leads somewhere safe (the path's real directories alone looked fine)."""
+    safe, loose = tmp_path / "safe", tmp_path / "loose"
+    safe.mkdir()
+    (safe / "keys").write_text("")
+    loose.mkdir()
+    loose.chmod(0o777)
+    (loose / "d").symlink_to(safe)
+    assert modes.problem(loose / "d" / "keys") == f"{loose} is writable by others (mode 0777)"
+    (safe / "up").symlink_to("../safe/./keys")  # dots in a target: resolved as the kernel does
+    assert modes.problem(safe / "up") == ""
+
+
+def test_the_file_read_is_the_file_judged(tmp_path: Path) -> None:
+    """Replaced between the judgement and the read: the read refuses it."""
+    path, other = tmp_path / "keys", tmp_path / "other"
+    path.write_text("judged\n")
+    other.write_text("swapped in\n")
+    examined = modes.examine(path)
+    assert examined.problem == "" and modes.read(examined) == b"judged\n"
+    os.replace(other, path)
+    with pytest.raises(modes.Changed):
+        modes.read(examined)
+
+
 def test_the_file_itself_writable_or_a_key_readable(tmp_path: Path) -> None:
     path = tmp_path / "file"
     path.write_text("")
@@ -108,6 +135,16 @@ def test_another_accounts_file_or_a_shared_group_is_named(tmp_path: Path) -> Non
     os.chown(path, 0, NOBODY)  # group nogroup: shared by whoever has it
     path.chmod(0o660)
     assert modes.problem(path) == f"{path} is writable by its group (mode 0660)"
+
+
+@as_root
+def test_a_link_owned_by_another_account_is_named(tmp_path: Path) -> None:
+    """A link someone else made (in /tmp, say) leads wherever they like."""
+    (tmp_path / "keys").write_text("")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "keys")
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)
+    assert modes.problem(link) == f"{link} is a link owned by nobody (uid {NOBODY}), not by root"
 
 
 # ---- the escalations, as a second account, against the real server ----------------

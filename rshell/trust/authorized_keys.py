@@ -189,7 +189,8 @@ class AuthorizedKeys:
     def _refresh(self) -> None:
         """Re-parse when the content changed: read every time, as sshd does, but
         parse only on a new digest (a same-size edit within one mtime tick counts)."""
-        unsafe = self.problem()
+        examined = modes.examine(self.path) if self.strict else None
+        unsafe = examined.problem if examined is not None else ""
         if unsafe != self._unsafe:
             if unsafe:
                 log.error("not re-reading %s: %s; the %d key(s) read before stay in force "
@@ -200,7 +201,12 @@ class AuthorizedKeys:
         if unsafe:
             return
         try:
-            data = self.path.read_bytes()
+            # The file judged, not whatever the path names a moment later.
+            data = modes.read(examined) if examined is not None else self.path.read_bytes()
+        except modes.Changed as exc:
+            log.warning("not re-reading %s: %s; the keys read before stay in force",
+                        self.path, exc)
+            return
         except FileNotFoundError:
             if self._stamp != "missing":
                 log.warning("authorized keys file %s does not exist: nobody can log in",
