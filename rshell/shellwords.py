@@ -16,6 +16,7 @@ Must not import anything of rshell.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 
 
 def _words(text: str) -> list[str] | None:
@@ -40,6 +41,15 @@ def lone_cd(command: str) -> list[str] | None:
     if not argv or argv[0] != "cd" or len(argv) > 2:
         return None
     return argv
+
+
+def reserved(names: Iterable[str]) -> str | None:
+    """Why a client may not set (or unset) these variables, if it may not: the
+    server's own ``RSHELL_`` ones (the session marker the end-of-session sweep
+    follows, the client's address).  One rule for the engine's ``env``,
+    ``export`` and ``unset``, and the ``ssh://`` backend's emulation of them."""
+    found = sorted(n for n in names if n.startswith("RSHELL_"))
+    return f"environment variable {found[0]} is reserved for the server" if found else None
 
 
 #: The verbs of a lone assignment to the session's environment.

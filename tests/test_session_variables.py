@@ -62,3 +62,16 @@ def test_through_the_cli_batch(target: Target) -> None:
                             b"echo \"[${GREETING-unset}]\"\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"hi\n[unset]\n"
+
+
+def test_the_servers_own_names_are_refused_alike(target: Target) -> None:
+    """RSHELL_ names are the server's (shellwords.reserved, one rule): a lone
+    export or unset of one is refused, 126 with the engine's words, on every
+    backend; nothing runs, and the session's own marker is untouched."""
+    with target.connect() as conn:
+        for statement in ("export RSHELL_SESSION=elsewhere", "unset RSHELL_CLIENT"):
+            r = conn.run(statement)
+            name = statement.split()[1].partition("=")[0]
+            assert (r.exit_code, r.error) == (
+                126, f"refused: environment variable {name} is reserved for the server"), r
+        assert conn.run('printf %s "${RSHELL_SESSION-}"').stdout != b"elsewhere"

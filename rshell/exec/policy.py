@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rshell.errors import LocalProtocolError
 from rshell.exec import cd, variables
 from rshell.exec.environment import command_environment
 from rshell.exec.record import Outcome
+from rshell.shellwords import reserved
 
 #: Where the server's authorized_keys is, for commands of an unrestricted key.
 AUTHORIZED_KEYS_VARIABLE = "RSHELL_AUTHORIZED_KEYS"
@@ -152,7 +153,7 @@ def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
         # The client must not steer a forced command (PATH, LD_PRELOAD, ./script).
         refusal = "environment and cwd not permitted with a forced command"
     elif request.env:
-        refusal = _reserved(request.env)
+        refusal = reserved(request.env)
     if refusal is not None:
         return _answer(request, 126, f"refused: {refusal}")
     if grant.forced is None:
@@ -180,13 +181,6 @@ def _answer(request: Request, code: int | None, reason: str) -> Answer:
     return Answer(Outcome(request.command, code, None, reason))
 
 
-def _reserved(names: Iterable[str]) -> str | None:
-    """The server's own variables (the session marker the sweep follows, the
-    client's address): a client that set them could hide its processes or lie."""
-    reserved = sorted(n for n in names if n.startswith("RSHELL_"))
-    return f"environment variable {reserved[0]} is reserved for the server" if reserved else None
-
-
 def _variables(command: str, ws: Workspace) -> Answer | None:
     """A lone ``export``/``unset`` changes the workspace's environment, under
     the same rules as a client's ``env``; anything else is not ours."""
@@ -197,7 +191,7 @@ def _variables(command: str, ws: Workspace) -> Answer | None:
     if result is None:
         return None
     refusal = ("environment not permitted for this key (restrict)" if ws.login.grant.restrict
-               else _reserved(result.names))
+               else reserved(result.names))
     if refusal is not None:
         return Answer(Outcome(command, 126, None, f"refused: {refusal}"))
     if result.exit_code == 0:

@@ -61,7 +61,7 @@ from rshell.errors import (
 )
 from rshell.paths import format_hostport
 from rshell.result import timed_out
-from rshell.shellwords import lone_assignment, lone_cd
+from rshell.shellwords import lone_assignment, lone_cd, reserved
 from rshell.ssh import _paramiko as door
 
 _CHUNK = 64 * 1024
@@ -176,6 +176,9 @@ class SshBackend:
         lines += [f"export {k}={shlex.quote(v)}" for k, v in (request.env or {}).items()]
         names = _assigned(request.command)
         if names is not None:
+            refusal = reserved(names)
+            if refusal is not None:  # as the engine answers it, without running anything
+                return Finish(126, error=f"refused: {refusal}")
             return (yield from self._assign(request, lines, names, wake))
         target = _cd_target(request.command) if request.session_cwd else None
         if target is None:
@@ -210,7 +213,8 @@ class SshBackend:
                 self._variables.update(dict.fromkeys(names))
             for item in bytes(found).split(b"\0")[:-1]:
                 name, _, value = item.decode(errors="surrogateescape").partition("=")
-                self._variables[name] = value
+                if name in names:  # only what was asked for goes into later commands
+                    self._variables[name] = value
         return finish
 
     def _start(self, command: str, stdin: Pump | None, timeout: float | None,
