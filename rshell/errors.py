@@ -130,6 +130,11 @@ class KeyFileError(ConfigError):
     """A private key could not be loaded (format, passphrase, permissions)."""
 
 
+class SignatureRefused(KeyFileError):
+    """The agent would not sign with this key (a confirmation declined, a key
+    removed meanwhile): the next key may still log in, as ssh goes on."""
+
+
 class CommandTimeout(RshellError):
     """The server stopped answering within the command's time limit."""
 

@@ -34,7 +34,10 @@ class SshAgent:
     def __init__(self, root: Path) -> None:
         root.mkdir(mode=0o700, exist_ok=True)
         self.sock = str(root / "agent.sock")
-        self.proc = subprocess.Popen(["ssh-agent", "-D", "-a", self.sock],
+        # A key added with -c needs a confirmation; this agent's answer is no.
+        declines = dict(os.environ, SSH_ASKPASS="/bin/false", SSH_ASKPASS_REQUIRE="force",
+                        DISPLAY=":0")
+        self.proc = subprocess.Popen(["ssh-agent", "-D", "-a", self.sock], env=declines,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not os.path.exists(self.sock):
@@ -42,14 +45,16 @@ class SshAgent:
             time.sleep(0.02)
         self.root = root
 
-    def add(self, kind: str, name: str | None = None) -> str:
-        """A new key of ``kind``, loaded into the agent, its files deleted:
-        the agent is then its only holder.  Returns its public line."""
+    def add(self, kind: str, name: str | None = None, *, confirm: bool = False) -> str:
+        """A new key of ``kind``, loaded into the agent (``confirm``: each use
+        asked for, and declined), its files deleted: the agent is then its
+        only holder.  Returns its public line."""
         path = self.root / (name or f"key_{kind}")
         subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"{kind}@agent",
                         "-f", str(path)], check=True, capture_output=True, timeout=60)
-        subprocess.run(["ssh-add", "-q", str(path)], check=True, capture_output=True,
-                       env=dict(os.environ, SSH_AUTH_SOCK=self.sock), timeout=30)
+        subprocess.run(["ssh-add", "-q", *(["-c"] if confirm else []), str(path)], check=True,
+                       capture_output=True, env=dict(os.environ, SSH_AUTH_SOCK=self.sock),
+                       timeout=30)
         line = Path(f"{path}.pub").read_text().strip()
         path.unlink()
         Path(f"{path}.pub").unlink()
@@ -99,6 +104,20 @@ def run(srv: ServerProcess, tmp_path: Path, agent: SshAgent | None, *args: str,
 
 
 # ---- the native protocol ----------------------------------------------------------
+
+
+def test_a_signature_the_agent_declines_moves_on_to_the_next_key(
+    start_server: Callable[..., ServerProcess], agent: SshAgent, tmp_path: Path
+) -> None:
+    """The agent's key needs a confirmation the user declines (ssh-add -c):
+    as ssh, the login goes on with the next key (the key file), instead of
+    ending on the agent's refusal."""
+    srv = start_server()
+    own = (srv.home / "id_ed25519.pub").read_text().strip()  # the first start's key file
+    authorize(srv, forced("agent", agent.add("ed25519", confirm=True)), own)
+    proc = run(srv, tmp_path, agent, "-v")
+    assert (proc.returncode, proc.stdout) == (0, b"ok\n"), proc.stderr
+    assert b"ssh-agent refused to sign" in proc.stderr  # said under -v, then the file key
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])

@@ -27,7 +27,7 @@ import socket
 import struct
 
 from rshell.client.options import debug
-from rshell.errors import KeyFileError
+from rshell.errors import KeyFileError, SignatureRefused
 
 _FAILURE = 5
 _REQUEST_IDENTITIES, _IDENTITIES_ANSWER = 11, 12
@@ -105,9 +105,10 @@ class AgentKey:
                 _SIGN_REQUEST, _string(self.public_blob) + _string(data) + struct.pack("!I", flags)
             )
         except AgentError as exc:
-            raise KeyFileError(f"ssh-agent: cannot sign with {self.fingerprint}: {exc}") from None
+            raise SignatureRefused(
+                f"ssh-agent: cannot sign with {self.fingerprint}: {exc}") from None
         if reply[0] != _SIGN_RESPONSE:
-            raise KeyFileError(f"ssh-agent refused to sign with {self.fingerprint}")
+            raise SignatureRefused(f"ssh-agent refused to sign with {self.fingerprint}")
         try:
             return agent_signature(self.public_blob, _strings(reply[1:], 1)[0])
         except (AgentError, ValueError) as exc:

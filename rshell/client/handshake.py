@@ -31,6 +31,7 @@ from rshell.errors import (
     KeyFileError,
     LocalProtocolError,
     RemoteProtocolError,
+    SignatureRefused,
 )
 from rshell.paths import DEFAULT_PORT, rshell_home
 from rshell.protocol.messages import Auth, Challenge, Hello, Message, Welcome
@@ -236,7 +237,12 @@ def _authenticate(backend: NativeBackend, challenge: Challenge, deadline: float,
     started = time.monotonic()
     debug(1, "offering key %s (%s)", identity.fingerprint, identity.path)
     data = signed_data(challenge.nonce, host_blob, identity.public_blob)
-    backend.write(Auth(identity.public_line, identity.sign(data)))
+    try:
+        signature = identity.sign(data)
+    except SignatureRefused as exc:  # the next key may do, as ssh goes on
+        debug(1, "%s; trying the next key", exc)
+        raise _Refused from None
+    backend.write(Auth(identity.public_line, signature))
     try:
         answer = backend.until_message(deadline, "authentication")
     except RemoteProtocolError as exc:
