@@ -34,8 +34,7 @@ def _marked() -> Iterator[tuple[int, str]]:
         if not name.isdigit() or int(name) == me:
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
+            env = _environ(name)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue  # gone, or another user's; any other error (EMFILE) fails the scan
         start = env.find(_PREFIX)
@@ -45,6 +44,36 @@ def _marked() -> Iterator[tuple[int, str]]:
         yield int(name), env[start + len(_PREFIX) : end if end >= 0 else None].decode(
             "ascii", "replace"
         )
+
+
+def _environ(pid: str) -> bytes:
+    """The environment of ``pid``, waiting out an exec in progress.
+
+    A process that is past exec's point of no return (its parent's Popen has
+    already returned) but has not yet laid out its new stack reads as an empty
+    environment for some microseconds (the kernel's env_end is still 0): read
+    then, a marked process would pass for unmarked and escape the sweep.  An
+    empty read is therefore checked against /proc/PID/stat's env_end (field
+    50): 0 is that window, so read again; otherwise the environment really is
+    empty (``env -i``), or there is no memory to hold one (a zombie, a
+    kernel thread).
+    """
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = f.read()
+    for _ in range(1000):  # the window is microseconds; this bound is ~1 s of yields
+        if env:
+            return env
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        # vsize 0: no memory at all (a zombie, a kernel thread), not an exec.
+        mid_exec = fields[20] != b"0" and fields[47] == b"0"
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+        if not mid_exec:
+            return env
+        os.sched_yield()
+    return env
 
 
 def kill_session(marker: str, groups: Collection[int] = ()) -> list[int]:
