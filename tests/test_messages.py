@@ -36,6 +36,7 @@ from rshell.protocol.messages import (
     Hello,
     Message,
     MessageType,
+    Pty,
     Run,
     Signal,
     Stderr,
@@ -44,6 +45,7 @@ from rshell.protocol.messages import (
     StdinEof,
     Stdout,
     Welcome,
+    WindowChange,
     _fast_json,
     decode,
     encode,
@@ -52,8 +54,8 @@ from rshell.protocol.messages import (
 M = MessageType
 JSON_KINDS = [M.HELLO, M.CHALLENGE, M.AUTH, M.WELCOME, M.RUN, M.EXIT, M.ERROR]
 MESSAGE_CLASSES = (
-    Hello, Challenge, Auth, Welcome, Run, Stdin, StdinEof, Signal, Stdout, Stderr, StdinAck,
-    Exit, Error,
+    Hello, Challenge, Auth, Welcome, Run, Stdin, StdinEof, Signal, WindowChange, Stdout,
+    Stderr, StdinAck, Exit, Error,
 )
 
 
@@ -94,12 +96,19 @@ ROUND_TRIP: list[Message] = [
     Run("true", cwd="rel/dir", env={}, timeout=0, stdin=False),
     Run("sleep 1", timeout=999_999_999),
     Run("printf '\u00e9\\n'", env={"UNICODE_\u00e9": "\u4e2d"}),
+    Run("", stdin=True, pty=Pty("xterm-256color", 80, 24)),
+    Run("top", pty=Pty("vt100", 0, 65535)),
+    Welcome(server="s", cwd="/", user="u", stdin_window=1, features=("pty", "x-new")),
+    Run("", stdin=True, pty=Pty("xterm-256color", 80, 24)),
+    Run("top", pty=Pty("vt100", 0, 65535)),
     Stdin(b""),
     Stdin(bytes(range(256))),
     StdinEof(),
     Signal(0),
     Signal(2),
     Signal(255),
+    WindowChange(80, 24),
+    WindowChange(0, 65535),
     Stdout(b""),
     Stdout(b"hello\n"),
     Stdout(b"\x00\xff\xfe" * 1000),
@@ -224,6 +233,7 @@ def test_data_payload_is_not_interpreted() -> None:
 def test_fixed_size_payloads_are_big_endian() -> None:
     assert split_frame(encode(StdinAck(258))) == (M.STDIN_ACK, b"\x00\x00\x01\x02")
     assert split_frame(encode(Signal(15))) == (M.SIGNAL, b"\x0f")
+    assert split_frame(encode(WindowChange(258, 24))) == (M.WINDOW_CHANGE, b"\x01\x02\x00\x18")
     assert split_frame(encode(StdinEof())) == (M.STDIN_EOF, b"")
 
 
@@ -347,6 +357,15 @@ FIELD_BAD: list[tuple[MessageType, dict[str, Any]]] = [
     (M.RUN, {"stdin": "yes"}),
     (M.RUN, {"stdin": 1}),
     (M.RUN, {"stdin": None}),
+    (M.RUN, {"pty": "xterm"}),
+    (M.RUN, {"pty": {"term": "xterm", "cols": 80}}),
+    (M.RUN, {"pty": {"term": 5, "cols": 80, "rows": 24}}),
+    (M.RUN, {"pty": {"term": "xterm", "cols": -1, "rows": 24}}),
+    (M.RUN, {"pty": {"term": "xterm", "cols": 80, "rows": 65536}}),
+    (M.RUN, {"pty": {"term": "xterm", "cols": 80.0, "rows": 24}}),
+    (M.RUN, {"pty": {"term": "xterm", "cols": True, "rows": 24}}),
+    (M.WELCOME, {"features": "pty"}),
+    (M.WELCOME, {"features": ["pty", 1]}),
     (M.RUN, {"stdin": ...}),
     (M.EXIT, {"exit_code": True}),
     (M.EXIT, {"exit_code": "0"}),
@@ -395,6 +414,9 @@ BINARY_BAD: list[tuple[MessageType, bytes]] = [
     (M.STDIN_ACK, b""),
     (M.STDIN_ACK, b"\x00\x00\x01"),
     (M.STDIN_ACK, b"\x00\x00\x00\x00\x01"),
+    (M.WINDOW_CHANGE, b""),
+    (M.WINDOW_CHANGE, b"\x00\x50\x00"),
+    (M.WINDOW_CHANGE, b"\x00\x50\x00\x18\x00"),
 ]
 
 
@@ -405,7 +427,7 @@ def test_fixed_size_payload_of_wrong_length(kind: MessageType, payload: bytes) -
     assert info.value.code == "malformed"
 
 
-@pytest.mark.parametrize("number", [0, 5, 14, 24, 29, 31, 99, 255])
+@pytest.mark.parametrize("number", [0, 5, 15, 24, 29, 31, 99, 255])
 def test_unknown_message_type(number: int) -> None:
     assert number not in {int(k) for k in MessageType}
     with pytest.raises(LocalProtocolError) as info:

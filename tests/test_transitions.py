@@ -27,6 +27,7 @@ from rshell.protocol.messages import (
     StdinEof,
     Stdout,
     Welcome,
+    WindowChange,
     encode,
 )
 from rshell.protocol.states import TRANSITIONS, Direction, Role, State
@@ -37,7 +38,8 @@ from tests.test_session import WELCOME, Endpoint, Pair, expect_unexpected
 #: One message of every wire type but Error (legal everywhere, tested above).
 SAMPLES: list[Message] = [
     Hello(), Challenge(nonce=b"n" * 32), Auth("key", b"sig"), WELCOME, Run("cat", stdin=True),
-    Stdin(b"x"), StdinEof(), Signal(2), Stdout(b"x"), Stderr(b"x"), StdinAck(1), Exit(0, cwd="/"),
+    Stdin(b"x"), StdinEof(), Signal(2), WindowChange(80, 24), Stdout(b"x"), Stderr(b"x"),
+    StdinAck(1), Exit(0, cwd="/"),
 ]
 C, S = Role.CLIENT, Role.SERVER
 
@@ -66,11 +68,12 @@ def test_table_is_the_documented_conversation() -> None:
     """The derived table says what PROTOCOL.md section 5 says, for both roles."""
     sends: dict[Role, dict[State, set[type]]] = {
         C: {State.HELLO: {Hello}, State.AUTH: {Auth}, State.READY: {Run},
-            State.RUNNING: {Stdin, StdinEof, Signal}},
+            State.RUNNING: {Stdin, StdinEof, Signal, WindowChange}},
         S: {State.GREETING: {Challenge, Welcome}, State.CHECKING: {Welcome},
             State.RUNNING: {Stdout, Stderr, StdinAck, Exit}},
     }
-    late = {State.READY: {Stdin, StdinEof, Signal}}  # the READY race: the server's only
+    # The READY race: the server's only.
+    late = {State.READY: {Stdin, StdinEof, Signal, WindowChange}}
 
     def legal(role: Role, state: State, direction: Direction) -> set[type]:
         return {kind for (r, s, d, kind) in TRANSITIONS if (r, s, d) == (role, state, direction)}

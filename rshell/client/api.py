@@ -21,13 +21,26 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING
 
-from rshell.client.backend import STDOUT, Backend, Chunk, Finish, Request, Wakeup, check_env
+from rshell.client.backend import (
+    STDOUT,
+    Backend,
+    Chunk,
+    Finish,
+    Pty,
+    Request,
+    Wakeup,
+    check_env,
+)
 from rshell.client.hostkeys import HostKeyPolicy
 from rshell.client.options import CONNECT_TIMEOUT, AskHost, ConnectOptions, Passphrase
 from rshell.client.stdin import StdinSource, pump_for
-from rshell.errors import CommandFailed, ConnectionFailed, RshellError
+from rshell.errors import CommandFailed, ConnectionFailed, RshellError, UsageError
 from rshell.result import Result, silent_failure
+
+if TYPE_CHECKING:
+    from rshell.client.terminal import Terminal
 
 Callback = Callable[[bytes | memoryview], object]
 __all__ = ["AskHost", "Callback", "Connection", "Passphrase", "RunStream", "connect"]
@@ -118,6 +131,11 @@ class Connection:
         handler.  Ignored when no command is running."""
         self._wake.post(signum)
 
+    def resize(self, cols: int, rows: int) -> None:
+        """The running command's terminal is this size now (SIGWINCH there);
+        safe from any thread or signal handler.  Ignored without a terminal."""
+        self._wake.resize(cols, rows)
+
     def run(
         self,
         command: str,
@@ -129,19 +147,27 @@ class Connection:
         check: bool = False,
         on_stdout: Callback | None = None,
         on_stderr: Callback | None = None,
+        pty: bool = False,
+        term: str | None = None,
+        size: tuple[int, int] | None = None,
     ) -> Result:
         """Run one command to completion and return its Result.
 
         Output streamed to a callback is not kept in the Result (so gigabytes
         can pass through in constant memory); otherwise it is collected.
         Any exit status returns a Result; ``check=True`` raises CommandFailed
-        when ``result.ok`` is false.
+        when ``result.ok`` is false.  ``pty=True`` runs it on a terminal of
+        type ``term`` (default: the local ``$TERM``, else ``xterm``) and
+        ``size`` (cols, rows; default 80x24): output arrives merged, as
+        stdout, with a terminal's line endings; an empty command is the
+        account's login shell.
         """
         started = time.monotonic()
         out, err = bytearray(), bytearray()
         sinks = (None, on_stdout or out.extend, on_stderr or err.extend)
         seen = 0
-        events = self._exchange(command, stdin, cwd, env, timeout)
+        events = self._exchange(command, stdin, cwd, env, timeout,
+                                terminal(term, size) if pty else None)
         try:
             while True:
                 fd, data = next(events)
@@ -177,15 +203,33 @@ class Connection:
 
     # ---- written once for both backends --------------------------------------------
 
+    def terminal(
+        self,
+        command: str = "",
+        *,
+        term: str | None = None,
+        size: tuple[int, int] | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Terminal:
+        """Start ``command`` (default: the login shell) on a remote terminal
+        and return at once an interactive ``Terminal``: write, read, resize,
+        close, wait -> Result.  ``term`` and ``size`` as for ``run``."""
+        from rshell.client.terminal import Terminal
+
+        return Terminal(self, command, terminal(term, size), cwd, env, timeout)
+
     def _exchange(
         self, command: str, stdin: StdinSource, cwd: str | None,
-        env: Mapping[str, str] | None, timeout: float | None,
+        env: Mapping[str, str] | None, timeout: float | None, pty: Pty | None = None,
     ) -> Generator[Chunk, None, Finish]:
         if self._running:
             raise RshellError("another command is still running on this connection")
         if self._backend.closed:
             raise ConnectionFailed(f"connection to {self.address} is closed")
-        request = Request(command, cwd, self.cwd, check_env(env), timeout, pump_for(stdin))
+        request = Request(command, cwd, self.cwd, check_env(env), timeout, pump_for(stdin),
+                          pty)
         self._wake.take()  # a signal posted between commands is for nobody
         self._running = True
         try:
@@ -205,6 +249,15 @@ class Connection:
             error=finish.error or silent_failure(finish.exit_code, finish.signal, seen),
             duration=time.monotonic() - started if duration is None else duration,
         )
+
+
+def terminal(term: str | None, size: tuple[int, int] | None) -> Pty:
+    """The terminal a command asked for: the local ``$TERM`` unless told."""
+    cols, rows = size or (80, 24)
+    if not (isinstance(cols, int) and isinstance(rows, int) and 0 < cols < 65536
+            and 0 < rows < 65536):
+        raise UsageError(f"size must be (cols, rows) in 1..65535, not {size!r}")
+    return Pty(term or os.environ.get("TERM") or "xterm", cols, rows)
 
 
 class RunStream:

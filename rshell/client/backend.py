@@ -36,18 +36,28 @@ STOP_WAIT = 5.0
 # on a cold start, as cheap to build per command.
 
 
+class Pty:
+    """A terminal for a command: ``TERM`` and the window in cells."""
+
+    __slots__ = ("term", "cols", "rows")
+
+    def __init__(self, term: str, cols: int, rows: int) -> None:
+        self.term, self.cols, self.rows = term, cols, rows
+
+
 class Request:
     """One command as a backend runs it.  ``cwd`` is the caller's (relative
     ones against the session's); ``session_cwd`` is where the session is, for
-    a backend whose server keeps no session (SSH)."""
+    a backend whose server keeps no session (SSH); ``pty``: on a terminal,
+    output merged into STDOUT (an empty command: the login shell)."""
 
-    __slots__ = ("command", "cwd", "session_cwd", "env", "timeout", "stdin")
+    __slots__ = ("command", "cwd", "session_cwd", "env", "timeout", "stdin", "pty")
 
     def __init__(self, command: str, cwd: str | None, session_cwd: str,
                  env: dict[str, str] | None, timeout: float | None,
-                 stdin: Pump | None) -> None:
+                 stdin: Pump | None, pty: Pty | None = None) -> None:
         self.command, self.cwd, self.session_cwd = command, cwd, session_cwd
-        self.env, self.timeout, self.stdin = env, timeout, stdin
+        self.env, self.timeout, self.stdin, self.pty = env, timeout, stdin, pty
 
 
 class Finish:
@@ -96,17 +106,29 @@ class Backend(Protocol):
 
 
 class Wakeup:
-    """Signals for the running command, and a pipe that wakes the backend's
-    loop: ``post`` is safe from any thread and from a signal handler (it only
-    appends and writes one byte); ``notify`` just wakes (paramiko's thread)."""
+    """Signals and window sizes for the running command, and a pipe that
+    wakes the backend's loop: ``post`` and ``resize`` are safe from any
+    thread and from a signal handler (they only store and write one byte);
+    ``notify`` just wakes (paramiko's thread)."""
 
     def __init__(self) -> None:
         self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._signals: deque[int] = deque()
+        self._size: tuple[int, int] | None = None
 
     def post(self, signum: int) -> None:
         self._signals.append(signum)
         self.notify()
+
+    def resize(self, cols: int, rows: int) -> None:
+        """The terminal's new size; only the latest one counts."""
+        self._size = (cols, rows)
+        self.notify()
+
+    def take_size(self) -> tuple[int, int] | None:
+        """The size posted since the last call, if any."""
+        size, self._size = self._size, None
+        return size
 
     def notify(self) -> None:
         try:

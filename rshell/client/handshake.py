@@ -123,6 +123,7 @@ def handshake(backend: NativeBackend, options: ConnectOptions, policy: HostKeyPo
     welcome = _hello(backend, deadline, options, identity, identities, blob)
     backend.home = welcome.cwd
     backend.server, backend.user = welcome.server, welcome.user
+    backend.features = frozenset(welcome.features)
     debug(2, "welcome from %s: user %s, home %s", welcome.server, welcome.user, welcome.cwd)
 
 

@@ -51,7 +51,9 @@ from rshell.protocol.messages import (
     Stdin,
     StdinEof,
     Stdout,
+    WindowChange,
 )
+from rshell.protocol.messages import Pty as WirePty
 from rshell.protocol.states import ClientProtocol, State
 from rshell.transport import Stream
 
@@ -69,6 +71,8 @@ class NativeBackend:
         self.host, self.port = host, port
         self.address = format_hostport(host, port)
         self.user = self.server = self.home = ""
+        #: What the server announced beyond version 1 (messages.FEATURES).
+        self.features: frozenset[str] = frozenset()
         #: The server's host key fingerprint, once TLS has proven it (None without TLS).
         self.host_fingerprint: str | None = None
         self.proto = ClientProtocol(decoder=BufferDecoder(frames=8))
@@ -106,7 +110,12 @@ class NativeBackend:
             self._wake_fd = wake.fd
         pump = request.stdin
         timeout = request.timeout
-        self.write(Run(request.command, request.cwd, request.env, timeout, pump is not None))
+        pty = request.pty
+        if pty is not None and "pty" not in self.features:
+            raise RshellError(f"{self.address} offers no terminals: its rshell-server "
+                              "predates them (upgrade it, or run without -t)")
+        self.write(Run(request.command, request.cwd, request.env, timeout, pump is not None,
+                       None if pty is None else WirePty(pty.term, pty.cols, pty.rows)))
         deadline = time.monotonic() + timeout + _BACKSTOP if timeout else None
 
         def on_wake() -> None:
@@ -210,9 +219,13 @@ class NativeBackend:
         return pump
 
     def _deliver(self, wake: Wakeup) -> None:
+        running = self.proto.state is State.RUNNING
         for signum in wake.take():
-            if self.proto.state is State.RUNNING:
+            if running:
                 self.write(Signal(signum))
+        size = wake.take_size()
+        if size is not None and running:
+            self.write(WindowChange(*size))
 
     # ---- the wire ------------------------------------------------------------------
 

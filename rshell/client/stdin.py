@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, Any, Union
 
-StdinSource = bytes | bytearray | memoryview | str | IO[Any] | Iterable[bytes] | None
+StdinSource = Union[bytes, bytearray, memoryview, str, IO[Any], Iterable[bytes], "Pump", None]
 
 
 class Pump:
@@ -99,8 +99,8 @@ class _IterPump(Pump):
 
 
 def pump_for(source: StdinSource) -> Pump | None:
-    if source is None:
-        return None
+    if source is None or isinstance(source, Pump):
+        return source
     if isinstance(source, str):
         return _BytesPump(source.encode())
     if isinstance(source, (bytes, bytearray, memoryview)):

@@ -3,7 +3,10 @@
 The child runs ``SHELL -c COMMAND`` with stdout and stderr on pipes and stdin
 either on a pipe or on /dev/null.  It is a session and group leader
 (``setsid``), so it has no controlling terminal and one ``killpg`` reaches
-everything it started that stayed in its group.
+everything it started that stayed in its group.  On a terminal
+(exec.terminal) it runs with the pty's slave as stdin, stdout, stderr and
+controlling terminal instead; our ends are the master (read as stdout) and
+a duplicate of it (written as stdin), and there is no separate stderr.
 
 Reaping follows invoke's rule: read output until EOF, *then* reap.  The
 leader's exit is watched through a pidfd and observed with ``WNOWAIT``, so
@@ -21,6 +24,8 @@ import os
 import signal
 import subprocess
 import time
+
+from rshell.exec.terminal import Pty, login_shell, open_pty, take_controlling_terminal
 
 #: Linux F_SETPIPE_SZ: bigger pipes mean fewer wake-ups per megabyte.
 _F_SETPIPE_SZ = 1031
@@ -53,7 +58,7 @@ class Child:
     """
 
     __slots__ = (
-        "pid", "proc", "stdin", "stdout", "stderr", "pidfd", "started",
+        "pid", "proc", "stdin", "stdout", "stderr", "pidfd", "started", "master", "on_terminal",
         "exit_code", "signal", "_exited", "_reaped",
     )
 
@@ -65,27 +70,44 @@ class Child:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         stdin: bool = False,
+        pty: Pty | None = None,
+        login: bool = False,
     ) -> None:
+        """``pty``: on a terminal of that kind and size; ``login``: the
+        account's login shell on it instead of ``SHELL -c COMMAND``."""
         self.proc: subprocess.Popen[bytes] | None = None
+        self.master: int | None = None
+        self.on_terminal = pty is not None
         ours: list[int] = []  # our ends, closed on any failure below
         theirs: list[int] = []  # the child's ends, closed once it has them
         try:
-            out_r, out_w = os.pipe()
-            ours.append(out_r)
-            theirs.append(out_w)
-            err_r, err_w = os.pipe()
-            ours.append(err_r)
-            theirs.append(err_w)
-            in_r = in_w = -1
-            if stdin:
-                in_r, in_w = os.pipe()
+            if pty is not None:
+                master, slave = open_pty(pty)
+                ours.append(master)
+                theirs.append(slave)
+                in_w = os.dup(master)  # its own number: epoll keys on it apart from reads
                 ours.append(in_w)
-                theirs.append(in_r)
+                out_r, err_r = master, None
+            else:
+                out_r, out_w = os.pipe()
+                ours.append(out_r)
+                theirs.append(out_w)
+                err_r, err_w = os.pipe()
+                ours.append(err_r)
+                theirs.append(err_w)
+                in_r = in_w = -1
+                if stdin:
+                    in_r, in_w = os.pipe()
+                    ours.append(in_w)
+                    theirs.append(in_r)
         except OSError as exc:  # EMFILE/ENFILE: this command, not the session, fails
             _close(ours + theirs)
             raise StartError(f"cannot start: {exc.strerror or exc}") from None
         try:
-            self.pid = self._spawn(command, shell, cwd, env, in_r, out_w, err_w)
+            if pty is not None:
+                self.pid = self._spawn_on_terminal(command, shell, cwd, env, slave, login)
+            else:
+                self.pid = self._spawn(command, shell, cwd, env, in_r, out_w, err_w)
         except BaseException:
             _close(ours)
             raise
@@ -94,7 +116,9 @@ class Child:
         self.started = time.monotonic()
         self.stdout: int | None = out_r
         self.stderr: int | None = err_r
-        self.stdin: int | None = in_w if stdin else None
+        self.stdin: int | None = in_w if stdin or pty is not None else None
+        if pty is not None:
+            self.master = out_r
         try:
             for fd in ours:
                 os.set_blocking(fd, False)
@@ -150,6 +174,39 @@ class Child:
         except ValueError as exc:  # NUL bytes, unencodable text in argv, env or cwd
             raise StartError(f"cannot start: {exc}") from None
 
+    def _spawn_on_terminal(
+        self, command: str, shell: str, cwd: str | None, env: dict[str, str] | None,
+        slave: int, login: bool,
+    ) -> int:
+        """Popen, since the slave must become the controlling terminal after
+        setsid (TIOCSCTTY in the child: the one step posix_spawn cannot do)."""
+        if login:
+            shell, argv0 = login_shell(shell)
+            argv = [argv0]
+        else:
+            argv = [shell, "-c", command]
+        try:
+            self.proc = subprocess.Popen(
+                argv, executable=shell, stdin=slave, stdout=slave, stderr=slave, cwd=cwd,
+                env=env, start_new_session=True, preexec_fn=take_controlling_terminal,
+            )
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            raise StartError(f"cannot start: {exc.strerror or exc}{where}") from None
+        except (ValueError, subprocess.SubprocessError) as exc:
+            raise StartError(f"cannot start: {exc}") from None
+        return self.proc.pid
+
+    def resize(self, cols: int, rows: int) -> None:
+        """A new window size for a command on a terminal (no-op otherwise)."""
+        from rshell.exec.terminal import resize
+
+        if self.master is not None and self.stdout is not None:
+            try:
+                resize(self.master, cols, rows)
+            except OSError:
+                pass  # the terminal is closing: nobody is left to redraw
+
     @property
     def exited(self) -> bool:
         """True once the leader has exited (it may still be an unreaped zombie)."""
@@ -164,15 +221,19 @@ class Child:
         return self._exited
 
     def signal_group(self, signum: int) -> None:
-        """Send a signal to the whole process group (safe until reaped)."""
+        """Send a signal to the whole process group (safe until reaped).  On a
+        terminal, to every group of its session: an interactive shell puts
+        each job in a group of its own, and a hang-up reaches them all."""
         if self._reaped:
             return
-        try:
-            os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            pass  # only reached if the group id was somehow reused by another user
+        groups = _session_groups(self.pid) if self.on_terminal else [self.pid]
+        for group in groups:
+            try:
+                os.killpg(group, signum)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                pass  # only reached if the group id was somehow reused by another user
 
     @staticmethod
     def widen(fd: int) -> None:
@@ -191,7 +252,7 @@ class Child:
     def close_output(self, fd: int) -> None:
         """Close our end of stdout or stderr (at EOF, or when we give up on it)."""
         if fd == self.stdout:
-            self.stdout = None
+            self.stdout = self.master = None
         elif fd == self.stderr:
             self.stderr = None
         else:
@@ -206,7 +267,7 @@ class Child:
         except BlockingIOError:
             return 0
         except OSError as exc:
-            if exc.errno in (errno.EPIPE, errno.EBADF):
+            if exc.errno in (errno.EPIPE, errno.EBADF, errno.EIO):  # EIO: a pty hung up
                 return -1
             raise
 
@@ -252,6 +313,23 @@ class Child:
             if fd is not None:
                 self.close_output(fd)
         os.close(self.pidfd)
+
+
+def _session_groups(sid: int) -> list[int]:
+    """The process groups of session ``sid`` (its leader's first), from /proc."""
+    groups = {sid: None}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        if int(fields[3]) == sid:
+            groups[int(fields[2])] = None
+    return list(groups)
 
 
 def _close(fds: list[int]) -> None:

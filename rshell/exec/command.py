@@ -68,7 +68,7 @@ class Command:
     __slots__ = (
         "launch", "child", "loop", "sink", "limits", "deadline", "kill_at", "linger_at",
         "reason", "out_bytes", "err_bytes", "stdin_queue", "stdin_eof", "exit_seen", "big",
-        "on_consumed", "_spare",
+        "on_consumed", "unasked", "_spare",
     )
 
     def __init__(
@@ -78,7 +78,7 @@ class Command:
         """Start the child (StartError if it cannot be); ``on_consumed(n, idle)``
         hears of stdin the command took (idle: nothing of it still queued)."""
         self.child = Child(launch.command, shell=limits.shell, cwd=launch.cwd, env=launch.env,
-                           stdin=launch.stdin)
+                           stdin=launch.stdin, pty=launch.pty, login=launch.login)
         self.launch, self.loop, self.sink, self.limits = launch, loop, sink, limits
         self.on_consumed = on_consumed
         self.deadline = self.child.started + launch.timeout if launch.timeout else None
@@ -88,10 +88,13 @@ class Command:
         self.out_bytes = self.err_bytes = 0
         self.stdin_queue: deque[memoryview] = deque()
         self.stdin_eof = False
+        self.unasked = 0  # stdin bytes queued by the engine itself (a terminal's EOF)
         self.exit_seen = False  # the pidfd fired: only then is waitid worth a call
         self.big = False  # it filled a pipe: read it in big chunks
         self._spare: bytearray | None = None
         loop.set(self.child.pidfd, READ, self._on_exit)
+        if launch.pty is not None and not launch.stdin:
+            self.end_stdin()  # nothing will be typed: the terminal reads end-of-file
 
     # ---- the driver's calls -----------------------------------------------------
 
@@ -127,6 +130,10 @@ class Command:
         """A client's signal, if it is one a client may send."""
         if signum in ALLOWED_SIGNALS:
             self.child.signal_group(signum)
+
+    def resize(self, cols: int, rows: int) -> None:
+        """The client's window changed (a command on a terminal only)."""
+        self.child.resize(cols, rows)
 
     def stop(self, reason: str) -> None:
         """Begin ending the command: SIGTERM now, SIGKILL after the grace."""
@@ -164,6 +171,8 @@ class Command:
                 self.loop.set(fd, 0, None)
         if self.reason is None:
             self.reason = "connection ended"
+        if self.child.on_terminal:  # as a terminal's hang-up: SIGHUP first, then the rest
+            self.child.signal_group(signal.SIGHUP)
         self.child.terminate(self.limits.kill_grace)
         return self._outcome()
 
@@ -197,6 +206,17 @@ class Command:
             queue[-1] = memoryview(bytes(queue[-1]))
 
     def end_stdin(self) -> None:
+        if self.child.on_terminal:
+            # A pty cannot be half-closed: the end of input is what a user
+            # would type for it, the terminal's EOF character (^D).
+            from rshell.exec.terminal import eof_char
+
+            if self.child.master is not None and not self.stdin_eof:
+                self.stdin_eof = True
+                char = eof_char(self.child.master)
+                self.unasked += len(char)  # not the client's: never acknowledged
+                self.feed(char)
+            return
         self.stdin_eof = True
         if not self.stdin_queue:
             self._close_stdin()
@@ -216,8 +236,12 @@ class Command:
                 queue[0] = queue[0][n:]
                 break
             queue.popleft()
-        if not queue and self.stdin_eof:
+        if not queue and self.stdin_eof and not child.on_terminal:
             self._close_stdin()
+        if self.unasked and written:
+            ours = min(self.unasked, written)
+            self.unasked -= ours
+            written -= ours
         if written and self.on_consumed is not None:
             self.on_consumed(written, not queue)
 
@@ -248,6 +272,7 @@ class Command:
 
     def _pull(self, fd: int, kind: int) -> int:
         """One chunk from ``fd`` into the sink: bytes moved (0: none now or EOF)."""
+        import errno
         import os
 
         head = self.sink.headroom
@@ -260,6 +285,10 @@ class Command:
         except BlockingIOError:
             self._spare = buf
             return 0
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            n = 0  # a pty's master once no process holds the slave: its end of output
         if n == 0:
             self._spare = buf
             self._close_output(fd)

@@ -21,6 +21,7 @@ from rshell.errors import LocalProtocolError
 from rshell.exec import cd, variables
 from rshell.exec.environment import command_environment
 from rshell.exec.record import Outcome
+from rshell.exec.terminal import Pty
 from rshell.shellwords import reserved
 
 #: Where the server's authorized_keys is, for commands of an unrestricted key.
@@ -34,6 +35,7 @@ class Grant:
 
     forced: str | None = None  # command="..."
     restrict: bool = False
+    pty: bool = True  # no-pty, or restrict without a later pty, makes it False
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,14 @@ class Request:
     env: Mapping[str, str] | None = None
     timeout: float | None = None
     stdin: bool = False
+    pty: Pty | None = None  # on a terminal; with no command, the login shell
 
 
 @dataclass(frozen=True)
 class Launch:
     """What to start: ``command`` is what the shell runs (the forced one, if
-    any); ``text`` is what was asked for, for the record."""
+    any); ``text`` is what was asked for, for the record; ``login``: the
+    account's login shell on the terminal instead of a command."""
 
     text: str
     command: str
@@ -71,6 +75,8 @@ class Launch:
     timeout: float
     stdin: bool
     forced: bool
+    pty: Pty | None = None
+    login: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,8 @@ def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
         refusal = "environment and cwd not permitted with a forced command"
     elif request.env:
         refusal = reserved(request.env)
+    if refusal is None and request.pty is not None:
+        refusal = terminal_refusal(grant) or request.pty.problem()
     if refusal is not None:
         return _answer(request, 126, f"refused: {refusal}")
     if grant.forced is None:
@@ -170,11 +178,21 @@ def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
         if command:  # a shell request asked for none: as sshd, the variables stay unset
             env = dict(env, RSHELL_ORIGINAL_COMMAND=command, SSH_ORIGINAL_COMMAND=command)
         command, cwd = grant.forced, login.home
+    pty = request.pty
+    if pty is not None:
+        env = dict(env, TERM=pty.term)
     return Launch(
         text=request.command, command=command, cwd=cwd, env=env,
         timeout=min([t for t in (limits.timeout, request.timeout) if t] or [0.0]),
-        stdin=request.stdin, forced=grant.forced is not None,
+        stdin=request.stdin, forced=grant.forced is not None, pty=pty,
+        login=pty is not None and not command,
     )
+
+
+def terminal_refusal(grant: Grant) -> str | None:
+    """Why this key may not have a terminal (authorized_keys ``no-pty``, or
+    ``restrict`` without a later ``pty``), or None: asked by both listeners."""
+    return None if grant.pty else "no terminal for this key (no-pty, or restrict without pty)"
 
 
 def _answer(request: Request, code: int | None, reason: str) -> Answer:

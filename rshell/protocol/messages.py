@@ -25,8 +25,13 @@ from rshell.errors import ErrorCode, LocalProtocolError, error_code
 from rshell.protocol.frames import encode_frame
 
 PROTOCOL_VERSION = 1
+#: What this side offers beyond version 1's commands, announced in Welcome: a
+#: client asks for a feature only of a server that announced it, so an older
+#: server never sees what it cannot honour (PROTOCOL.md section 11).
+FEATURES = ("pty",)
 _U8 = struct.Struct("!B")
 _U32 = struct.Struct("!I")
+_SIZE = struct.Struct("!HH")
 
 
 class MessageType(IntEnum):
@@ -38,6 +43,7 @@ class MessageType(IntEnum):
     STDIN = 11
     STDIN_EOF = 12
     SIGNAL = 13
+    WINDOW_CHANGE = 14
     STDOUT = 20
     STDERR = 21
     STDIN_ACK = 22
@@ -77,17 +83,29 @@ class Welcome:
     cwd: str
     user: str
     stdin_window: int
+    features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Pty:
+    """A terminal for a Run: ``TERM`` and the window in cells."""
+
+    term: str
+    cols: int
+    rows: int
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Client -> server: run one command (while none is running)."""
+    """Client -> server: run one command (while none is running); with
+    ``pty``, on a terminal (an empty command: the login shell)."""
 
     command: str
     cwd: str | None = None
     env: dict[str, str] | None = None
     timeout: float | None = None
     stdin: bool = False
+    pty: Pty | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +123,14 @@ class Signal:
     """Client -> server: deliver this signal to the command's process group."""
 
     signum: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowChange:
+    """Client -> server: the terminal of the running command is this size now."""
+
+    cols: int
+    rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +185,7 @@ class Closed:
 
 
 Message = (
-    Hello | Challenge | Auth | Welcome | Run | Stdin | StdinEof | Signal
+    Hello | Challenge | Auth | Welcome | Run | Stdin | StdinEof | Signal | WindowChange
     | Stdout | Stderr | StdinAck | Exit | Error | Closed
 )
 
@@ -171,10 +197,15 @@ _TYPES = {int(t): t for t in MessageType}
 _KIND = {
     Hello: MessageType.HELLO, Challenge: MessageType.CHALLENGE, Auth: MessageType.AUTH,
     Welcome: MessageType.WELCOME, Run: MessageType.RUN, Stdin: MessageType.STDIN,
-    StdinEof: MessageType.STDIN_EOF, Signal: MessageType.SIGNAL, Stdout: MessageType.STDOUT,
+    StdinEof: MessageType.STDIN_EOF, Signal: MessageType.SIGNAL,
+    WindowChange: MessageType.WINDOW_CHANGE, Stdout: MessageType.STDOUT,
     Stderr: MessageType.STDERR, StdinAck: MessageType.STDIN_ACK, Exit: MessageType.EXIT,
     Error: MessageType.ERROR,
 }
+
+
+_FIXED = {MessageType.SIGNAL: _U8, MessageType.STDIN_ACK: _U32,
+          MessageType.WINDOW_CHANGE: _SIZE}
 
 
 def _b64(data: bytes) -> str:
@@ -210,10 +241,10 @@ def _fast_json(msg: Run | Exit) -> bytes | None:
         parts = [_json_opt(msg.exit_code), _json_opt(msg.signal), _json_opt(msg.error),
                  _json_opt(msg.cwd), _json_opt(msg.duration)]
         template = '{"exit_code":%s,"signal":%s,"error":%s,"cwd":%s,"duration":%s}'
-    elif type(msg) is Run and msg.env is None and type(msg.stdin) is bool:
+    elif type(msg) is Run and msg.env is None and type(msg.stdin) is bool and msg.pty is None:
         parts = [_json_opt(msg.command), _json_opt(msg.cwd), "null", _json_opt(msg.timeout),
                  "true" if msg.stdin else "false"]
-        template = '{"command":%s,"cwd":%s,"env":%s,"timeout":%s,"stdin":%s}'
+        template = '{"command":%s,"cwd":%s,"env":%s,"timeout":%s,"stdin":%s,"pty":null}'
     else:
         return None
     if None in parts:
@@ -238,10 +269,18 @@ def encode(msg: Message) -> bytes:
         return encode_frame(kind, _U8.pack(msg.signum))
     if isinstance(msg, StdinAck):
         return encode_frame(kind, _U32.pack(msg.count))
+    if isinstance(msg, WindowChange):
+        return encode_frame(kind, _SIZE.pack(msg.cols, msg.rows))
     obj: dict[str, Any] = {}
     for name in msg.__slots__:
         value = getattr(msg, name)
-        obj[name] = _b64(value) if isinstance(value, bytes) else value
+        if isinstance(value, bytes):
+            value = _b64(value)
+        elif isinstance(value, Pty):
+            value = {"term": value.term, "cols": value.cols, "rows": value.rows}
+        elif isinstance(value, tuple):
+            value = list(value)
+        obj[name] = value
     return encode_frame(kind, json.dumps(obj, separators=(",", ":")).encode())
 
 
@@ -298,6 +337,26 @@ def _env(value: Any, f: _Fields) -> dict[str, str] | None:
     return value
 
 
+def _pty(value: Any, f: _Fields) -> Pty | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise f.error("field 'pty' must be an object")
+    term, cols, rows = value.get("term"), value.get("cols"), value.get("rows")
+    if (not isinstance(term, str) or type(cols) is not int or type(rows) is not int
+            or not (0 <= cols <= 0xFFFF and 0 <= rows <= 0xFFFF)):
+        raise f.error("field 'pty' needs term (a string), cols and rows (0..65535)")
+    return Pty(term, cols, rows)
+
+
+def _features(value: Any, f: _Fields) -> tuple[str, ...]:
+    if value is None:  # a server older than features
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise f.error("field 'features' must be a list of strings")
+    return tuple(value)
+
+
 def _duration(f: _Fields) -> float:
     try:
         value = float(f.get("duration", (int, float)))
@@ -320,12 +379,14 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
         if payload:
             raise LocalProtocolError("STDIN_EOF carries no payload", ErrorCode.MALFORMED)
         return StdinEof()
-    if kind in (MessageType.SIGNAL, MessageType.STDIN_ACK):
-        fmt = _U8 if kind is MessageType.SIGNAL else _U32
+    if kind in (MessageType.SIGNAL, MessageType.STDIN_ACK, MessageType.WINDOW_CHANGE):
+        fmt = _FIXED[kind]
         if len(payload) != fmt.size:
             raise LocalProtocolError(
                 f"{kind.name} payload must be {fmt.size} bytes", ErrorCode.MALFORMED
             )
+        if kind is MessageType.WINDOW_CHANGE:
+            return WindowChange(*_SIZE.unpack(payload))
         (number,) = fmt.unpack(payload)
         return Signal(number) if kind is MessageType.SIGNAL else StdinAck(number)
     f = _Fields(kind, payload)
@@ -340,7 +401,8 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
         window = f.get("stdin_window", int)
         if not 0 < window < 1 << 32:  # a StdinAck (u32) must be able to refill it
             raise f.error("stdin_window out of range")
-        return Welcome(f.get("server", str), f.get("cwd", str), f.get("user", str), window)
+        return Welcome(f.get("server", str), f.get("cwd", str), f.get("user", str), window,
+                       _features(f.obj.get("features"), f))
     if kind is MessageType.RUN:
         command = f.get("command", str)
         if "\0" in command:
@@ -351,7 +413,8 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
         timeout = f.get("timeout", number, optional=True)
         if timeout is not None and not 0 <= timeout < 1e9:
             raise f.error("timeout out of range")
-        return Run(command, cwd, _env(f.obj.get("env"), f), timeout, f.get("stdin", bool))
+        return Run(command, cwd, _env(f.obj.get("env"), f), timeout, f.get("stdin", bool),
+                   _pty(f.obj.get("pty"), f))
     if kind is MessageType.EXIT:
         return Exit(
             f.get("exit_code", int, optional=True), f.get("signal", int, optional=True),
@@ -362,7 +425,7 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
 
 
 __all__ = [
-    "PROTOCOL_VERSION", "MessageType", "Message", "ErrorCode", "encode", "decode",
-    "Hello", "Challenge", "Auth", "Welcome", "Run", "Stdin", "StdinEof", "Signal",
-    "Stdout", "Stderr", "StdinAck", "Exit", "Error", "Closed",
+    "FEATURES", "PROTOCOL_VERSION", "MessageType", "Message", "ErrorCode", "encode", "decode",
+    "Hello", "Challenge", "Auth", "Welcome", "Pty", "Run", "Stdin", "StdinEof", "Signal",
+    "WindowChange", "Stdout", "Stderr", "StdinAck", "Exit", "Error", "Closed",
 ]

@@ -48,6 +48,7 @@ from rshell.protocol.messages import (
     StdinEof,
     Stdout,
     Welcome,
+    WindowChange,
     decode,
     encode,
 )
@@ -125,6 +126,7 @@ CONVERSATION: tuple[Rule, ...] = (
     Rule(_C, (_RUNNING,), Stdin, effect=Effect.SPEND),
     Rule(_C, (_RUNNING,), StdinEof),
     Rule(_C, (_RUNNING,), Signal),
+    Rule(_C, (_RUNNING,), WindowChange),
     Rule(_S, (_RUNNING,), Stdout),
     Rule(_S, (_RUNNING,), Stderr),
     Rule(_S, (_RUNNING,), StdinAck, effect=Effect.REFILL),
@@ -137,6 +139,7 @@ LATE: tuple[Rule, ...] = (
     Rule(_C, (_READY,), Stdin, effect=Effect.SPEND),
     Rule(_C, (_READY,), StdinEof),
     Rule(_C, (_READY,), Signal),
+    Rule(_C, (_READY,), WindowChange),
 )
 
 Key = tuple[Role, State, Direction, type[Message]]

@@ -88,4 +88,4 @@ class Authorizer:
 
 def grant_of(entry: Entry) -> Grant:
     """The engine's view of a key's authorized_keys options."""
-    return Grant(forced=entry.command, restrict=entry.restrict)
+    return Grant(forced=entry.command, restrict=entry.restrict, pty=entry.pty)

@@ -25,8 +25,10 @@ from rshell.exec.environment import login_name
 from rshell.exec.loop import READ, WRITE, Loop
 from rshell.exec.policy import Answer, Login, Request, decide
 from rshell.exec.record import Outcome, Recorder
+from rshell.exec.terminal import Pty
 from rshell.protocol.frames import HEADER_SIZE, BufferDecoder, pack_header_into
 from rshell.protocol.messages import (
+    FEATURES,
     Auth,
     Challenge,
     Closed,
@@ -41,6 +43,7 @@ from rshell.protocol.messages import (
     StdinAck,
     StdinEof,
     Welcome,
+    WindowChange,
 )
 from rshell.protocol.signing import NONCE_SIZE
 from rshell.protocol.states import ServerProtocol, State
@@ -218,6 +221,9 @@ class Session(Loop):
         elif isinstance(msg, StdinEof):
             if cmd is not None:
                 cmd.end_stdin()
+        elif isinstance(msg, WindowChange):
+            if cmd is not None:
+                cmd.resize(msg.cols, msg.rows)
         elif isinstance(msg, Run):
             self._start(msg)
         elif isinstance(msg, Hello):
@@ -234,7 +240,8 @@ class Session(Loop):
     # ---- commands ------------------------------------------------------------------
 
     def _start(self, run: Run) -> None:
-        request = Request(run.command, run.cwd, run.env, run.timeout, run.stdin)
+        pty = None if run.pty is None else Pty(run.pty.term, run.pty.cols, run.pty.rows)
+        request = Request(run.command, run.cwd, run.env, run.timeout, run.stdin, pty)
         plan = decide(request, self.ws, self.settings.limits)
         if isinstance(plan, Answer):
             if plan.stderr:
@@ -296,7 +303,7 @@ class Session(Loop):
     def _greet(self) -> None:
         settings = self.settings
         self._send(Welcome(settings.server_name, self.ws.cwd, login_name(),
-                           settings.stdin_window))
+                           settings.stdin_window, FEATURES))
         self.handshake_deadline = None
         if settings.idle_timeout:
             self.idle_deadline = time.monotonic() + settings.idle_timeout

@@ -2,8 +2,10 @@
 
 Honoured options: ``command="..."`` (a forced command), ``from="pattern-list"``
 (client address patterns with ``*``/``?`` wildcards, CIDR, ``!`` negation),
-``restrict`` (no client-supplied environment; with SSH, no pty and no
-forwarding), and the ``no-*`` options that only narrow what is allowed.  A
+``restrict`` (no client-supplied environment, no terminal, no forwarding),
+``no-pty`` and ``pty`` (a terminal refused or allowed again; the last of
+``restrict``/``no-pty``/``pty`` wins, as with sshd), and the other ``no-*``
+options that only narrow what is allowed.  A
 line with an unknown option or a malformed key is skipped with a warning
 naming the file and line: never a crash, never a grant.  The file is re-read
 whenever its content changes, so edits apply without a restart, and only
@@ -28,7 +30,7 @@ from rshell.trust import keys, modes
 log = logging.getLogger("rshell.server")
 
 _FLAG_OPTIONS = frozenset({
-    "restrict", "no-pty", "no-port-forwarding", "no-agent-forwarding", "no-x11-forwarding",
+    "restrict", "no-pty", "pty", "no-port-forwarding", "no-agent-forwarding", "no-x11-forwarding",
     "no-user-rc", "no-touch-required", "verify-required",
 })
 _VALUE_OPTIONS = frozenset({"command", "from"})
@@ -46,6 +48,7 @@ class Entry:
     command: str | None = None
     from_patterns: tuple[str, ...] | None = None
     restrict: bool = False
+    pty: bool = True
 
     def allows_address(self, address: str) -> bool:
         return self.from_patterns is None or match_address(address, self.from_patterns)
@@ -98,6 +101,7 @@ def parse_line(text: str, number: int) -> Entry:
     command = None
     patterns = None
     restrict = False
+    pty = True
     seen: set[str] = set()
     for name, value in options:
         if name in _VALUE_OPTIONS:
@@ -116,10 +120,12 @@ def parse_line(text: str, number: int) -> Entry:
             if value is not None:
                 raise ValueError(f"option {name} takes no value")
             restrict = restrict or name == "restrict"
+            if name in ("restrict", "no-pty", "pty"):  # in order, as sshd: the last one wins
+                pty = name == "pty"
         else:
             raise ValueError(f"unsupported option {name!r}")
     return Entry(keys.public_blob(key), key, keys.fingerprint(key), comment, number,
-                 command, patterns, restrict)
+                 command, patterns, restrict, pty)
 
 
 def match_address(address: str, patterns: tuple[str, ...]) -> bool:
