@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
     # 2: streams, errors mapped at the edge
     "rshell.transport": 2,
     # 3: the daemon, the client contract, the SSH door
-    "rshell.server": 3, "rshell.client": 3, "rshell.ssh": 3,
+    "rshell.server": 3, "rshell.client": 3, "rshell.ssh": 3, "rshell.terminal": 3,
     # 4: the command lines
     "rshell.cli": 4,
 }
@@ -44,6 +44,7 @@ FORBIDDEN: list[tuple[str, str]] = [
     ("rshell.server", "rshell.client"), ("rshell.server", "rshell.cli"),
     ("rshell.ssh.server", "rshell.client"), ("rshell.exec", "rshell.protocol"),
     ("rshell.exec", "rshell.transport"),
+    ("rshell.terminal", "rshell.server"), ("rshell.terminal", "rshell.exec"),
 ]
 EXEMPT = {"rshell.cli.server"}
 

@@ -134,14 +134,19 @@ def test_three_ctrl_c_give_up_and_the_session_goes_on(
 
 
 @pytest.mark.skipif(shutil.which("vi") is None, reason="no vi on this machine")
-def test_vi_at_the_prompt_can_be_left(spawn: Spawn, server: ServerProcess,
-                                      tmp_path: Path) -> None:
-    """The issue's own case: ``vi FILE`` says it has no terminal and then
-    waits forever (on its stderr); Ctrl-C gets the prompt back, three at
-    most.  vim may end at the first: it then reads its input, which is empty
-    at the prompt, and leaves ("Error reading input"); otherwise the third
-    press gives up on it.  Either way its group ends and the session goes on."""
-    child = spawn()
+def test_vi_at_the_prompt_without_a_terminal_can_be_left(
+    server: ServerProcess, terminals: Callable[..., pexpect.spawn], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12's case, where commands run without a remote terminal (``-T``;
+    by default the prompt gives them one, tests/test_terminal_cli.py): ``vi
+    FILE`` says it has no terminal and then waits forever (on its stderr);
+    Ctrl-C gets the prompt back, three at most.  vim may end at the first: it
+    then reads its input, which is empty at the prompt, and leaves ("Error
+    reading input"); otherwise the third press gives up on it.  Either way
+    its group ends and the session goes on."""
+    monkeypatch.setenv("RSHELL_CTRL_C_WINDOW", "60")
+    child = terminals("-T", server.address, timeout=15)
     child.expect(prompt_rx(server))
     child.sendline(f"echo $$ > {tmp_path / 'pid'}; exec vi {tmp_path / 'file'}")
     child.expect("not from a terminal")

@@ -23,6 +23,7 @@ from rshell.cli.common import (
     forward_sigint,
     guarded,
     on_terminal,
+    on_terminal_once,
     one_shot,
     open_client,
     sane_descriptors,
@@ -115,13 +116,20 @@ def _complete_target(ctx: click.Context, param: click.Parameter,
     "--connect-timeout", type=click.FloatRange(0, min_open=True), default=CONNECT_TIMEOUT,
     show_default=True, help="Connect, handshake and authentication limit (s).",
 )
+@click.option("-t", "tty", count=True,
+              help="A remote terminal (-tt: even when stdin is not one); alone: a login shell.")
+@click.option("-T", "no_tty", is_flag=True,
+              help="Never a remote terminal (the prompt too runs commands without one).")
+@click.option("-e", "escape", metavar="CHAR", default="~", show_default=True,
+              help="Escape character on a terminal ('none': no escapes).")
 @version_option("-V", "--version")
 def client_command(
     target: str, argv: tuple[str, ...], command: str | None, batch: str | None,
     port: int | None, identity: str | None, no_tls: bool, no_auth: bool,
     known_hosts: str | None,
     strict_host_keys: bool, accept_new: bool, as_json: bool, fail_fast: bool, quiet: bool,
-    timeout: float | None, connect_timeout: float, verbose: int = 0,
+    timeout: float | None, connect_timeout: float, verbose: int = 0, tty: int = 0,
+    no_tty: bool = False, escape: str = "~",
 ) -> int:
     """Run commands on an rshell server: a prompt, one command, or a batch.
 
@@ -132,12 +140,18 @@ def client_command(
       rshell HOST -- CMD ARG...     one command, argv quoted for the remote shell
       rshell HOST -f FILE           one command per line ('-f -': stdin)
       cmds | rshell HOST            batch from stdin
+      rshell -t HOST [COMMAND]      a login shell (or COMMAND) on a remote terminal
       rshell keygen [-f PATH] [-t ed25519|ecdsa|rsa]
       rshell fingerprint [PATH|HOST]
       rshell copy-id [-i KEY] HOST  add a public key to HOST's authorized_keys
     """
     joined = bool(click.get_current_context().obj == _JOIN_WORDS)
-    command, batch = _mode(argv, command, batch, joined)
+    on_tty = _tty_wanted(tty, no_tty, batch, as_json)
+    escape_byte = _escape(escape)
+    if on_tty and command is None and not argv and batch is None:
+        command = ""  # the login shell, not a batch from a piped stdin (-tt)
+    else:
+        command, batch = _mode(argv, command, batch, joined)
     if verbose:
         from rshell.cli.verbose import configure
 
@@ -156,6 +170,10 @@ def client_command(
 
     try:
         with open_connection() as conn:
+            if on_tty:
+                assert command is not None
+                return on_terminal_once(conn, command, escape=escape_byte, quiet=quiet,
+                                        timeout=timeout)
             if command is not None:
                 return one_shot(conn, command, as_json=as_json, quiet=quiet, timeout=timeout)
             if lines is not None:
@@ -167,7 +185,9 @@ def client_command(
             from rshell.cli.repl import interactive
 
             return interactive(conn, rshell_home() / "history", timeout=timeout,
-                               reconnect=open_connection)
+                               reconnect=open_connection,
+                               terminal=not no_tty and _stdin_is_tty() and _stdout_is_tty(),
+                               escape=escape_byte)
     except BrokenPipeError:
         # Our stdout or stderr is gone: 141, as `guarded` (and the fast path)
         # says it; click's own handler, which would see it first, exits 1.
@@ -188,6 +208,38 @@ def _mode(argv: tuple[str, ...], command: str | None, batch: str | None,
     if batch is None and command is None and not _stdin_is_tty():
         batch = "-"
     return command, batch
+
+
+def _tty_wanted(tty: int, no_tty: bool, batch: str | None, as_json: bool) -> bool:
+    """-t, -tt, -T as ssh reads them: -t only when stdin is a terminal (else a
+    warning and none), -tt whatever stdin is, -T never."""
+    if not tty:
+        return False
+    if no_tty:
+        raise UsageError("-t and -T contradict each other")
+    if batch is not None or as_json:
+        raise UsageError("-t applies to one command or a login shell, not to -f or --json")
+    if tty == 1 and not _stdin_is_tty():
+        sys.stderr.write("rshell: Pseudo-terminal will not be allocated because stdin is "
+                         "not a terminal.\n")
+        return False
+    return True
+
+
+def _escape(text: str) -> int | None:
+    from rshell.terminal.escape import escape_char
+
+    try:
+        return escape_char(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _stdout_is_tty() -> bool:
+    try:
+        return os.isatty(1)
+    except OSError:
+        return False
 
 
 def _warn_opt_outs(no_tls: bool, no_auth: bool) -> None:

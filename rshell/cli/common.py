@@ -206,6 +206,22 @@ def one_shot(conn: Connection, command: str, *, as_json: bool, quiet: bool,
     return int(result.exit_status)
 
 
+def on_terminal_once(conn: Connection, command: str, *, escape: int | None, quiet: bool,
+                     timeout: float | None) -> int:
+    """``rshell -t``: ``command`` (empty: the login shell) on a remote terminal;
+    the exit status is the remote one, 128+N if SIGTERM/SIGHUP (N) ended us."""
+    from rshell.cli.output import report_error
+    from rshell.cli.tty import run_on_terminal
+    from rshell.terminal.local import Hangup
+
+    try:
+        result = run_on_terminal(conn, command, escape=escape, timeout=timeout)
+    except Hangup as exc:
+        return 128 + exc.signum
+    report_error(result, quiet, sent={signal.SIGINT})
+    return int(result.exit_status)
+
+
 def _pipe_safe(write: Callable[[Any], None], send_signal: Callable[[int], None]) -> Any:
     """Once our stdout is gone (``| head``), tell the command, as a pipe would."""
     broken = False

@@ -7,13 +7,21 @@ in a batch): a line that does not complete it gets the continuation prompt
 them, Ctrl-D sends them as they are (the shell says what is missing).
 History keeps the whole command as one entry.
 
-Ctrl-C goes to the running command (SIGINT); three within two seconds give
-up on it (cli.common.forward_sigint, the one-shot's rule): the client stops
-it on the server (SIGTERM, then SIGKILL; client.api) and the prompt comes
-back on the same connection, or on a new one in the same directory if the
-old one had to be closed.  A command's stdin is never the terminal, so a
-program that reads it sees EOF; one that waits for a terminal some other
-way (vim reads its stderr) is what the three presses are for.
+On a local terminal (stdin and stdout both terminals, and no ``-T``), each
+command runs on a remote terminal, as ``ssh -t`` runs one (cli.tty): the
+keyboard is forwarded while it runs, so vim, top, less, python3 and
+password prompts work, and output arrives as a terminal shows it (stdout
+and stderr merged); the prompt comes back when it ends.  ``rshell -T HOST``
+runs commands without one: their stdin is then never the terminal (a
+program that reads it sees EOF) and stdout and stderr stay apart.
+
+Either way Ctrl-C goes to the running command (a keystroke on a terminal,
+SIGINT without one); three within two seconds give up on it (the one-shot's
+rule, cli.common.forward_sigint; counted in the keystrokes on a terminal):
+the client stops it on the server (SIGTERM, then SIGKILL; client.api) and
+the prompt comes back on the same connection, or on a new one in the same
+directory if the old one had to be closed.  On a terminal, ``~.`` after a
+newline leaves (ssh's escapes, ``-e``).
 
 Must not import click.
 """
@@ -34,6 +42,7 @@ from rshell.client.screen import visible
 from rshell.errors import RemoteProtocolError
 from rshell.result import Result
 from rshell.shellwords import CommandReader
+from rshell.terminal.local import Hangup
 
 EXIT_WORDS = frozenset({"exit", "quit", "logout"})
 HISTORY_LIMIT = 10000
@@ -61,6 +70,8 @@ def interactive(
     history: Path,
     timeout: float | None = None,
     reconnect: Callable[[], Connection] | None = None,
+    terminal: bool = False,
+    escape: int | None = ord("~"),
 ) -> int:
     """Read, run, print until exit/quit/Ctrl-D; return the last command's status.
 
@@ -82,6 +93,7 @@ def interactive(
     # is interactive, as an interactive shell takes SIGINT back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     out, err = fd_writer(1), fd_writer(2)
+    run = _on_terminal(escape) if terminal else _run_interruptible
     status = 0
     # The prompt of the connection in use now (a reconnect replaces it).
     for command in _commands(readline, history, lambda: prompt_for(conn)):  # noqa: B023
@@ -90,7 +102,10 @@ def interactive(
             if leave is not None:
                 status = leave
                 break
-            conn, result = _run_or_reconnect(conn, command, timeout, out, err, reconnect)
+            conn, result = _run_or_reconnect(conn, command, timeout, out, err, reconnect, run)
+        except Hangup as exc:  # SIGTERM/SIGHUP while a command had the terminal
+            status = 128 + exc.signum
+            break
         except KeyboardInterrupt:  # in the instant before the command was sent
             sys.stdout.write("^C\n")
             continue
@@ -145,21 +160,24 @@ def _commands(readline: object, history: Path,
                 yield command.strip()
 
 
+Runner = Callable[[Connection, str, "float | None", Writer, Writer], Result]
+
+
 def _run_or_reconnect(
     conn: Connection, command: str, timeout: float | None, out: Writer, err: Writer,
-    reconnect: Callable[[], Connection] | None,
+    reconnect: Callable[[], Connection] | None, run: Runner,
 ) -> tuple[Connection, Result]:
     """Run ``command``; a session the server closed as idle is reopened in the
     same directory and the command sent again (it never ran)."""
     if conn.closed and reconnect is not None:  # closed while giving up on a command
         conn = _reopen(conn, reconnect, "the connection was closed")
     try:
-        return conn, _run_interruptible(conn, command, timeout, out, err)
+        return conn, run(conn, command, timeout, out, err)
     except RemoteProtocolError as exc:
         if exc.code != "idle-timeout" or reconnect is None:
             raise
     conn = _reopen(conn, reconnect, "the session was idle too long")
-    return conn, _run_interruptible(conn, command, timeout, out, err)
+    return conn, run(conn, command, timeout, out, err)
 
 
 def _reopen(conn: Connection, reconnect: Callable[[], Connection], why: str) -> Connection:
@@ -205,6 +223,23 @@ def _remember(readline: Any, history: Path, entry: str) -> None:
         readline.append_history_file(1, history)
     except OSError:
         pass
+
+
+def _on_terminal(escape: int | None) -> Runner:
+    """Commands on a remote terminal, the keyboard theirs while they run; the
+    third Ctrl-C within the window gives up on one, as without a terminal."""
+    from rshell.cli.common import ctrl_c_window
+    from rshell.cli.tty import run_on_terminal
+
+    def run(conn: Connection, command: str, timeout: float | None, out: Writer,
+            err: Writer) -> Result:
+        try:
+            return run_on_terminal(conn, command, escape=escape, timeout=timeout,
+                                   ctrl_c_window=ctrl_c_window())
+        except KeyboardInterrupt:
+            raise _Abandoned from None
+
+    return run
 
 
 def _run_interruptible(

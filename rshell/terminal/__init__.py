@@ -1,0 +1,1 @@
+"""The local side of a remote terminal: raw mode, window size, escapes."""
