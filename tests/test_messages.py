@@ -140,7 +140,8 @@ def test_frame_kind_names_the_message_type(msg: Message) -> None:
 
 def generic_json(msg: Run | Exit) -> bytes:
     """What the reference encoder emits per docs/PROTOCOL.md 3.1, via json.dumps."""
-    return json.dumps({name: getattr(msg, name) for name in msg.__slots__},
+    return json.dumps({name: getattr(msg, name) for name in msg.__slots__
+                       if not (name == "pty" and getattr(msg, name) is None)},
                       separators=(",", ":")).encode()
 
 

@@ -204,6 +204,8 @@ _KIND = {
 }
 
 
+#: Members that belong to a feature (FEATURES): left out when unused.
+_FEATURE_MEMBERS = frozenset({"pty"})
 _FIXED = {MessageType.SIGNAL: _U8, MessageType.STDIN_ACK: _U32,
           MessageType.WINDOW_CHANGE: _SIZE}
 
@@ -244,7 +246,7 @@ def _fast_json(msg: Run | Exit) -> bytes | None:
     elif type(msg) is Run and msg.env is None and type(msg.stdin) is bool and msg.pty is None:
         parts = [_json_opt(msg.command), _json_opt(msg.cwd), "null", _json_opt(msg.timeout),
                  "true" if msg.stdin else "false"]
-        template = '{"command":%s,"cwd":%s,"env":%s,"timeout":%s,"stdin":%s,"pty":null}'
+        template = '{"command":%s,"cwd":%s,"env":%s,"timeout":%s,"stdin":%s}'
     else:
         return None
     if None in parts:
@@ -274,6 +276,8 @@ def encode(msg: Message) -> bytes:
     obj: dict[str, Any] = {}
     for name in msg.__slots__:
         value = getattr(msg, name)
+        if value is None and name in _FEATURE_MEMBERS:
+            continue  # a feature's member, unused: the bytes a server without it knows
         if isinstance(value, bytes):
             value = _b64(value)
         elif isinstance(value, Pty):
