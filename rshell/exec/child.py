@@ -25,7 +25,7 @@ import signal
 import subprocess
 import time
 
-from rshell.exec.terminal import Pty, login_shell, open_pty, take_controlling_terminal
+from rshell.exec.terminal import Pty, child_setup, login_shell, open_pty
 
 #: Linux F_SETPIPE_SZ: bigger pipes mean fewer wake-ups per megabyte.
 _F_SETPIPE_SZ = 1031
@@ -44,6 +44,9 @@ _DEFAULT_SIGNALS = tuple(
         "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGCHLD",
     ) if hasattr(signal, name)
 )
+
+
+_ON_TERMINAL = child_setup(_DEFAULT_SIGNALS)
 
 
 class Child:
@@ -188,7 +191,7 @@ class Child:
         try:
             self.proc = subprocess.Popen(
                 argv, executable=shell, stdin=slave, stdout=slave, stderr=slave, cwd=cwd,
-                env=env, start_new_session=True, preexec_fn=take_controlling_terminal,
+                env=env, start_new_session=True, preexec_fn=_ON_TERMINAL,
             )
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""

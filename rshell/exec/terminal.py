@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import struct
 import termios
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: The largest window either wire may describe (a u16 on the native wire).
@@ -82,11 +84,24 @@ def eof_char(master: int) -> bytes:
     return char if isinstance(char, bytes) and char else b"\x04"
 
 
-def take_controlling_terminal() -> None:
-    """In the child, after setsid: make fd 0 (the pty's slave) the
-    controlling terminal, so the line discipline's ^C, ^Z and ^\\ reach the
-    foreground group and /dev/tty opens (login_tty's TIOCSCTTY)."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def child_setup(default_signals: tuple[int, ...]) -> Callable[[], None]:
+    """What the child runs after setsid, before exec (Popen's preexec_fn):
+    only system calls, no locks, no imports (it runs in a fork of a threaded
+    process)."""
+
+    def setup() -> None:
+        # Signals start at their defaults, as posix_spawn's setsigdef does for
+        # other commands: one the server inherited as ignored (SIGQUIT, say,
+        # under a non-interactive launcher) would stay ignored across exec,
+        # and ^\\ would do nothing.
+        for signum in default_signals:
+            signal.signal(signum, signal.SIG_DFL)
+        # fd 0 (the pty's slave) becomes the controlling terminal, so the line
+        # discipline's ^C, ^Z and ^\\ reach the foreground group and /dev/tty
+        # opens (login_tty's TIOCSCTTY).
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    return setup
 
 
 def login_shell(fallback: str) -> tuple[str, str]:
