@@ -10,6 +10,11 @@ SIGKILL); once output reached EOF and the leader exited, stragglers of a
 stopped command are killed and the leader reaped *before* the ``Outcome``
 exists (PROTOCOL.md 7.6), so no client hears "over" while any of it runs.
 
+A command on a terminal is recorded when the server has a record
+directory (exec/cast.py): its sink is wrapped to write the output to the
+recording, and window changes (and, with ``record_input``, what the client
+types) go there too; ``recording`` names the file.
+
 The driver calls ``sync`` and ``check`` once per loop turn and ``finish``
 until it returns the Outcome.  Must not import rshell.protocol, sockets or
 paramiko.
@@ -23,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from rshell.exec.cast import Cast, Recorded
 from rshell.exec.child import Child
 from rshell.exec.loop import READ, WRITE, Loop
 from rshell.exec.policy import Launch, Limits
@@ -68,7 +74,7 @@ class Command:
     __slots__ = (
         "launch", "child", "loop", "sink", "limits", "deadline", "kill_at", "linger_at",
         "reason", "out_bytes", "err_bytes", "stdin_queue", "stdin_eof", "exit_seen", "big",
-        "on_consumed", "unasked", "_spare",
+        "on_consumed", "unasked", "_spare", "cast",
     )
 
     def __init__(
@@ -92,9 +98,30 @@ class Command:
         self.exit_seen = False  # the pidfd fired: only then is waitid worth a call
         self.big = False  # it filled a pipe: read it in big chunks
         self._spare: bytearray | None = None
+        self.cast: Cast | None = None
+        if launch.pty is not None and limits.record_dir is not None:
+            self._record()
         loop.set(self.child.pidfd, READ, self._on_exit)
         if launch.pty is not None and not launch.stdin:
             self.end_stdin()  # nothing will be typed: the terminal reads end-of-file
+
+    def _record(self) -> None:
+        """Start the recording (exec/cast.py), the output going through it."""
+        from rshell.exec.terminal import size
+
+        assert self.child.master is not None
+        try:
+            cols, rows = size(self.child.master)
+        except OSError:
+            cols = rows = 0
+        self.cast = Cast.start(self.launch, self.limits, cols, rows)
+        if self.cast is not None:
+            self.sink = Recorded(self.sink, self.cast)
+
+    @property
+    def recording(self) -> str | None:
+        """The recording's path, if this command is recorded."""
+        return None if self.cast is None else self.cast.path
 
     # ---- the driver's calls -----------------------------------------------------
 
@@ -134,6 +161,13 @@ class Command:
     def resize(self, cols: int, rows: int) -> None:
         """The client's window changed (a command on a terminal only)."""
         self.child.resize(cols, rows)
+        if self.cast is not None and self.child.master is not None:
+            from rshell.exec.terminal import size
+
+            try:
+                self.cast.resize(*size(self.child.master))  # as the terminal took it
+            except OSError:
+                pass  # the terminal is closing: nothing more to show
 
     def stop(self, reason: str) -> None:
         """Begin ending the command: SIGTERM now, SIGKILL after the grace."""
@@ -162,6 +196,8 @@ class Command:
                 self.loop.set(fd, 0, None)
         child.reap()
         self._spare = None
+        if self.cast is not None:
+            self.cast.close()
         return self._outcome()
 
     def abandon(self) -> Outcome:
@@ -174,6 +210,8 @@ class Command:
         if self.child.on_terminal:  # as a terminal's hang-up: SIGHUP first, then the rest
             self.child.signal_group(signal.SIGHUP)
         self.child.terminate(self.limits.kill_grace)
+        if self.cast is not None:
+            self.cast.close()
         return self._outcome()
 
     def _outcome(self) -> Outcome:
@@ -194,6 +232,11 @@ class Command:
 
     def feed(self, data: bytes | memoryview) -> None:
         """Data for the command's stdin: written now as far as the pipe takes it."""
+        if self.cast is not None and self.limits.record_input:
+            self.cast.input(data)
+        self._queue(data)
+
+    def _queue(self, data: bytes | memoryview) -> None:
         if self.child.stdin is None:
             if self.on_consumed is not None:
                 self.on_consumed(len(data), True)  # nobody reads it: don't stall the sender
@@ -215,7 +258,7 @@ class Command:
                 self.stdin_eof = True
                 char = eof_char(self.child.master)
                 self.unasked += len(char)  # not the client's: never acknowledged
-                self.feed(char)
+                self._queue(char)  # nor recorded as typed
             return
         self.stdin_eof = True
         if not self.stdin_queue:

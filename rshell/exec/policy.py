@@ -36,6 +36,7 @@ class Grant:
     forced: str | None = None  # command="..."
     restrict: bool = False
     pty: bool = True  # no-pty, or restrict without a later pty, makes it False
+    fingerprint: str | None = None  # the key's (SHA256:...); None under --no-auth
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Limits:
     max_commands: int = 1_000_000  # per connection
     kill_grace: float = 1.0  # SIGTERM -> SIGKILL
     linger: float = 0.25  # how long to drain pipes held open after the leader exits
+    #: Where terminal sessions are recorded as asciicast files (exec/cast.py); None: not.
+    record_dir: str | None = None
+    #: Record what the client types too (--record-input: passwords at prompts included).
+    record_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class Request:
 class Launch:
     """What to start: ``command`` is what the shell runs (the forced one, if
     any); ``text`` is what was asked for, for the record; ``login``: the
-    account's login shell on the terminal instead of a command."""
+    account's login shell on the terminal instead of a command; ``marker`` and
+    ``fingerprint``: the session and the key, which a recording is named after."""
 
     text: str
     command: str
@@ -77,6 +83,8 @@ class Launch:
     forced: bool
     pty: Pty | None = None
     login: bool = False
+    marker: str = ""
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +193,8 @@ def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
         text=request.command, command=command, cwd=cwd, env=env,
         timeout=min([t for t in (limits.timeout, request.timeout) if t] or [0.0]),
         stdin=request.stdin, forced=grant.forced is not None, pty=pty,
-        login=pty is not None and not command,
+        login=pty is not None and not command, marker=login.marker,
+        fingerprint=grant.fingerprint,
     )
 
 

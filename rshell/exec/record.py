@@ -81,8 +81,16 @@ class Recorder:
                  reason=reason or None)
         self.event("disconnect", commands=commands, reason=reason or None)
 
-    def started(self, text: str, cwd: str, pid: int, forced: bool) -> None:
-        self.event("command-start", command=text, cwd=cwd, pid=pid, forced=forced)
+    def started(self, text: str, cwd: str, pid: int, forced: bool,
+                recording: str | None = None) -> None:
+        """A command began; a recorded terminal session (exec/cast.py) also
+        gets a log line, and both name the file (``recording``)."""
+        fields: dict[str, Any] = {"command": text, "cwd": cwd, "pid": pid, "forced": forced}
+        if recording is not None:
+            fields["recording"] = recording
+            self.log(logging.INFO, "%s: terminal session %r recorded in %s", self.peer, text,
+                     recording, event="command-start", **fields)
+        self.event("command-start", **fields)
 
     def finished(self, outcome: Outcome) -> None:
         error = outcome.error

@@ -76,7 +76,7 @@ class Authorizer:
             record.log(logging.INFO, "%s: authenticated with key %s %s (via %s)", record.peer,
                        verdict.fingerprint, entry.comment, record.via, event="auth", **fields)
             record.event("auth", **fields)
-            return grant_of(entry)
+            return grant_of(entry, verdict.fingerprint)
         fields = {"ok": False, "key": verdict.fingerprint, "reason": verdict.reason}
         record.log(logging.WARNING, "%s: authentication failed for key %s: %s (via %s)",
                    record.peer, verdict.fingerprint, verdict.reason, record.via, event="auth",
@@ -86,6 +86,7 @@ class Authorizer:
         return None
 
 
-def grant_of(entry: Entry) -> Grant:
-    """The engine's view of a key's authorized_keys options."""
-    return Grant(forced=entry.command, restrict=entry.restrict, pty=entry.pty)
+def grant_of(entry: Entry, fingerprint: str | None = None) -> Grant:
+    """The engine's view of a key's authorized_keys options, and of the key."""
+    return Grant(forced=entry.command, restrict=entry.restrict, pty=entry.pty,
+                 fingerprint=fingerprint)
