@@ -255,7 +255,8 @@ class Session(Loop):
             return
         self.cmd = cmd
         self.login.groups.add(cmd.child.pid)
-        self.record.started(run.command, plan.cwd, cmd.child.pid, plan.forced)
+        self.record.started(run.command, plan.cwd, cmd.child.pid, plan.forced,
+                            recording=cmd.recording)
 
     def _consumed(self, n: int, idle: bool) -> None:
         """Stdin the command took: acked when its queue empties or a quarter

@@ -199,7 +199,8 @@ class ChannelDriver(Loop):
         except StartError as exc:
             return self._finished(Outcome(plan.text, 127, None, str(exc)))
         login.groups.add(self.cmd.child.pid)
-        record.started(plan.text, plan.cwd, self.cmd.child.pid, plan.forced)
+        record.started(plan.text, plan.cwd, self.cmd.child.pid, plan.forced,
+                       recording=self.cmd.recording)
         while True:
             outcome = self._turn()
             if outcome is not None:
