@@ -53,6 +53,10 @@ from rshell.cli.commands import CONTEXT, invoke, version_option
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("--audit-log", metavar="FILE", help="Append one JSON line per event.")
+@click.option("--record-dir", metavar="DIR",
+              help="Record every terminal session here as an asciicast v2 file (0600).")
+@click.option("--record-input", is_flag=True,
+              help="Record what clients type too (sensitive: passwords typed at prompts).")
 @click.option("--strict-modes", type=click.Choice(["yes", "no"]), default="yes",
               show_default=True,
               help="Refuse files other accounts could write (as sshd); 'no' is insecure.")

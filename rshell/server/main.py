@@ -297,7 +297,7 @@ def _settings(
     *, state_dir: str | None, authorized_keys: str | None, no_tls: bool, no_auth: bool,
     timeout: float, max_output: int, auth_timeout: float, shell: str, audit_log: str | None,
     idle_timeout: float, max_commands: int, max_sessions: int, strict_modes: str = "yes",
-    home: str | None = None,
+    home: str | None = None, record_dir: str | None = None, record_input: bool = False,
 ) -> tuple[Settings, Any, Path]:
     """The flags as frozen Settings (first start: keys provisioned), the TLS
     context, and the state directory."""
@@ -310,6 +310,8 @@ def _settings(
         raise UsageError(f"--shell {shell}: no such file")
     if home is not None and not Path(home).is_dir():
         raise UsageError(f"--home {home}: no such directory")
+    if record_input and record_dir is None:
+        raise UsageError("--record-input needs --record-dir")
     strict = strict_modes == "yes"
     if not strict:
         log.warning("STRICT MODES DISABLED (--strict-modes=no): files other accounts can "
@@ -333,19 +335,38 @@ def _settings(
 
         _trusted(Path(os.path.abspath(audit_log)), "audit log", strict)
         audit = AuditLog(os.path.abspath(audit_log))
+    records = _record_dir(record_dir, record_input, strict)
     if no_tls:
         log.warning("TLS DISABLED (--no-tls): traffic, commands and output travel in clear")
     if no_auth:
         log.warning("AUTHENTICATION DISABLED (--no-auth): anyone who connects runs commands")
     settings = Settings(
         limits=Limits(shell=os.path.abspath(shell), timeout=timeout, max_output=max_output,
-                      max_commands=max_commands),
+                      max_commands=max_commands, record_dir=records,
+                      record_input=record_input),
         auth_timeout=auth_timeout, authorized=authorized, host_key_blob=host_blob,
         idle_timeout=idle_timeout, audit=audit, sweeper=sweep.Sweeper(),
         home=os.path.abspath(home) if home is not None else login_home(),
         max_sessions=max_sessions,
     )
     return settings, tls_context, state
+
+
+def _record_dir(record_dir: str | None, record_input: bool, strict: bool) -> str | None:
+    """--record-dir: made 0700 if missing, and judged as the state directory
+    is (StrictModes): recordings hold whatever terminals showed."""
+    if record_dir is None:
+        return None
+    path = Path(os.path.abspath(record_dir))
+    _make_private_dirs(path)
+    if not path.is_dir():
+        raise UsageError(f"--record-dir {path}: not a directory")
+    _trusted(path, "record directory", strict)
+    log.info("recording terminal sessions in %s", path)
+    if record_input:
+        log.warning("RECORDING INPUT (--record-input): what clients type, passwords typed at "
+                    "prompts included, is written to the recordings")
+    return str(path)
 
 
 def _catch_stop_signals() -> int:
