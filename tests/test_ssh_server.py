@@ -1,8 +1,9 @@
 """The real OpenSSH client against ``rshell-server --ssh-bind``: exec requests
 with exit codes, separate stderr, stdin with EOF, a checksummed stream, the
-same host key and authorized_keys (forced command, refusal), a refused pty,
-a line-oriented shell, ControlMaster multiplexing, and channel close ending
-the command's process group."""
+same host key and authorized_keys (forced command, refusal), a pty granted
+(tests/test_ssh_terminal.py tries terminals in depth), a line-oriented
+shell, ControlMaster multiplexing, and channel close ending the command's
+process group."""
 
 from __future__ import annotations
 
@@ -131,10 +132,11 @@ def test_forced_command_applies_over_ssh(ssh_server: ServerProcess) -> None:
     assert proc.stdout == b"forced:echo asked\n"
 
 
-def test_pty_is_refused_cleanly(ssh_server: ServerProcess) -> None:
-    proc = ssh(ssh_server, "true", extra=("-tt",))
-    assert b"PTY allocation request failed" in proc.stderr
-    assert b"Traceback" not in proc.stderr
+def test_pty_is_granted(ssh_server: ServerProcess) -> None:
+    proc = ssh(ssh_server, "tty", extra=("-tt",))
+    assert proc.returncode == 0
+    assert re.fullmatch(rb"/dev/pts/\d+\r\n", proc.stdout), proc.stdout
+    assert proc.stderr == b""
 
 
 def test_shell_request_is_a_line_session_where_cd_persists(ssh_server: ServerProcess) -> None:

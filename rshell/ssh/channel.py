@@ -1,11 +1,19 @@
-"""One SSH session channel (exec, or the line session) over the engine, in its own thread.
+"""One SSH session channel (exec, a terminal, the line session) over the engine.
 
 ``ChannelDriver`` is an ``exec.loop.Loop`` over the channel's event pipe
 (readable on data, EOF or close from the client) and its wake-up eventfd
 (poked by paramiko when the send window opens or the channel closes, by a
-``signal`` request and by a stop).  It builds the same ``Request`` as the
-native session, calls the same ``decide``, runs the same ``Command`` with a
-``ChannelSink`` and reports the same ``Outcome``; only the wire differs.
+``signal`` or ``window-change`` request and by a stop).  It builds the same
+``Request`` as the native session, calls the same ``decide``, runs the same
+``Command`` with a ``ChannelSink`` and reports the same ``Outcome``; only
+the wire differs.
+
+On a terminal (the channel's granted ``pty-req``, ssh/server.py) the
+command is the same ``Command`` on a pty: its output, merged, goes out as
+channel data (stdout, as sshd sends it); the client's EOF becomes the
+terminal's EOF character (``Command.end_stdin``); a window change becomes
+``Command.resize``; the client gone is the same abandon as for any command
+(SIGHUP to the terminal's session, then the group's termination).
 
 Must not import click or the client side.
 """
@@ -24,6 +32,7 @@ from rshell.exec.command import STDERR, STDOUT, Command
 from rshell.exec.loop import READ, Loop
 from rshell.exec.policy import Answer, Launch, Request, Workspace, decide
 from rshell.exec.record import Outcome
+from rshell.exec.terminal import Pty
 from rshell.protocol.frames import MAX_PAYLOAD
 from rshell.shellwords import CommandReader
 from rshell.ssh._paramiko import FAILURES, send_exit, unwatch_channel, watch_channel
@@ -112,6 +121,8 @@ class ChannelDriver(Loop):
         self.ws: Workspace = conn.login.workspace()
         self.shutdown_at: float | None = None
         self.signals: deque[int] = deque()
+        self.resizes: deque[tuple[int, int]] = deque()
+        self.on_terminal = False  # the channel's command runs on a pty
         self.lines: _Lines | None = None
         self.status = 0  # what the line session exits with
         self.active_at = time.monotonic()  # input or a command's end, for the idle rule
@@ -129,6 +140,11 @@ class ChannelDriver(Loop):
         self.signals.append(signum)
         self.wake()
 
+    def post_resize(self, cols: int, rows: int) -> None:
+        """A ``window-change`` for the channel's terminal (paramiko's thread)."""
+        self.resizes.append((cols, rows))
+        self.wake()
+
     def close_idle(self, reason: str) -> None:
         """The connection was idle too long: a waiting line session says so and ends."""
         self.idle_reason = reason
@@ -141,14 +157,20 @@ class ChannelDriver(Loop):
 
     # ---- the channel's life ---------------------------------------------------------
 
-    def serve(self, kind: str, command: str | None) -> None:
+    def serve(self, kind: str, command: str | None, pty: Pty | None = None) -> None:
+        """Run what the channel asked for: ``exec`` its command, ``shell`` the
+        login shell on a terminal, or the forced command, or else the line
+        session; ``pty``: the terminal granted to it, at its latest size."""
         record = self.conn.record
+        self.on_terminal = pty is not None
         try:
             self.set(self.wake_fd, READ, self._on_wake)
             if kind == "exec" and command is not None:
-                self._exec(Request(command, stdin=True))
-            elif kind == "shell" and self.conn.login.grant.forced is not None:
-                self._exec(Request("", stdin=True))  # as sshd: the forced command, once
+                self._exec(Request(command, stdin=True, pty=pty))
+            elif kind == "shell" and (pty is not None or self.conn.login.grant.forced is not None):
+                # As sshd: the login shell on the terminal (decide: an empty
+                # command with a pty), or the forced command, once.
+                self._exec(Request("", stdin=True, pty=pty))
             elif kind == "shell":
                 self._line_session()
         except LocalProtocolError as exc:  # past --max-commands: the connection goes
@@ -291,6 +313,9 @@ class ChannelDriver(Loop):
 
     def _on_stdin(self, mask: int) -> None:
         cmd = self.cmd
+        # A window change the client sent before these keys takes effect
+        # before they reach the terminal, as the SSH stream ordered them.
+        self._resize()
         data = self._recv()
         if cmd is None or data is None:
             return
@@ -320,9 +345,20 @@ class ChannelDriver(Loop):
             signum = self.signals.popleft()
             if self.cmd is not None:
                 self.cmd.signal(signum)
+        self._resize()
+
+    def _resize(self) -> None:
+        """Apply the latest window change heard, if any (on a terminal only)."""
+        size = None
+        while self.resizes:
+            size = self.resizes.popleft()  # only the latest matters
+        if size is not None and self.cmd is not None:
+            self.cmd.resize(*size)
 
     def _say(self, text: str) -> None:
-        self._send_stderr(f"rshell: {text}\n".encode())
+        # A terminal's client is in raw mode: a bare newline would not return the carriage.
+        end = "\r\n" if self.on_terminal else "\n"
+        self._send_stderr(f"rshell: {text}{end}".encode())
 
     def _send_stderr(self, data: bytes) -> None:
         self.sink.output(STDERR, bytearray(data), len(data))

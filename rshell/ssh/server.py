@@ -13,9 +13,15 @@ What SSH adds: the server's ``command error`` reason goes to stderr as one
 line, only when the server itself refused or stopped the command (a plain
 non-zero exit says nothing, as with sshd); a shell request without a pty is
 a line session (one command per line, ``cd`` persisting, lines capped at the
-native frame size, exit status the last command's).  A pty is refused (the
-command still runs, as OpenSSH's "PTY allocation request failed" allows),
-and so is every forwarding, environment and subsystem request.  At most
+native frame size, exit status the last command's).  A ``pty-req`` is granted
+when the key may have a terminal (``exec.policy.terminal_refusal``, the rule
+``decide`` applies again) and the terminal asked for is sound
+(``exec.terminal.Pty.problem``); refused, OpenSSH says "PTY allocation
+request failed" and goes on without one, as with sshd.  The channel's
+``shell`` or ``exec`` then runs on that terminal (the login shell, the
+command, or the forced command: decided by ``decide``), and
+``window-change`` requests resize it.  Every forwarding, environment and
+subsystem request is refused.  At most
 ``--max-sessions`` channels are open at once on one connection (sshd's
 MaxSessions): an open beyond is refused (resource shortage), the rest go on.
 paramiko's own warnings reach our log as one line each (ssh/_paramiko.py
@@ -33,12 +39,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import paramiko
 
-from rshell.exec.policy import Grant, Login
+from rshell.exec.policy import Grant, Login, terminal_refusal
 from rshell.exec.record import Recorder
+from rshell.exec.terminal import Pty
 from rshell.server.listener import Daemon, Listener
 from rshell.server.session import end_login
 from rshell.server.settings import Settings, new_marker
@@ -74,14 +82,27 @@ class SshServer(Listener):
             conn.serve()
 
 
+#: What a channel asked to run: "exec", "shell" or "none" (nothing asked in
+#: time), the exec command, and the terminal it asked for before, if granted.
+ChannelRequest = tuple[str, str | None, Pty | None]
+
+
 class _Interface(paramiko.ServerInterface):
     """What one SSH connection may do: public-key login, session channels,
-    exec and shell requests; nothing else."""
+    pty-req, window-change, exec and shell requests; nothing else.
+
+    Called from paramiko's transport thread; the channel's driver thread
+    takes its request with ``wait_request``."""
 
     def __init__(self, conn: SshConnection) -> None:
         self.conn = conn
         self.verdict: Verdict | None = None
-        self.requests: dict[int, tuple[str, str | None]] = {}
+        self.requests: dict[int, ChannelRequest] = {}
+        #: Terminals granted to channels that have not made their request
+        #: yet, kept at their latest size; taken by the shell or exec request.
+        self.ptys: dict[int, Pty] = {}
+        #: Channels that made their request (one each; a later pty-req is refused).
+        self.asked: set[int] = set()
         self.ready = threading.Condition()
 
     def get_allowed_auths(self, username: str) -> str:
@@ -108,6 +129,10 @@ class _Interface(paramiko.ServerInterface):
             return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         if not self.conn.take_slot(chanid):
             return paramiko.OPEN_FAILED_RESOURCE_SHORTAGE
+        # The key's grant before any request on the channel is answered:
+        # pty-req is judged by it here, on this thread, as the open's reply
+        # is; the handler thread may not have taken the login in yet.
+        self.conn.logged_in(self)
         return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
@@ -116,26 +141,71 @@ class _Interface(paramiko.ServerInterface):
     def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
         return self._request(channel, "shell", None)
 
-    def check_channel_pty_request(self, *args: Any) -> bool:
-        return False  # no terminals yet: OpenSSH says so and goes on without one
+    def check_channel_pty_request(self, channel: paramiko.Channel, term: bytes, width: int,
+                                  height: int, pixelwidth: int, pixelheight: int,
+                                  modes: bytes) -> bool:
+        """A terminal for the channel's coming shell or exec, if the key may
+        have one and it is sound; False makes OpenSSH say "PTY allocation
+        request failed" and go on without one, as with sshd.  Pixel sizes are
+        ignored; so are the terminal modes (RFC 4254 8): the pty starts with
+        the kernel's defaults (echo, ^C, ^D...), which is what the modes a
+        client sends ask for in practice."""
+        pty = Pty(term.decode("ascii", "replace"), width, height)
+        if terminal_refusal(self.conn.login.grant) or pty.problem():
+            return False
+        with self.ready:
+            chanid = channel.get_id()
+            if chanid in self.asked:
+                return False  # after shell or exec: too late, as with sshd
+            self.ptys[chanid] = pty
+        return True
+
+    def check_channel_window_change_request(self, channel: paramiko.Channel, width: int,
+                                            height: int, pixelwidth: int,
+                                            pixelheight: int) -> bool:
+        """The client's window changed: the terminal waiting for its request
+        takes the size, or the channel's driver gets it (thread-safely).
+        Either happens under ``ready`` before the delivery, so a change never
+        falls between the request being taken and the driver being found."""
+        chanid = channel.get_id()
+        with self.ready:
+            pty = self.ptys.get(chanid)
+            if pty is not None:
+                self.ptys[chanid] = replace(pty, cols=width, rows=height)
+                return True
+            if chanid not in self.asked:
+                return False  # no terminal on this channel
+        self.conn.deliver_resize(chanid, width, height)
+        return True
 
     def _request(self, channel: paramiko.Channel, kind: str, command: str | None) -> bool:
         with self.ready:
-            if channel.get_id() in self.requests:
+            chanid = channel.get_id()
+            if chanid in self.asked:
                 return False  # one request per channel
-            self.requests[channel.get_id()] = (kind, command)
+            self.asked.add(chanid)
+            self.requests[chanid] = (kind, command, self.ptys.pop(chanid, None))
             self.ready.notify_all()
         return True
 
-    def wait_request(self, channel: paramiko.Channel, timeout: float) -> tuple[str, str | None]:
+    def wait_request(self, channel: paramiko.Channel, timeout: float) -> ChannelRequest:
         deadline = time.monotonic() + timeout
+        chanid = channel.get_id()
         with self.ready:
-            while channel.get_id() not in self.requests:
+            while chanid not in self.requests:
                 left = deadline - time.monotonic()
                 if left <= 0 or channel.closed:
-                    return "none", None
+                    self.ptys.pop(chanid, None)
+                    return "none", None, None
                 self.ready.wait(min(left, 0.5))
-            return self.requests.pop(channel.get_id())
+            return self.requests.pop(chanid)
+
+    def forget(self, chanid: int) -> None:
+        """The channel is over: nothing of it stays (ids are reused)."""
+        with self.ready:
+            self.ptys.pop(chanid, None)
+            self.requests.pop(chanid, None)
+            self.asked.discard(chanid)
 
 
 class SshConnection:
@@ -161,9 +231,11 @@ class SshConnection:
         #: request included, until its driver lets go, just before its close.
         self.slots: set[int] = set()
         self.refused = 0
+        self.admitted = False  # the login taken in (logged_in), once
         self.shutdown_at: float | None = None
         self.end_reason = ""
         self._lock = threading.Lock()
+        self._admitting = threading.Lock()
 
     def request_shutdown(self, grace: float) -> None:
         with self._lock:
@@ -204,6 +276,12 @@ class SshConnection:
         if driver is not None:
             driver.post_signal(signum)
 
+    def deliver_resize(self, chanid: int, cols: int, rows: int) -> None:
+        with self._lock:
+            driver = self.drivers.get(chanid)
+        if driver is not None:
+            driver.post_resize(cols, rows)
+
     def serve(self) -> None:
         self.record.connected()
         transport = paramiko.Transport(self.sock)
@@ -239,7 +317,7 @@ class SshConnection:
             if transport.is_authenticated():
                 if not authenticated:
                     authenticated = True
-                    self._logged_in(iface)
+                    self.logged_in(iface)
             elif now > deadline:
                 log.warning("%s: handshake not completed in %gs", self.peer,
                             settings.auth_timeout)
@@ -259,10 +337,11 @@ class SshConnection:
             if not authenticated:  # the login completed while we waited: grant first
                 if not transport.is_authenticated():
                     self.release(channel.get_id())
+                    iface.forget(channel.get_id())
                     channel.close()
                     continue
                 authenticated = True
-                self._logged_in(iface)
+                self.logged_in(iface)
             threads.append(self._start_channel(channel, iface))
         self.end("client disconnected")
 
@@ -287,12 +366,19 @@ class SshConnection:
             if not self.end_reason:
                 self.end_reason = reason
 
-    def _logged_in(self, iface: _Interface) -> None:
-        if self.authorizer is not None and iface.verdict is not None:
-            grant = self.authorizer.report(iface.verdict, self.record)
-            self.login.admit(grant or Grant())
-        if self.on_authenticated is not None:
-            self.on_authenticated()
+    def logged_in(self, iface: _Interface) -> None:
+        """Take the authenticated login in, once: its report and grant, and
+        its admission count.  From this handler's thread when it sees the
+        login, or from paramiko's at the first channel open, whichever is first."""
+        with self._admitting:  # held throughout: the other caller waits for the grant
+            if self.admitted:
+                return
+            self.admitted = True
+            if self.authorizer is not None and iface.verdict is not None:
+                grant = self.authorizer.report(iface.verdict, self.record)
+                self.login.admit(grant or Grant())
+            if self.on_authenticated is not None:
+                self.on_authenticated()
 
     def _start_channel(self, channel: paramiko.Channel, iface: _Interface) -> threading.Thread:
         driver = ChannelDriver(self, channel)
@@ -307,7 +393,8 @@ class SshConnection:
 
     def _run_channel(self, driver: ChannelDriver, iface: _Interface) -> None:
         try:
-            kind, command = iface.wait_request(driver.channel, self.settings.auth_timeout)
-            driver.serve(kind, command)
+            kind, command, pty = iface.wait_request(driver.channel, self.settings.auth_timeout)
+            driver.serve(kind, command, pty)
         finally:
             self.release(driver.channel.get_id())  # the driver did, unless it failed first
+            iface.forget(driver.channel.get_id())
