@@ -1,9 +1,10 @@
 """Session recording (SPEC §9, ``--record-dir``, ``--record-input``): every
 terminal session becomes an asciicast v2 file, checked here event by event
-against the format and against what the client received, on the native
-listener and through ``--ssh-bind``; its mode and name, the audit log's
-reference, a refused unsafe directory, and the writer's own rules (a
-character split across reads, a full disk)."""
+against the format and against what the client received, and replayed by
+``asciinema cat``, on the native listener (the API's ``Connection.terminal``)
+and through ``--ssh-bind`` (paramiko's client: pty-req, exec, window-change);
+its mode and name, the audit log's reference, a refused unsafe directory,
+and the writer's own rules (a character split across reads, a full disk)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from rshell.client.terminal import Terminal
 from rshell.exec.cast import BUFFER, Cast
 from rshell.exec.policy import Launch, Limits
 from rshell.exec.terminal import Pty
-from tests.conftest import InProcessServer, connect
+from tests.conftest import InProcessServer, ServerProcess, connect
+from tests.parity_support import paramiko_client, read_to_eof, read_until, start_both
+from tests.support.servers import Server
 from tests.test_strict_modes import _refused_start
 
 #: ``YYYYmmddTHHMMSS-<pid>.<connection>.<serial>-<key>.cast``
@@ -124,16 +127,48 @@ def test_a_native_terminal_session_is_recorded(
             received = drive(term)
     path = cast_file(records)
     check_recording(path, received, SCRIPT, typed=typed, started=started)
+    check_references(path, audit, srv, os.getpid(), started)
+
+
+def check_references(path: Path, audit: Path, srv: Server, pid: int, started: float) -> None:
+    """The name's parts, and the audit log and the log naming the file."""
     name = NAME.match(path.name)
     assert name is not None, path.name
     assert started - 1 <= calendar.timegm(time.strptime(name[1], "%Y%m%dT%H%M%S")) <= time.time()
-    assert int(name[2]) == os.getpid()
+    assert int(name[2]) == pid
     key = audit_events(audit, "auth")[0]["key"]
     assert name[5] == safe_name(key)
     starts = audit_events(audit, "command-start")
     assert [s.get("recording") for s in starts] == [None, str(path)]
     assert starts[1]["session"] == f"{name[2]}:{name[3]}"
     srv.wait_for_log(f"terminal session .* recorded in {re.escape(str(path))}", timeout=5)
+
+
+def test_an_ssh_terminal_session_is_recorded(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The same engine behind --ssh-bind: a pty-req, exec, window-change and
+    typed input from paramiko's client, recorded alike."""
+    records, audit = tmp_path / "records", tmp_path / "audit.jsonl"
+    srv = start_both(start_server, tmp_path / "account", "--record-dir", str(records),
+                     "--record-input", "--audit-log", str(audit))
+    started = time.time()
+    received = bytearray()
+    with paramiko_client(srv) as client:
+        client.exec_command("true")[1].channel.recv_exit_status()  # no terminal: no recording
+        chan = client.get_transport().open_session()
+        chan.get_pty(term="xterm-256color", width=100, height=30)
+        chan.exec_command(SCRIPT)
+        read_until(chan, b"ready\r\n", received)
+        chan.resize_pty(width=120, height=40)
+        chan.sendall(TYPED[0].encode())
+        read_until(chan, b"half \xc3", received)
+        chan.sendall(TYPED[1].encode())
+        read_to_eof(chan, received)
+        assert chan.recv_exit_status() == 0
+    path = cast_file(records)
+    check_recording(path, bytes(received), SCRIPT, typed=True, started=started)
+    check_references(path, audit, srv, srv.proc.pid, started)
 
 
 def test_recordings_of_one_connection_have_their_own_names(
