@@ -238,7 +238,6 @@ def test_authorized_keys_options_decide_the_terminal_in_order(options: str,
 
 @pytest.mark.parametrize(("pty", "reason"), [
     (Pty("../../etc/passwd"), "refused: invalid TERM '../../etc/passwd'"),
-    (Pty(""), "refused: invalid TERM ''"),
     (Pty("xterm\n"), "refused: invalid TERM 'xterm\\n'"),
     (Pty("x" * 65), "refused: invalid TERM '" + "x" * 64 + "'"),
     (Pty("xterm", 70000, 24), "refused: invalid window size 70000x24"),
@@ -247,6 +246,15 @@ def test_authorized_keys_options_decide_the_terminal_in_order(options: str,
 def test_a_malformed_terminal_request_is_refused_with_its_reason(pty: Pty,
                                                                  reason: str) -> None:
     assert refusal(Grant(), pty) == reason
+
+
+def test_a_terminal_of_unknown_type_is_granted_with_term_unset(tmp_path: Path) -> None:
+    """ssh with TERM unset asks for type "": sshd grants the terminal and
+    leaves TERM out of the environment, and so do we (it was refused)."""
+    term = OnTerminal(tmp_path, 'echo "[${TERM-unset}]"; tty', Pty("", 80, 24))
+    assert "TERM" not in term.plan.env
+    assert term.finish() == (0, None, None)
+    assert term.out.startswith(b"[unset]\r\n") and PTS.fullmatch(term.out[9:]), term.out
 
 
 def test_a_forced_command_runs_on_the_terminal_instead(tmp_path: Path) -> None:

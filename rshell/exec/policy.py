@@ -188,7 +188,7 @@ def decide(request: Request, ws: Workspace, limits: Limits) -> Launch | Answer:
         command, cwd = grant.forced, login.home
     pty = request.pty
     if pty is not None:
-        env = dict(env, TERM=pty.term)
+        env = dict(env, TERM=pty.term) if pty.term else env
     return Launch(
         text=request.command, command=command, cwd=cwd, env=env,
         timeout=min([t for t in (limits.timeout, request.timeout) if t] or [0.0]),

@@ -37,8 +37,10 @@ class Pty:
     rows: int = 24
 
     def problem(self) -> str | None:
-        """Why this request cannot be honoured, or None."""
-        if not self.term or len(self.term) > MAX_TERM or not all(
+        """Why this request cannot be honoured, or None.  An empty ``term`` is
+        a terminal of unknown type (ssh with TERM unset): granted, as sshd
+        does, with TERM left unset."""
+        if len(self.term) > MAX_TERM or not all(
             c.isascii() and (c.isalnum() or c in "-_.+") for c in self.term
         ):
             return f"invalid TERM {self.term[:MAX_TERM]!r}"
