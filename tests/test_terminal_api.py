@@ -24,7 +24,7 @@ import pytest
 
 import rshell
 from rshell.client.terminal import Terminal
-from rshell.errors import RshellError
+from rshell.errors import RshellError, UsageError
 from rshell.protocol.messages import (
     Exit,
     Hello,
@@ -113,6 +113,18 @@ def test_run_on_a_terminal_merges_output_and_reports_the_status(server: ServerPr
         assert (killed.exit_code, killed.signal) == (None, 10)
         plain = conn.run("tty")  # the next command, without one, has none
         assert (plain.stdout, plain.exit_code) == (b"not a tty\n", 1)
+
+
+def test_a_malformed_terminal_is_refused_with_its_reason(server: ServerProcess) -> None:
+    """The server's refusal for a TERM it will not set; the client's own for
+    a size no terminal has; the connection goes on either way."""
+    with connect(server) as conn:
+        refused = conn.run("tty", pty=True, term="../x")
+        assert (refused.exit_code, refused.error) == (126, "refused: invalid TERM '../x'")
+        for size in ((0, 24), (80, 65536)):
+            with pytest.raises(UsageError, match=r"size must be \(cols, rows\) in 1\.\.65535"):
+                conn.run("tty", pty=True, size=size)
+        assert conn.run("echo st''ill").stdout == b"still\n"
 
 
 def test_run_on_a_terminal_forwards_stdin_then_the_eof_character(server: ServerProcess) -> None:
