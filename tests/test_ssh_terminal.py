@@ -13,6 +13,7 @@ The real rshell-server and ssh subprocesses, on 127.0.0.1.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import signal
@@ -151,6 +152,23 @@ def test_top_runs_and_quits(ssh_terminal: Callable[..., pexpect.spawn]) -> None:
     child.expect("PID")  # its table: the screen is drawn, the keyboard read
     child.send("q")
     assert ended(child) == 0
+
+
+def test_sudo_finds_the_terminal(ssh_terminal: Callable[..., pexpect.spawn]) -> None:
+    """``ssh -t host sudo -k ...`` as with sshd: sudo, which refuses to ask for
+    a password without a terminal, finds one.  As root it asks nothing and
+    runs the command (on a terminal of its own under Debian's use_pty); any
+    other account gets the password prompt on the remote terminal."""
+    if shutil.which("sudo") is None:
+        pytest.skip("sudo missing (.ci/run installs it)")
+    child = ssh_terminal("sudo -k sh -c 'echo sud''o-ran; tty'", extra=("-t",))
+    if os.getuid() == 0:
+        child.expect(r"sudo-ran\r\n/dev/pts/\d+\r\n")
+        assert ended(child) == 0
+    else:
+        child.expect(r"\[sudo\] password for ")
+        child.sendintr()
+        assert ended(child) != 0
 
 
 def test_a_window_change_before_the_command_sizes_its_terminal(
