@@ -30,6 +30,27 @@ for forced commands; closing the channel closes the command's pipes, so a
 command that writes or reads there ends (SIGPIPE, EOF), but one that does
 neither (``sleep``) runs on.  ``ssh`` itself leaves it running too.
 
+On a terminal (``Request.pty``) the channel asks sshd for a ``pty-req``
+(TERM and size) before its ``exec``; an empty command is ``shell``, the
+account's login shell as ``ssh -t host`` starts it.  sshd sends the
+terminal's output, merged, as channel data (STDOUT).  Window changes are
+``window-change`` requests.  The session's prefix (variables, ``cd``,
+``env``) goes before a command as usual, but a login shell takes none:
+it starts in the login directory with the login environment, and an
+explicit ``cwd`` or ``env`` for it is refused (UsageError) rather than
+dropped.  A lone ``cd``/``export``/``unset`` runs without a terminal, as
+the engine answers them without one.  The end of stdin is the terminal's
+EOF character (``EOF_CHAR``), not a channel EOF: sshd turns a channel EOF
+on a pty into nothing (it closes its copy of the master; ``ssh -tt host
+cat < file`` never ends), while rshell's own listener turns it into the
+EOF character, so sending both would end input twice there.  ``SIGHUP``
+for a terminal hangs it up (the channel closed: sshd closes the pty, the
+kernel signals the session), as sshd may refuse the ``signal`` request
+and a hang-up is what SIGHUP means to a terminal.  A refused ``pty-req``
+is a refusal (126), as natively, not a command run without a terminal
+(``ssh -t`` runs it anyway).  ``~.`` (ConnectionClosed from the keyboard)
+closes the whole connection, as ssh's does.
+
 Must not import click, rshell.server or rshell.exec; paramiko's private
 API only through ssh._paramiko.
 """
@@ -47,7 +68,16 @@ from typing import Any
 
 import paramiko
 
-from rshell.client.backend import STDERR, STDOUT, STOP_GRACE, Chunk, Finish, Request, Wakeup
+from rshell.client.backend import (
+    STDERR,
+    STDOUT,
+    STOP_GRACE,
+    Chunk,
+    Finish,
+    Pty,
+    Request,
+    Wakeup,
+)
 from rshell.client.hostkeys import HostKeyPolicy
 from rshell.client.options import ConnectOptions, debug, debugging, host_and_port
 from rshell.client.stdin import Pump
@@ -58,6 +88,7 @@ from rshell.errors import (
     HostKeyError,
     KeyFileError,
     RshellError,
+    UsageError,
 )
 from rshell.paths import format_hostport
 from rshell.result import timed_out
@@ -68,6 +99,13 @@ _CHUNK = 64 * 1024
 #: stdin chunks sent per turn of the loop before output is looked at again.
 _FEED_TURN = 8
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: What the end of stdin becomes on a terminal: VEOF as a fresh pty has it
+#: (the engine reads the live VEOF off its master; a client cannot).
+EOF_CHAR = b"\x04"
+
+
+class _Refused(Exception):  # noqa: N818  # a refusal carried to execute's Finish
+    """The server refused what the command needs (a terminal)."""
 
 
 def parse_ssh_target(target: str, port: int | None) -> tuple[str, str, int]:
@@ -182,9 +220,7 @@ class SshBackend:
             return (yield from self._assign(request, lines, names, wake))
         target = _cd_target(request.command) if request.session_cwd else None
         if target is None:
-            run = self._start("; ".join([*lines, request.command]), request.stdin,
-                              request.timeout, wake)
-            return (yield from run.chunks())
+            return (yield from self._command(request, lines, wake))
         # ``cd [DIR]``: the remote shell resolves it (``$VAR``, ``~``, ``-``).
         lines += [f"OLDPWD={shlex.quote(self._previous or where)}",
                   f"cd {target} >/dev/null || exit 1", "pwd"]  # 1 as natively (dash says 2)
@@ -217,8 +253,32 @@ class SshBackend:
                     self._variables[name] = value
         return finish
 
-    def _start(self, command: str, stdin: Pump | None, timeout: float | None,
-               wake: Wakeup) -> _Exec:
+    def _command(self, request: Request, lines: list[str],
+                 wake: Wakeup) -> Generator[Chunk, None, Finish]:
+        """The command after the session's prefix; on a terminal if asked, where
+        an empty one is the login shell (which takes no prefix)."""
+        pty = request.pty
+        script: str | None = "; ".join([*lines, request.command])
+        if pty is not None and not request.command:
+            if request.cwd or request.env:
+                if request.stdin is not None:
+                    request.stdin.close()
+                raise UsageError(f"{self.address}: sshd starts the login shell in the login "
+                                 "directory with the login environment; give a command to "
+                                 "set cwd or env")
+            script = None
+        try:
+            run = self._start(script, request.stdin, request.timeout, wake, pty)
+        except _Refused as refused:
+            if request.stdin is not None:
+                request.stdin.close()
+            return Finish(126, error=f"refused: {refused}")
+        return (yield from run.chunks())
+
+    def _start(self, command: str | None, stdin: Pump | None, timeout: float | None,
+               wake: Wakeup, pty: Pty | None = None) -> _Exec:
+        """``command`` on a new channel (None: the login shell), on a terminal
+        if ``pty``; _Refused if sshd will not give it one."""
         if self.closed:
             raise ConnectionClosed(f"connection to {self.address} closed by the server")
         try:
@@ -227,20 +287,35 @@ class SshBackend:
             raise ConnectionFailed(f"{self.address}: cannot open a session: {exc}") from None
         door.watch_channel(channel, wake.notify)  # the send window opened, or it closed
         door.watch_exit(channel, wake.notify)  # the exit status came
+        if pty is not None:
+            try:
+                channel.get_pty(term=pty.term, width=pty.cols, height=pty.rows)
+            except door.FAILURES:
+                _release(channel)
+                if self.closed:
+                    raise ConnectionClosed(
+                        f"connection to {self.address} closed by the server") from None
+                raise _Refused("the server would not allocate a terminal "
+                               "(PTY allocation request failed)") from None
         try:
-            channel.exec_command(command)
+            if command is None:
+                channel.invoke_shell()
+            else:
+                channel.exec_command(command)
         except door.FAILURES as exc:
             _release(channel)
             raise ConnectionFailed(f"{self.address}: command refused: {exc}") from None
-        return _Exec(self, channel, stdin, timeout, wake)
+        return _Exec(self, channel, stdin, timeout, wake, pty is not None)
 
 
 class _Exec:
     """One command on one channel: the loop, its deadline, its stdin."""
 
     def __init__(self, backend: SshBackend, channel: Any, stdin: Pump | None,
-                 timeout: float | None, wake: Wakeup) -> None:
+                 timeout: float | None, wake: Wakeup, pty: bool = False) -> None:
         self.backend, self.channel, self.pump, self.wake = backend, channel, stdin, wake
+        self.pty = pty  # on a terminal
+        self.hung_up = False  # its terminal hung up by us (SIGHUP)
         self.pending: memoryview | None = None  # stdin read, not yet sent
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout if timeout else None
@@ -258,6 +333,9 @@ class _Exec:
                 if step is not None:
                     yield step
         except RshellError:
+            # The connection is in doubt (it broke), or the user cut it (``~.``
+            # from the keyboard, as ssh's escape ends the whole connection).
+            self.backend.close()
             raise
         except BaseException:  # left early: GeneratorExit, KeyboardInterrupt, ...
             self._stop()
@@ -270,18 +348,20 @@ class _Exec:
     def _step(self) -> Chunk | Finish | None:
         """A chunk of output, the end, or None (the loop waited for something)."""
         channel = self.channel
+        self._deliver()
         try:
             if channel.recv_ready():
                 return STDOUT, channel.recv(_CHUNK)
             if channel.recv_stderr_ready():
                 return STDERR, channel.recv_stderr(_CHUNK)
             drained = channel.eof_received or channel.closed
-            if drained and channel.exit_status_ready():
+            if drained and (channel.exit_status_ready() or self.hung_up):
                 return self._finish()
             if self.stop_at is not None and time.monotonic() >= self.stop_at:
                 self._signal(signal.SIGKILL)  # the grace is over (closing follows)
                 return self._finish()
-            self._wait(drained, more=self._feed())
+            more = self._feed()
+            self._wait(drained, more or self.hung_up)
             return None
         except door.FAILURES as exc:  # the transport broke under us
             raise ConnectionFailed(f"{self.backend.address}: {exc}") from None
@@ -314,10 +394,15 @@ class _Exec:
                 if data is None:
                     self.pump.close()
                     self.pump = None
-                    _quietly(channel.shutdown_write)
-                    return False
+                    if not self.pty:
+                        _quietly(channel.shutdown_write)
+                        return False
+                    data = EOF_CHAR  # a terminal is not half-closed (see the docstring)
                 if not data:
                     return False  # nothing yet: the loop watches the pump's fd
+                # A resize or signal posted before these keys were written goes
+                # out before them, as the remote terminal must see them.
+                self._deliver()
                 self.pending = memoryview(data)
             if channel.closed or not channel.send_ready():
                 return False  # the window is shut: watch_channel wakes us when it opens
@@ -347,14 +432,24 @@ class _Exec:
         now = time.monotonic()
         ends = [t for t in (self.deadline, self.stop_at) if t is not None]
         wait = 0.0 if more else (max(0.0, min(ends) - now) if ends else None)
-        self.poller.poll(None if wait is None else wait * 1000)
-        for signum in self.wake.take():
-            self._signal(signum)
+        self.poller.poll(None if wait is None else wait * 1000)  # the next step delivers
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.deadline = None
             self.error = timed_out(self.timeout or 0.0)  # a deadline means a timeout
             self._signal(signal.SIGTERM)
             self.stop_at = time.monotonic() + STOP_GRACE
+
+    def _deliver(self) -> None:
+        """The signals and the window size posted to the wake-up."""
+        for signum in self.wake.take():
+            if signum == signal.SIGHUP and self.pty:
+                self.hung_up = True  # the terminal goes: sshd closes the pty
+                _release(self.channel)
+            else:
+                self._signal(signum)
+        size = self.wake.take_size()
+        if size is not None and self.pty and not self.channel.closed:
+            _quietly(self.channel.resize_pty, *size)
 
     def _signal(self, signum: int) -> None:
         """RFC 4254 6.9; sshd may refuse it (see the module's docstring)."""
@@ -370,6 +465,8 @@ class _Exec:
             return Finish(code, None, self.error)
         if signum is not None:
             return Finish(None, signum, self.error)
+        if self.hung_up:  # its end is unknown: what hanging up a terminal does
+            return Finish(None, signal.SIGHUP, self.error)
         if self.error is not None:  # stopped by our deadline; how it ended is unknown
             return Finish(None, signal.SIGTERM, self.error)
         if self.backend.closed:
