@@ -1,7 +1,8 @@
 """Terminals on the ``ssh://`` backend: rshell as a client of a real OpenSSH
-sshd (tests/test_ssh_client.py's ``sshd``), through the API and the real CLI
-on a pseudo-terminal, with the native server beside it where one scenario
-reads the same on both backends (one client contract, client.api).
+sshd, through the API and the real CLI on a pseudo-terminal.  The API's
+scenarios run on the ``target`` fixtures of tests/test_client_contract.py
+(the native server, a real sshd, rshell's own SSH listener) and read the
+same on all three (one client contract, client.api).
 
 The remote terminals are on this machine, so the tests read their state
 where a user could only guess it: a pty's size (TIOCGWINSZ) and its echo
@@ -27,67 +28,53 @@ import pexpect
 import pytest
 
 import rshell
-from tests.conftest import RSHELL, ServerProcess
+from tests.conftest import RSHELL
 from tests.support.procs import pid_gone, read_pid, wait_until, write_pid
-from tests.support.servers import connect
-from tests.test_ssh_client import SSHD, Sshd, sshd  # noqa: F401  # the fixture, reused
+from tests.test_client_contract import Target, native, rshell_ssh, ssh, target
+from tests.test_ssh_client import SSHD, Sshd, sshd
 
+__all__ = ["native", "rshell_ssh", "ssh", "sshd", "target"]  # fixtures, used by name
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD),
                                 reason="OpenSSH server missing (.ci/run installs it)")
 
 
-
-class Opener:
-    """Opens connections to one backend's server: ``kind`` is native or ssh."""
-
-    def __init__(self, kind: str, open: Callable[[], rshell.Connection]) -> None:
-        self.kind, self._open = kind, open
-
-    def __call__(self) -> rshell.Connection:
-        return self._open()
+# ---- the API, on every server ----------------------------------------------------------
 
 
-@pytest.fixture(params=["native", "ssh"])
-def opener(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Opener:
-    """A connection to an rshell server, or to a real sshd over ``ssh://``."""
-    if request.param == "native":
-        server: ServerProcess = request.getfixturevalue("server")
-        return Opener("native", lambda: connect(server))
-    ssh: Sshd = request.getfixturevalue("sshd")
-    monkeypatch.setenv("HOME", str(ssh.home))  # its known_hosts, not the user's
-    return Opener("ssh", lambda: rshell.connect(ssh.target, identity=ssh.client_key,
-                                                accept_new=True))
+#: Reads its terminal to an EOF, then says whether a second one is waiting.
+_EOFS = ("import select, sys; sys.stdin.read(); "
+         "print('twice' if select.select([0], [], [], 0.5)[0] else 'once')")
 
 
-# ---- the API, on both backends -------------------------------------------------------
-
-
-def test_run_on_a_terminal(opener: Opener) -> None:
+def test_run_on_a_terminal(target: Target) -> None:
     """``run(pty=True, term=, size=)``: a pty of that type and size, output
     merged into stdout with a terminal's line endings, and the end of stdin
-    read as the terminal's EOF (``cat`` ends: sshd alone would never tell it)."""
-    with opener() as conn:
+    read as the terminal's EOF, once (``cat`` ends: sshd alone would never
+    tell it, and rshell's listener makes the channel's EOF one more)."""
+    with target.connect() as conn:
         r = conn.run("tty; stty size; echo $TERM; echo err >&2", pty=True, term="vt220",
                      size=(100, 30), timeout=20)
         fed = conn.run("cat", stdin=b"one\ntwo\n", pty=True, timeout=10)
+        eofs = conn.run(f"python3 -c {shlex.quote(_EOFS)}", stdin=b"x\n", pty=True, timeout=10)
     assert r.ok and r.stderr == b"", r
     lines = r.stdout.decode().split("\r\n")
     assert lines[0].startswith("/dev/pts/"), r.stdout
     assert lines[1:4] == ["30 100", "vt220", "err"], r.stdout
     assert fed.ok, fed
     assert fed.stdout.count(b"one\r\n") == 2 and fed.stdout.count(b"two\r\n") == 2, fed.stdout
+    assert eofs.ok and eofs.stdout.endswith(b"\r\nonce\r\n"), eofs
 
 
-def test_a_terminal_object(opener: Opener) -> None:
+def test_a_terminal_object(target: Target) -> None:
     """``terminal()``: python3 on a pty, a resize it sees (the window change
     goes out before the keys written after it), its exit status in the Result."""
-    with opener() as conn:
+    with target.connect() as conn:
         term = conn.terminal("python3 -q", size=(80, 24), timeout=30)
         assert term.read_until(">>> ", timeout=15).endswith(b">>> ")
         term.write("import os; print(os.ttyname(0))\r")
         pts = term.read_until(">>> ", timeout=10).split(b"\r\n")[1].decode()
         term.resize(120, 40)
-        if opener.kind == "native":
+        if target.name == "native":
             # BUG: client/native.py sends keys it reads before the window change
             # posted ahead of them (its loop pumps stdin before it looks at the
             # wake-up); 1 run in 4 printed 80x24.  Wait for the size to land.
@@ -101,11 +88,11 @@ def test_a_terminal_object(opener: Opener) -> None:
         assert conn.run("echo next").stdout == b"next\n"  # the connection goes on
 
 
-def test_closing_a_terminal_hangs_it_up(opener: Opener) -> None:
+def test_closing_a_terminal_hangs_it_up(target: Target) -> None:
     """``close()`` is a hang-up: the command dies of SIGHUP at once (sshd may
     refuse a ``signal`` request, so ssh:// closes the channel: the pty goes),
     and the connection runs the next command."""
-    with opener() as conn:
+    with target.connect() as conn:
         term = conn.terminal("echo re''ady; exec sleep 100", timeout=30)
         term.read_until("ready", timeout=15)
         started = time.monotonic()
@@ -115,9 +102,9 @@ def test_closing_a_terminal_hangs_it_up(opener: Opener) -> None:
         assert conn.run("echo next").stdout == b"next\n"
 
 
-def test_the_login_shell(opener: Opener) -> None:
+def test_the_login_shell(target: Target) -> None:
     """``terminal()`` with no command is the account's login shell, on a pty."""
-    with opener() as conn:
+    with target.connect() as conn:
         term = conn.terminal(size=(90, 20), timeout=30)
         term.write("tty; stty size; echo m$((6*7)); exit 4\r")
         result = term.wait(timeout=20)
@@ -129,7 +116,7 @@ def test_the_login_shell(opener: Opener) -> None:
 
 
 def test_login_shell_takes_no_cwd_and_a_refused_pty_is_a_refusal(
-        sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> None:
     """sshd's login shell starts in the login directory: a cwd or env for it
     is refused here, not dropped.  A pty sshd refuses (``no-pty``) refuses
     the command (126), as natively, where ``ssh -t`` would run it without one."""
@@ -151,7 +138,7 @@ def test_login_shell_takes_no_cwd_and_a_refused_pty_is_a_refusal(
 
 
 @pytest.fixture
-def ssh_cli(sshd: Sshd) -> Iterator[Callable[..., pexpect.spawn]]:  # noqa: F811
+def ssh_cli(sshd: Sshd) -> Iterator[Callable[..., pexpect.spawn]]:
     """Factory: the real ``rshell -t`` to ``sshd`` on a pseudo-terminal (24x80)."""
     children: list[pexpect.spawn] = []
 
@@ -241,7 +228,7 @@ def test_a_secret_typed_is_not_echoed(ssh_cli: Callable[..., pexpect.spawn]) -> 
         child.before
 
 
-def test_the_prompt_runs_on_a_terminal(sshd: Sshd) -> None:  # noqa: F811
+def test_the_prompt_runs_on_a_terminal(sshd: Sshd) -> None:
     """The prompt over ssh:// on a terminal: each command on a remote pty,
     ``cd`` kept (it runs without one, as the engine answers it)."""
     child = pexpect.spawn(RSHELL, [sshd.target, "-i", str(sshd.client_key), "--accept-new"],
