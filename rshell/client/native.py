@@ -125,7 +125,7 @@ class NativeBackend:
         try:
             while True:
                 if pump is not None:
-                    pump = self._pump_stdin(pump, stream)
+                    pump = self._pump_stdin(pump, stream, wake)
                 can_send = self.proto.stdin_credit > 0 and stream.queued < _HIGH_WATER
                 want_fd = pump.fd if pump is not None and can_send else None
                 if want_fd != registered_fd:
@@ -205,7 +205,7 @@ class NativeBackend:
             if not isinstance(exc, Exception):
                 raise  # a KeyboardInterrupt again: still the user's
 
-    def _pump_stdin(self, pump: Pump, stream: Stream) -> Pump | None:
+    def _pump_stdin(self, pump: Pump, stream: Stream, wake: Wakeup) -> Pump | None:
         proto = self.proto
         while proto.stdin_credit > 0 and stream.queued < _HIGH_WATER and pump.ready:
             data = pump.read(min(proto.stdin_credit, STDIN_CHUNK))
@@ -215,6 +215,9 @@ class NativeBackend:
                 return None
             if not data:
                 break
+            # A resize or signal posted before these keys were typed goes out
+            # before them, as the remote terminal must see them.
+            self._deliver(wake)
             self.write(Stdin(data))
         return pump
 
