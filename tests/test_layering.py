@@ -41,6 +41,7 @@ FORBIDDEN: list[tuple[str, str]] = [
     ("rshell.client", "rshell.server"), ("rshell.client", "rshell.exec"),
     ("rshell.cli", "rshell.server"), ("rshell.cli", "rshell.exec"),
     ("rshell.ssh.client", "rshell.server"), ("rshell.ssh.client", "rshell.exec"),
+    ("rshell.ssh.identity", "rshell.server"), ("rshell.ssh.identity", "rshell.exec"),
     ("rshell.server", "rshell.client"), ("rshell.server", "rshell.cli"),
     ("rshell.ssh.server", "rshell.client"), ("rshell.exec", "rshell.protocol"),
     ("rshell.exec", "rshell.transport"),
@@ -57,7 +58,7 @@ PROTOCOL_FORBIDDEN = {
 DEPENDENCY_DOORS: dict[str, set[str]] = {
     "click": {"rshell.cli.commands", "rshell.cli.server"},
     "paramiko": {"rshell.ssh._paramiko", "rshell.ssh.server", "rshell.ssh.channel",
-                 "rshell.ssh.client"},
+                 "rshell.ssh.client", "rshell.ssh.identity"},
     "cryptography": {"rshell.trust.keys", "rshell.trust.tls"},
 }
 
