@@ -44,6 +44,8 @@ HIGH_WATER = 4 * CHUNK
 _DRAIN_ROUNDS = 4
 _DEFAULT_PIPE_SIZE = 65536
 _SMALL_READ = _DEFAULT_PIPE_SIZE
+#: Reads joined into one chunk from a terminal (at most 4 KiB each).
+_GATHER_READS = 16
 
 #: Signals a client may deliver to its command.
 ALLOWED_SIGNALS = frozenset({
@@ -336,6 +338,8 @@ class Command:
             self._spare = buf
             self._close_output(fd)
             return 0
+        if self.child.on_terminal:
+            n = self._gather(fd, buf, head, n)
         got = n
         if n == _DEFAULT_PIPE_SIZE and not self.big:
             Child.widen(fd)
@@ -353,6 +357,26 @@ class Command:
         if self.sink.output(kind, buf, n) and (len(buf) > head + _SMALL_READ) == self.big:
             self._spare = buf  # the kernel has it all: reuse the buffer
         return got
+
+    def _gather(self, fd: int, buf: bytearray, head: int, n: int) -> int:
+        """A terminal hands out at most 4 KiB a read (its line discipline's
+        buffer): what is already there joins the chunk, so a screenful costs
+        one frame and one send, not one per 4 KiB (a keystroke's echo, alone,
+        costs one read more)."""
+        import os
+
+        view = memoryview(buf)
+        for _ in range(_GATHER_READS):
+            if head + n >= len(buf):
+                break
+            try:
+                more = os.readv(fd, [view[head + n:]])
+            except OSError:  # nothing more now; the end (EIO) is read again next time
+                break
+            if not more:
+                break
+            n += more
+        return n
 
     def _count(self, kind: int, n: int) -> None:
         if kind == STDOUT:
