@@ -98,7 +98,9 @@ def test_bench_tiny_all_mode(tmp_path: Path) -> None:
     """Mode all, every figure, one round each, a 4 MiB stream: every peer (sshd
     with ssh, paramiko and asyncssh; the raw senders, relay ceilings and the
     spawn floor) is started, measured and stopped, and the JSON has every
-    figure, side and comparison.  No figure's value is judged."""
+    figure, side and comparison; the terminal figures (issue 13) drive ssh -tt
+    and rshell -tt on local ptys, asyncssh and rshell's API on remote ones.
+    No figure's value is judged."""
     if not os.path.exists("/usr/sbin/sshd"):
         pytest.skip("OpenSSH server missing")
     stdout, data = run_bench(tmp_path, "--mode", "all", "--samples", "1",
@@ -109,7 +111,8 @@ def test_bench_tiny_all_mode(tmp_path: Path) -> None:
     assert all(s["exit"] == 0 for s in mode["servers"].values())
     assert mode["peers"]["sshd"]["exit"] == 0
     figures = mode["figures"]
-    assert list(figures) == ["roundtrip", "throughput", "cold", "concurrency", "memory"]
+    assert list(figures) == ["roundtrip", "throughput", "cold", "concurrency", "memory",
+                             "keystroke", "tty_output"]
     for name, fig in figures.items():
         assert fig["rounds"] == 1, name
         assert "rshell" in "".join(fig["sides"]), name
@@ -133,3 +136,14 @@ def test_bench_tiny_all_mode(tmp_path: Path) -> None:
     assert pairs[("rshell_tls", "spawn_floor")]["targets"] == []
     assert [t["value"] for t in pairs[("rshell_tls", "subprocess")]["targets"]] == [1.2]
     assert {c.get("bound") for c in figures["throughput"]["comparisons"]} == {None, "ceiling"}
+    keys = {(c["rshell"], c["peer"]): c["targets"] for c in figures["keystroke"]["comparisons"]}
+    for pair in (("rshell_api", "ssh"), ("rshell_api", "asyncssh"), ("rshell_cli", "ssh")):
+        assert [(t["op"], t["value"]) for t in keys[pair]] == [("<", 1.0)], pair
+    assert figures["keystroke"]["batch"] == 3
+    assert figures["keystroke"]["sides"]["rshell_api"]["per_keystroke_ms"]["n"] == 3
+    tty = figures["tty_output"]
+    assert tty["size_bytes"] == (4 << 20) // 80 * 80  # whole 80-byte lines
+    assert tty["tty_bytes"] == tty["size_bytes"] // 80 * 81  # each \n became \r\n
+    outs = {(c["rshell"], c["peer"]): c for c in tty["comparisons"]}
+    assert [t["op"] for t in outs[("rshell_api", "ssh")]["targets"]] == [">"]
+    assert outs[("rshell_api", "local")]["bound"] == "ceiling"

@@ -12,7 +12,9 @@ from typing import TypeVar
 from .core import GiB, MiB
 from .stats import Target
 
-FIGURES = ("roundtrip", "throughput", "cold", "concurrency", "memory")
+#: ``keystroke`` and ``tty_output`` (issue 13, terminal.py): mode all only.
+FIGURES = ("roundtrip", "throughput", "cold", "concurrency", "memory", "keystroke",
+           "tty_output")
 #: What modes plain and tls measure (rshell against local baselines only).
 NATIVE_FIGURES = ("roundtrip", "throughput", "cold")
 #: What mode ssh measures (the same client against rshell's listener and sshd).
@@ -83,26 +85,35 @@ class AllPlan:
     mem_samples: int = 3
     mem_conns: int = 200
     warmup: int = 3
+    # Issue 13's terminal figures: keystroke rounds of ``key_batch`` echoes each;
+    # ``tty_size`` bytes of text lines through a pty (about 30 MB/s: a few s each).
+    key_samples: int = 40
+    key_batch: int = 50
+    tty_size: int = 100 * MiB
+    tty_samples: int = 5
 
 
 ALL_FULL = AllPlan()
 ALL_QUICK = AllPlan(rt_samples=4, rt_batch=10, cold_samples=4, tp_size=64 * MiB, tp_samples=2,
                     tp_slow_samples=1, conc_samples=1, conc_conns=10, conc_commands=5,
-                    mem_samples=1, mem_conns=20, warmup=1)
+                    mem_samples=1, mem_conns=20, warmup=1, key_samples=4, key_batch=20,
+                    tty_size=8 * MiB, tty_samples=2)
 
 PlanT = TypeVar("PlanT", Plan, AllPlan)
 
 
 def with_overrides(plan: PlanT, args: argparse.Namespace) -> PlanT:
-    """``--samples`` (every ``*_samples``), ``--batch``, ``--size`` over a mode's plan."""
+    """``--samples`` (every ``*_samples``), ``--batch`` (also keystrokes per
+    sample), ``--size`` (also the terminal output's file) over a mode's plan."""
     changes: dict[str, int] = {}
     if args.samples:
         changes = {f.name: args.samples for f in fields(plan) if f.name.endswith("_samples")}
         changes["warmup"] = min(plan.warmup, args.samples)
+    names = {f.name for f in fields(plan)}
     if args.batch:
-        changes["rt_batch"] = args.batch
+        changes |= {k: args.batch for k in ("rt_batch", "key_batch") if k in names}
     if args.size:
-        changes["tp_size"] = args.size
+        changes |= {k: args.size for k in ("tp_size", "tty_size") if k in names}
     return replace(plan, **changes)
 
 

@@ -25,6 +25,8 @@ _LABELS = {
     "cold": "cold `rshell -c true`",
     "concurrency": "concurrency",
     "memory": "memory",
+    "keystroke": "keystroke echo",
+    "tty_output": "terminal output",
 }
 Row = tuple[str, ...]
 
@@ -136,6 +138,8 @@ def _all_label(name: str, fig: dict[str, Any]) -> str:
         return f"concurrency {fig['connections']}x{fig['commands_per_connection']}"
     if name == "memory":
         return f"memory, {fig['connections']} idle"
+    if name == "tty_output":
+        return f"terminal output {fig['size_bytes'] // MiB} MiB"
     return _LABELS[name]
 
 
