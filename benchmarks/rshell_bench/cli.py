@@ -80,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the results [benchmarks/results.json]")
     p.add_argument("--samples", type=int, metavar="N",
                    help="samples per side for every figure (overrides the plan)")
-    p.add_argument("--batch", type=int, metavar="K", help="commands per round-trip sample")
+    p.add_argument("--batch", type=int, metavar="K",
+                   help="commands per round-trip sample (and keystrokes per keystroke sample)")
     p.add_argument("--size", type=parse_size, metavar="BYTES",
-                   help="throughput stream size, e.g. 1G, 128M")
+                   help="throughput stream size, e.g. 1G, 128M (and the file cat on a "
+                   "terminal)")
     p.add_argument("--generator", choices=("auto", "dd", "head"), default="auto",
                    help="command producing the stream on the server [auto: fastest]")
     p.add_argument("--bin-dir", type=Path, default=Path(sys.executable).parent,
