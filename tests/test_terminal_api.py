@@ -30,6 +30,7 @@ from rshell.protocol.messages import (
     Hello,
     Pty,
     Run,
+    Signal,
     Stdin,
     StdinAck,
     Stdout,
@@ -360,3 +361,27 @@ def test_a_window_change_between_commands_or_without_a_terminal_is_harmless(
             out += bytes(msg.data) if isinstance(msg, Stdout) else b""
         assert (out, msg.exit_code) == (b"got it\n", 0)
 
+
+
+def test_a_keystroke_costs_no_acknowledgement(open_server: InProcessServer) -> None:
+    """Stdin is acknowledged by the quarter window (PROTOCOL.md 7.3), never per
+    keystroke: the frames back for each key typed at a terminal are its echo,
+    not a StdinAck before it (one more frame, send and wake-up in the way of
+    every echo, as it was)."""
+    with Wire(open_server) as wire:
+        wire.send(Hello())
+        wire.expect(Welcome)
+        wire.send(Run("stty raw -echo; printf re''ady; exec cat", stdin=True,
+                      pty=Pty("xterm", 80, 24)))
+        out = b""
+        while b"ready" not in out:
+            msg = wire.recv()
+            assert isinstance(msg, Stdout), msg
+            out += bytes(msg.data)
+        for key in b"keys":
+            wire.send(Stdin(bytes([key])))
+            msg = wire.recv()
+            assert isinstance(msg, Stdout) and bytes(msg.data) == bytes([key]), msg
+        wire.send(Signal(9))  # raw mode: ^D would be one more byte for cat
+        while not isinstance(msg := wire.recv(), Exit):
+            assert isinstance(msg, Stdout), msg

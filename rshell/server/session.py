@@ -259,12 +259,15 @@ class Session(Loop):
                             recording=cmd.recording)
 
     def _consumed(self, n: int, idle: bool) -> None:
-        """Stdin the command took: acked when its queue empties or a quarter
-        of the window is owed, so the client's window refills in few frames."""
+        """Stdin the command took: acked once a quarter of the window is owed,
+        so the client's window refills in few frames.  Never sooner: what is
+        owed below that leaves the client three quarters of its credit, so
+        it cannot stall, and an ack per keystroke on a terminal was a frame,
+        a send and a client wake-up in the way of every echo."""
         if self.proto.state is not State.RUNNING:
             return
         self.unacked += n
-        if idle or self.unacked >= self.settings.stdin_window // 4:
+        if self.unacked >= self.settings.stdin_window // 4:
             self._send(StdinAck(self.unacked))
             self.unacked = 0
 
