@@ -125,6 +125,11 @@ class Wakeup:
         self._size = (cols, rows)
         self.notify()
 
+    @property
+    def pending(self) -> bool:
+        """Whether a signal or a size waits (no system call: asked per keystroke)."""
+        return bool(self._signals) or self._size is not None
+
     def take_size(self) -> tuple[int, int] | None:
         """The size posted since the last call, if any."""
         size, self._size = self._size, None

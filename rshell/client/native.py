@@ -217,7 +217,8 @@ class NativeBackend:
                 break
             # A resize or signal posted before these keys were typed goes out
             # before them, as the remote terminal must see them.
-            self._deliver(wake)
+            if wake.pending:
+                self._deliver(wake)
             self.write(Stdin(data))
         return pump
 

@@ -402,7 +402,8 @@ class _Exec:
                     return False  # nothing yet: the loop watches the pump's fd
                 # A resize or signal posted before these keys were written goes
                 # out before them, as the remote terminal must see them.
-                self._deliver()
+                if self.wake.pending:
+                    self._deliver()
                 self.pending = memoryview(data)
             if channel.closed or not channel.send_ready():
                 return False  # the window is shut: watch_channel wakes us when it opens
