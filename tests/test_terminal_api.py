@@ -70,14 +70,18 @@ WAIT = 15.0
 
 
 def echo_off(pid: int) -> bool:
-    """The terminal of ``pid`` (its stdin) has echo off: a ``read -s`` or a
-    password prompt is waiting, so what is typed now is not shown."""
+    """The terminal of ``pid`` (its stdin) reads whole lines without echo: a
+    ``read -s`` or a password prompt is waiting, so what is typed now is not
+    shown.  (Echo off alone is not enough: readline, at the shell's own
+    prompt, turns echo off too, but reads key by key; a line typed then
+    reaches a later ``read`` without its end, and it waits for ever.)"""
     try:
         fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError:
         return False
     try:
-        return not termios.tcgetattr(fd)[3] & termios.ECHO
+        lflag = termios.tcgetattr(fd)[3]
+        return bool(lflag & termios.ICANON) and not lflag & termios.ECHO
     except termios.error:
         return False
     finally:

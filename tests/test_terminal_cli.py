@@ -20,6 +20,7 @@ import re
 import shlex
 import signal
 import sys
+import termios
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,6 +60,14 @@ class Local:
     def start(self, *args: str) -> None:
         """``rshell ARGS`` from the local shell; it owns the terminal until it ends."""
         self.child.sendline(shlex.join([RSHELL, *args]))
+
+    def raw(self) -> bool:
+        """rshell has put the local terminal in raw mode (no signals from keys,
+        no output processing: neither bash nor its readline does that), so
+        what is typed now goes to the remote terminal, not to a cooked local
+        line.  (A pty master reports its slave's modes.)"""
+        attrs = termios.tcgetattr(self.child.child_fd)
+        return not attrs[3] & termios.ISIG and not attrs[1] & termios.OPOST
 
     def rshell_pid(self) -> int:
         """The running rshell client (a child of the local shell)."""
@@ -121,7 +130,8 @@ def login_shell(local: Local, server: ServerProcess, tmp_path: Path,
     pidfile = tmp_path / "remote-shell"
     remote_pids.append(pidfile)
     local.start("-t", server.address)
-    local.child.sendline(f"{write_pid(pidfile)}; echo re''ady")
+    assert wait_until(local.raw, WAIT), "rshell never put the terminal in raw mode"
+    local.child.send(f"{write_pid(pidfile)}; echo re''ady\r")  # Enter, as a keyboard sends it
     local.child.expect_exact("ready\r\n")
     return read_pid(pidfile)
 
@@ -130,7 +140,7 @@ def ask(local: Local, command: str, marker: str = "done") -> list[str]:
     """Type ``command`` into the remote shell; the lines it wrote before ``marker``
     (carriage returns and bash's bracketed-paste controls are line breaks)."""
     split = marker[:2] + "''" + marker[2:]
-    local.child.sendline(f"{command}; echo {split}")
+    local.child.send(f"{command}; echo {split}\r")
     local.child.expect_exact(f"{marker}\r\n")
     return re.split(r"[\r\n]+|\x1b\[\?2004[hl]", str(local.child.before))
 
@@ -251,13 +261,15 @@ def test_tilde_tilde_sends_one_and_e_none_sends_them_all(
     local: Callable[..., Local], server: ServerProcess,
 ) -> None:
     term = local()
-    term.start("-t", server.address, "cat")
+    term.start("-t", server.address, "echo re''ady; exec cat")
+    term.child.expect_exact("ready\r\n")  # rshell has the keyboard now
     term.child.send("~~x\r")
     term.child.expect_exact("~x\r\n~x\r\n")  # the terminal's echo, then cat's copy
     assert "~~" not in str(term.child.before)
     term.child.send("\x04")  # ^D at a line's start: cat reads its end
     assert term.ended() == 0
-    term.start("-t", "-e", "none", server.address, "cat")
+    term.start("-t", "-e", "none", server.address, "echo re''ady; exec cat")
+    term.child.expect_exact("ready\r\n")
     term.child.send("~.\r")
     term.child.expect_exact("~.\r\n~.\r\n")  # still connected: cat had it
     term.child.send("\x04")
@@ -274,6 +286,10 @@ def test_a_remote_failure_and_a_refusal_restore_the_terminal(
     term.start("-t", server.address, "echo fail''ing; exit 3")
     term.child.expect_exact("failing\r\n")
     assert term.ended() == 3
+    term.start("-t", "--timeout", "1", server.address, "echo st''arted; sleep 30")
+    term.child.expect_exact("started\r\n")
+    term.child.expect_exact("rshell: command error: timed out after 1 s\r\n")
+    assert term.ended() == 143
     keys = home / "server" / "authorized_keys"
     keys.write_text("no-pty " + keys.read_text())
     term.start("-t", server.address, "tty")
@@ -390,6 +406,10 @@ def test_vi_at_the_prompt_edits_a_file(prompt: Callable[..., pexpect.spawn],
     child.expect(prompt_rx(server, "/tmp"))
     child.sendline("pwd; tty")
     child.expect(rf"\r\n/tmp\r\n{PTS}\r\n")
+    # A key typed before the prompt is back belongs to the command (it had
+    # the keyboard) or meets the local terminal between raw and readline's
+    # mode, where the line discipline turns ^D into a NUL: wait for the prompt.
+    child.expect(prompt_rx(server, "/tmp"))
     child.sendeof()
     assert leave(child) == 0
 
@@ -428,3 +448,15 @@ def test_capital_t_at_the_prompt_has_no_terminal(prompt: Callable[..., pexpect.s
     child.expect(prompt_rx(server))
     child.sendeof()
     assert leave(child) == 1
+
+
+def test_tilde_dot_at_the_prompt_leaves(prompt: Callable[..., pexpect.spawn]) -> None:
+    """While a command has the terminal, ``~.`` after a newline leaves, as in ``rshell -t``."""
+    child = prompt()
+    child.sendline("echo re''ady; exec cat")
+    child.expect_exact("ready\r\n")  # rshell has the keyboard now
+    child.send("abc\r")
+    child.expect_exact("abc\r\nabc\r\n")  # cat has the keyboard
+    child.send("~.")
+    child.expect(r"rshell: connection to \S+ closed \(~\.\)")
+    assert leave(child) == 255
