@@ -28,7 +28,15 @@ import pexpect
 import pytest
 
 from tests.conftest import RSHELL, ServerProcess, base_env, cli, one_line_error
-from tests.support.procs import children, kill_pid, read_pid, running, wait_until, write_pid
+from tests.support.procs import (
+    children,
+    kill_pid,
+    read_pid,
+    running,
+    stat_fields,
+    wait_until,
+    write_pid,
+)
 from tests.test_prompt_escape import start_deaf
 from tests.test_repl import leave, prompt_rx
 from tests.test_terminal_api import WAIT, echo_off, in_foreground
@@ -221,23 +229,36 @@ def test_read_s_takes_a_secret_unseen(local: Callable[..., Local], server: Serve
     assert term.ended() == 0
 
 
-def test_ctrl_c_interrupts_sleep_and_the_shell_survives(
+@pytest.mark.parametrize(("key", "status"), [("\x03", 130), ("\x1c", 131), ("\x1a", 148)],
+                         ids=["ctrl-c", "ctrl-backslash", "ctrl-z"])
+def test_ctrl_keys_reach_the_remote_foreground_and_the_shell_survives(
     local: Callable[..., Local], server: ServerProcess, tmp_path: Path,
-    remote_pids: list[Path],
+    remote_pids: list[Path], key: str, status: int,
 ) -> None:
+    """Ctrl-C, Ctrl-\\ and Ctrl-Z are keystrokes (the local terminal is raw):
+    the remote terminal makes them SIGINT, SIGQUIT, SIGTSTP for ``sleep``."""
     term = local()
     pid = login_shell(term, server, tmp_path, remote_pids)
     term.child.sendline("sleep 100")
     assert wait_until(lambda: in_foreground(pid, "sleep"), WAIT), "sleep never started"
     sleeper = in_foreground(pid, "sleep")
     assert sleeper is not None
-    term.child.sendintr()  # a keystroke: the remote terminal makes it SIGINT
-    assert wait_until(lambda: not running(sleeper), WAIT), "sleep was not interrupted"
-    term.child.sendline('echo "sur""vived $?"')
-    term.child.expect_exact("survived 130\r\n")
-    assert running(pid)
-    term.child.sendline("exit")
-    assert term.ended() == 0
+    try:
+        term.child.send(key)
+        if key == "\x1a":
+            assert wait_until(lambda: (stat_fields(sleeper) or ["?"])[0] == "T", WAIT), \
+                "sleep was not stopped"
+        else:
+            assert wait_until(lambda: not running(sleeper), WAIT), "sleep was not interrupted"
+        term.child.sendline('echo "sur""vived $?"')
+        term.child.expect_exact(f"survived {status}\r\n")
+        assert running(pid)
+        if key == "\x1a":  # a stopped job would hold up the exit ("There are stopped jobs")
+            ask(term, "kill -9 %1; wait")
+        term.child.sendline("exit 0")
+        assert term.ended() == 0
+    finally:
+        kill_pid(sleeper)
 
 
 # ---- escapes ----------------------------------------------------------------------------
