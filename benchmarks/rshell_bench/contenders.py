@@ -178,8 +178,11 @@ def checked_run(conn: Any) -> Callable[[], None]:
 
 
 
-def rshell_stream(conn: Any) -> Callable[[int, str], float]:
-    """Seconds for ``command``'s output through ``conn``, counted by a callback."""
+def rshell_stream(conn: Any, **run: Any) -> Callable[[int, str], float]:
+    """Seconds for ``command``'s output through ``conn``, counted by a callback;
+    ``run``: more arguments for ``conn.run`` (a terminal's, say)."""
+    what = "pty cat" if run.get("pty") else "stream"
+
     def stream(size: int, command: str) -> float:
         counted = 0
 
@@ -187,10 +190,10 @@ def rshell_stream(conn: Any) -> Callable[[int, str], float]:
             nonlocal counted
             counted += len(chunk)
         start = time.perf_counter()
-        result = conn.run(command, on_stdout=sink)
+        result = conn.run(command, on_stdout=sink, **run)
         elapsed = time.perf_counter() - start
         if result.exit_code != 0 or counted != size:
-            raise BenchError(f"rshell stream: exit {result.exit_code}, error {result.error}, "
+            raise BenchError(f"rshell {what}: exit {result.exit_code}, error {result.error}, "
                              f"{counted} of {size} bytes")
         return elapsed
     return stream

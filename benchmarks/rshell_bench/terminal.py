@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .contenders import open_connection
+from .contenders import open_connection, rshell_stream
 from .core import BenchError, MiB, Probe, Side, bind, progress, run_rounds
 from .peers import _counting_session
 from .plans import MODES
@@ -407,20 +407,8 @@ def process_cat(argv: Callable[[str], list[str]], rig: AllRig,
 
 def api_cat(conn: Any) -> Callable[[str, int], float]:
     """``conn.run(command, pty=True, on_stdout=<count bytes>)``."""
-    def seconds(command: str, expected: int) -> float:
-        got = 0
-
-        def count(chunk: bytes | memoryview) -> None:
-            nonlocal got
-            got += len(chunk)
-        start = time.perf_counter()
-        result = conn.run(command, pty=True, term=TERM, size=(COLS, ROWS), on_stdout=count)
-        elapsed = time.perf_counter() - start
-        if result.exit_code != 0 or got != expected:
-            raise BenchError(f"rshell pty cat: exit {result.exit_code}, error {result.error}, "
-                             f"{got} of {expected} bytes")
-        return elapsed
-    return seconds
+    stream = rshell_stream(conn, pty=True, term=TERM, size=(COLS, ROWS))
+    return lambda command, expected: stream(expected, command)
 
 
 def asyncssh_cat(peer: Any) -> Callable[[str, int], float]:
