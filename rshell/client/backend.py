@@ -91,7 +91,9 @@ class Backend(Protocol):
 
     def execute(self, request: Request, wake: Wakeup) -> Generator[Chunk, None, Finish]:
         """Run ``request``: chunks as they arrive, then the Finish.  Signals
-        posted to ``wake`` while it runs go to the command.
+        posted to ``wake`` while it runs go to the command.  While
+        ``wake.deadline`` is set and has passed, a wait with nothing to
+        deliver ends in an empty chunk (the only empty chunk ever yielded).
 
         Left early (the generator closed at a chunk, or an exception other
         than RshellError raised inside it: a KeyboardInterrupt from a signal
@@ -115,6 +117,10 @@ class Wakeup:
         self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._signals: deque[int] = deque()
         self._size: tuple[int, int] | None = None
+        #: Set by a consumer that drives ``execute`` itself and must get control
+        #: back at this time (client.terminal's reads): a backend that is still
+        #: waiting for the command then yields an empty chunk.
+        self.deadline: float | None = None
 
     def post(self, signum: int) -> None:
         self._signals.append(signum)

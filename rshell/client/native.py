@@ -135,7 +135,11 @@ class NativeBackend:
                         sel.register(want_fd, _READ)
                     registered_fd = want_fd
                 busy = pump is not None and pump.fd is None and can_send
-                msg = self.poll(deadline, busy=busy, on_wake=on_wake)
+                msg = self.poll(deadline, busy=busy, on_wake=on_wake, until=wake.deadline)
+                if msg is None and wake.deadline is not None \
+                        and time.monotonic() >= wake.deadline:
+                    yield STDOUT, b""  # the consumer's turn (client.terminal)
+                    continue
                 while msg is not None:
                     if isinstance(msg, Stdout):
                         yield STDOUT, msg.data
@@ -252,9 +256,11 @@ class NativeBackend:
 
     def poll(
         self, deadline: float | None, busy: bool = False, what: str = "command",
-        on_wake: Callable[[], object] | None = None,
+        on_wake: Callable[[], object] | None = None, until: float | None = None,
     ) -> Message | None:
-        """Wait for the socket, the wake-up pipe or stdin; the first complete message."""
+        """Wait for the socket, the wake-up pipe or stdin; the first complete
+        message.  ``deadline`` passed is CommandTimeout; ``until`` passed
+        (Wakeup.deadline) only ends the wait."""
         stream = self.stream
         assert stream is not None and self.sel is not None
         msg = self._next_event()
@@ -269,6 +275,9 @@ class NativeBackend:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     raise CommandTimeout(f"{what} on {self.address} timed out")
+            if until is not None:
+                left = max(0.0, until - time.monotonic())
+                wait = left if wait is None else min(wait, left)
             sock_fd = stream.fileno()
             if stream.queued:
                 self.sel.modify(sock_fd, _READ | _WRITE)

@@ -1,12 +1,17 @@
 """An interactive command on a remote terminal, as an object (``Connection.terminal``).
 
 The command runs through the same ``Connection`` exchange as ``run`` (one
-contract, both backends), driven by a thread of this object: what ``write``
-sends goes through a local pipe the backend's loop watches, so a keystroke
-leaves at once; output waits in a bounded queue for ``read``, and while
-nobody reads, the backend stops reading and the server stops the command's
-output (back-pressure end to end).  ``wait`` returns the ``Result``, with
-whatever output ``read`` did not take as its stdout.
+contract, both backends), driven by whichever thread calls in, under a
+lock: ``read`` resumes the exchange until output comes or its timeout
+passes (the backend gives control back at ``Wakeup.deadline``), and
+``write``, ``resize`` and ``close_input`` resume it for an instant so that
+what they did leaves at once.  Keystrokes go through a local pipe the
+backend's loop watches, so a ``write`` from another thread while one reads
+is sent by the reading thread.  No thread of its own: a keystroke and its
+echo cost no hand-off between threads.  While nobody reads, nobody drives
+the exchange, and the server holds the command's output back (back-pressure
+end to end).  ``wait`` returns the ``Result``, with whatever output ``read``
+did not take as its stdout.
 
 Must not import click, paramiko, cryptography or the server side.
 """
@@ -14,28 +19,30 @@ Must not import click, paramiko, cryptography or the server side.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import threading
 import time
 from collections.abc import Generator, Mapping
 from typing import Protocol
 
-from rshell.client.backend import STOP_GRACE, STOP_WAIT, Chunk, Finish, Pty
+from rshell.client.backend import STOP_GRACE, Chunk, Finish, Pty, Wakeup
 from rshell.client.stdin import Pump, StdinSource
 from rshell.errors import CommandTimeout, RshellError, UsageError
 from rshell.result import Result
+
+#: Output gathered by one turn of the exchange before the caller gets it.
+_ENOUGH = 1 << 16
 
 
 class Connection(Protocol):
     """What a Terminal needs of its client.api.Connection (not imported: it
     imports this module)."""
 
+    _wake: Wakeup
+
     def resize(self, cols: int, rows: int) -> None: ...
 
     def send_signal(self, signum: int) -> None: ...
-
-    def close(self) -> None: ...
 
     def _exchange(self, command: str, stdin: StdinSource, cwd: str | None,
                   env: Mapping[str, str] | None, timeout: float | None,
@@ -44,35 +51,17 @@ class Connection(Protocol):
     def _result(self, command: str, finish: Finish, out: bytes, err: bytes, seen: int,
                 started: float) -> Result: ...
 
-#: Output chunks held for ``read`` before the remote command is held back.
-_QUEUED = 64
-_END = b""
-
-
-class _Finished(Exception):  # noqa: N818  # a generator's return value, carried
-    def __init__(self, finish: Finish) -> None:
-        self.finish = finish
-
-
-def _chunks(events: Generator[Chunk, None, Finish]) -> Generator[Chunk, None, None]:
-    finish = yield from events
-    raise _Finished(finish)
-
 
 class _Keys(Pump):
-    """What ``write`` sends: a pipe the backend's loop watches; ``asked`` is
-    set when the backend first reads it, which it does once the command is
-    under way."""
+    """What ``write`` sends: a pipe the backend's loop watches."""
 
     def __init__(self) -> None:
         r, self.writer = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(r, False)
         self.fd: int | None = r
         self._r = r
-        self.asked = threading.Event()
 
     def read(self, n: int) -> bytes | None:
-        self.asked.set()
         try:
             return os.read(self._r, n) or None
         except BlockingIOError:
@@ -93,34 +82,28 @@ class _Keys(Pump):
 
 class Terminal:
     """A command on a remote terminal: ``write``, ``read``, ``read_until``,
-    ``resize``, ``close``, ``wait``; a context manager that closes.
-
-    Attributes: ``command``, ``result`` (None until the command ended)."""
+    ``resize``, ``close_input``, ``close``, ``wait``; a context manager that
+    closes.  Attributes: ``command``, ``result`` (None until it ended)."""
 
     def __init__(self, conn: Connection, command: str, pty: Pty, cwd: str | None,
                  env: Mapping[str, str] | None, timeout: float | None) -> None:
         self.command = command
         self.result: Result | None = None
         self._conn = conn
-        self._out: queue.Queue[bytes] = queue.Queue(_QUEUED)
-        self._rest = bytearray()  # taken from the queue, not yet returned by read
-        self._eof = False
-        self._closing = threading.Event()
-        self._error: BaseException | None = None
+        self._rest = bytearray()  # output taken from the exchange, not yet read
+        self._seen = 0
+        self._lock = threading.RLock()
         self._started = time.monotonic()
         self._keys = _Keys()
-        self._w = self._keys.writer
-        events = conn._exchange(command, self._keys, cwd, env, timeout, pty)
-        self._thread = threading.Thread(target=self._pump, args=(events,), daemon=True,
-                                        name="rshell terminal")
-        self._thread.start()
-        # The command is under way once its backend first asks for input (it
-        # does so right after the start request): a refusal of the start (a
-        # closed connection, a server without terminals) is raised here.
-        self._keys.asked.wait()
-        if self._error is not None and not isinstance(self._error, StopIteration):
-            self._thread.join()
-            self._raise_error()
+        self._events: Generator[Chunk, None, Finish] | None = None
+        try:
+            self._events = conn._exchange(command, self._keys, cwd, env, timeout, pty)
+            # The start request goes out now: a refusal of the start (a closed
+            # connection, a server without terminals) is raised here.
+            self._drive(0.0)
+        except BaseException:
+            self._keys.close_all()
+            raise
 
     # ---- input ------------------------------------------------------------------------
 
@@ -128,23 +111,28 @@ class Terminal:
         """Send keystrokes (``str`` as UTF-8): ``"\\x03"`` is Ctrl-C, ``"\\r"`` Enter."""
         if isinstance(data, str):
             data = data.encode()
-        if self._w < 0:
+        if self._keys.writer < 0:
             raise UsageError("the terminal's input is closed")
         view = memoryview(data)
         while view:
             try:
-                n = os.write(self._w, view)
-            except (BrokenPipeError, OSError):
-                return  # the command is over (or closing): nobody reads any more
+                n = os.write(self._keys.writer, view)
+            except OSError:
+                return  # the command is over: nobody reads any more
             view = view[n:]
+            if view:
+                self._nudge()  # a full pipe: let the exchange take some
+        self._nudge()
 
     def resize(self, cols: int, rows: int) -> None:
         """The window is this size now: the remote foreground gets SIGWINCH."""
         self._conn.resize(cols, rows)
+        self._nudge()
 
     def close_input(self) -> None:
         """End of input: the remote terminal reads its EOF character (^D)."""
-        self._close_input()
+        self._keys.close_writer()
+        self._nudge()
 
     # ---- output -----------------------------------------------------------------------
 
@@ -152,20 +140,14 @@ class Terminal:
         """Output as it arrives (what is there, at least one byte); ``b""``
         once the command ended and everything was read.  CommandTimeout if
         nothing came within ``timeout`` seconds."""
-        if self._rest:
+        with self._lock:
+            if not self._rest and self.result is None:
+                self._drive(timeout)
+                if not self._rest and self.result is None:
+                    raise CommandTimeout(f"no output from {self.command or 'the shell'!r} "
+                                         f"within {timeout}s")
             data, self._rest = bytes(self._rest), bytearray()
             return data
-        if self._eof:
-            return b""
-        try:
-            data = self._out.get(timeout=timeout)
-        except queue.Empty:
-            raise CommandTimeout(f"no output from {self.command or 'the shell'!r} "
-                                 f"within {timeout}s") from None
-        if data is _END:
-            self._eof = True
-            self._raise_error()
-        return data
 
     def read_until(self, marker: bytes | str, timeout: float | None = None) -> bytes:
         """Output up to and including ``marker``; CommandTimeout (with what
@@ -174,61 +156,61 @@ class Terminal:
         if isinstance(marker, str):
             marker = marker.encode()
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen = bytearray()
-        while True:
-            at = seen.find(marker)
-            if at >= 0:
-                end = at + len(marker)
-                self._rest[:0] = seen[end:]
-                return bytes(seen[:end])
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                data = self.read(timeout=left)
-            except CommandTimeout:
-                self._rest[:0] = seen
-                raise CommandTimeout(f"{marker!r} did not come within {timeout}s; "
-                                     f"last output: {bytes(seen[-200:])!r}") from None
-            if not data:
-                raise RshellError(f"the command ended before {marker!r}; "
-                                  f"last output: {bytes(seen[-200:])!r}")
-            seen += data
+        with self._lock:
+            while True:
+                at = self._rest.find(marker)
+                if at >= 0:
+                    end = at + len(marker)
+                    data = bytes(self._rest[:end])
+                    del self._rest[:end]
+                    return data
+                if self.result is not None:
+                    raise RshellError(f"the command ended before {marker!r}; "
+                                      f"last output: {bytes(self._rest[-200:])!r}")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise CommandTimeout(f"{marker!r} did not come within {timeout}s; "
+                                         f"last output: {bytes(self._rest[-200:])!r}")
+                self._drive(left)
 
     # ---- the end ----------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> Result:
         """The Result once the command ended; output not yet read is its stdout.
         CommandTimeout if it still runs after ``timeout`` seconds."""
-        if self._thread is not None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while self._thread.is_alive():
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self.result is None:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise CommandTimeout(f"{self.command or 'the shell'!r} still runs")
-                self._collect(min(left, 0.1) if left is not None else 0.1)
-        self._raise_error()
-        assert self.result is not None
-        if self._rest or not self._out.empty():
-            self._collect(0)
-        return self.result
+                self._drive(left)
+            result, out = self.result, bytes(self._rest)
+            if out:
+                self._rest = bytearray()
+                self.result = result = Result(
+                    command=result.command, exit_code=result.exit_code,
+                    signal=result.signal, stdout=result.stdout + out, stderr=b"",
+                    host=result.host, error=result.error, duration=result.duration,
+                )
+            return result
 
     def close(self) -> Result | None:
-        """Hang up, as a terminal closing does: SIGHUP, then SIGKILL if the
-        command outlives the grace; the Result, or None if it could not be
-        had (the connection is then closed, which ends the command anyway)."""
-        if self._thread is None or not self._thread.is_alive():
-            self._close_input()
+        """Hang up, as a terminal closing does: SIGHUP; a command that outlives
+        the grace is stopped as any command left early is (SIGTERM, SIGKILL).
+        The Result, or None if it was given up on."""
+        with self._lock:
+            if self.result is None and self._events is not None:
+                self._conn.send_signal(signal.SIGHUP)
+                self._keys.close_writer()
+                deadline = time.monotonic() + STOP_GRACE
+                while self.result is None and time.monotonic() < deadline:
+                    self._drive(deadline - time.monotonic())
+                if self.result is None:
+                    self._events.close()  # client.backend's stop; the connection goes on
+                    self._events = None
+            self._keys.close_all()
             return self.result
-        self._closing.set()
-        self._conn.send_signal(signal.SIGHUP)
-        self._close_input()
-        self._thread.join(STOP_GRACE)
-        if self._thread.is_alive():
-            self._conn.send_signal(signal.SIGKILL)
-            self._thread.join(STOP_WAIT)
-        if self._thread.is_alive():
-            self._conn.close()
-            self._thread.join(STOP_WAIT)
-        return self.result
 
     def __enter__(self) -> Terminal:
         return self
@@ -236,80 +218,53 @@ class Terminal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- the thread -------------------------------------------------------------------
-
-    def _pump(self, events: Generator[Chunk, None, Finish]) -> None:
-        seen = 0
-        try:
-            for _, chunk in _chunks(events):
-                data = bytes(chunk)
-                seen += len(data)
-                while data and not self._closing.is_set():
-                    try:
-                        self._out.put(data, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except _Finished as end:
-            self._done(end.finish, seen)
-        except BaseException as exc:  # noqa: BLE001  # handed to the reader
-            self._error = exc
-        finally:
-            self._keys.asked.set()  # over before it asked (refused): the caller goes on
-            self._keys.close_all()
-            self._put_end()
-
-    def _done(self, finish: Finish, seen: int) -> None:
-        self.result = self._conn._result(self.command, finish, b"", b"", seen, self._started)
-
-    def _put_end(self) -> None:
-        while True:
+    def __del__(self) -> None:
+        # Dropped while it runs: stop it (the generator's own close), as a
+        # stream dropped unfinished is.
+        events = getattr(self, "_events", None)
+        if events is not None and self.result is None:
             try:
-                self._out.put(_END, timeout=0.1)
-                return
-            except queue.Full:
-                if self._closing.is_set():
-                    self._drop_queued()
-                # else: wait for the reader
+                events.close()
+            except Exception:  # noqa: BLE001  # at interpreter exit, say: nothing to do
+                pass
 
-    def _drop_queued(self) -> None:
+    # ---- driving the exchange ---------------------------------------------------------
+
+    def _nudge(self) -> None:
+        """Let what was just asked for leave now, if no other thread is in the
+        exchange (one that is sends it itself: its loop watches the pipe)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drive(0.0)
+            finally:
+                self._lock.release()
+
+    def _drive(self, timeout: float | None) -> None:
+        """Run the exchange until output comes, the command ends, or ``timeout``
+        (None: no limit) passes; output joins ``_rest``."""
+        events = self._events
+        if events is None or self.result is not None:
+            return
+        wake = self._conn._wake
+        wake.deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         try:
             while True:
-                self._out.get_nowait()
-        except queue.Empty:
-            pass
-
-    def _collect(self, timeout: float) -> None:
-        """Move queued output into the Result's stdout (for ``wait``)."""
-        try:
-            data = self._out.get(timeout=timeout) if timeout else self._out.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            if data is _END:
-                self._eof = True
-            else:
+                _, data = next(events)
+                if not data:
+                    return  # the deadline: the caller's turn
                 self._rest += data
-            try:
-                data = self._out.get_nowait()
-            except queue.Empty:
-                break
-        if self._eof and self.result is not None:
-            out, self._rest = bytes(self._rest), bytearray()
-            self.result = Result(
-                command=self.result.command, exit_code=self.result.exit_code,
-                signal=self.result.signal, stdout=self.result.stdout + out, stderr=b"",
-                host=self.result.host, error=self.result.error,
-                duration=self.result.duration,
-            )
-
-    def _close_input(self) -> None:
-        self._keys.close_writer()
-        self._w = -1
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            if isinstance(error, RshellError):
-                raise error
-            raise RshellError(f"terminal failed: {error}") from error
+                self._seen += len(data)
+                if len(self._rest) >= _ENOUGH:
+                    return
+                wake.deadline = time.monotonic()  # what is there already, then return
+        except StopIteration as stop:
+            self.result = self._conn._result(self.command, stop.value, b"", b"", self._seen,
+                                             self._started)
+            self._events = None
+            self._keys.close_all()
+        except BaseException:
+            self._events = None  # the exchange is over: it stopped what it could
+            self._keys.close_all()
+            raise
+        finally:
+            wake.deadline = None

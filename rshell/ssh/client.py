@@ -332,6 +332,8 @@ class _Exec:
                     return step
                 if step is not None:
                     yield step
+                elif self.wake.deadline is not None and time.monotonic() >= self.wake.deadline:
+                    yield STDOUT, b""  # the consumer's turn (client.terminal)
         except RshellError:
             # The connection is in doubt (it broke), or the user cut it (``~.``
             # from the keyboard, as ssh's escape ends the whole connection).
@@ -431,7 +433,7 @@ class _Exec:
             self.poller.register(fd, select.POLLIN)
         self.watched = want
         now = time.monotonic()
-        ends = [t for t in (self.deadline, self.stop_at) if t is not None]
+        ends = [t for t in (self.deadline, self.stop_at, self.wake.deadline) if t is not None]
         wait = 0.0 if more else (max(0.0, min(ends) - now) if ends else None)
         self.poller.poll(None if wait is None else wait * 1000)  # the next step delivers
         if self.deadline is not None and time.monotonic() >= self.deadline:
