@@ -27,6 +27,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from rshell.protocol.messages import Exit, Run, Stdout
 from tests.conftest import RSHELL, ServerProcess, base_env, cli, one_line_error
 from tests.support.procs import (
     children,
@@ -39,6 +40,7 @@ from tests.support.procs import (
 )
 from tests.test_prompt_escape import start_deaf
 from tests.test_repl import leave, prompt_rx
+from tests.test_screen_safety import DEADLINE, Liar, Peer, liar  # noqa: F401  # liar: a fixture
 from tests.test_terminal_api import WAIT, echo_off, in_foreground
 
 LOCAL_PROMPT = "local> "
@@ -481,3 +483,29 @@ def test_tilde_dot_at_the_prompt_leaves(prompt: Callable[..., pexpect.spawn]) ->
     child.send("~.")
     child.expect(r"rshell: connection to \S+ closed \(~\.\)")
     assert leave(child) == 255
+
+
+def test_the_prompt_runs_commands_without_a_terminal_on_an_older_server(
+    liar: Callable[[Callable[[Peer], None]], Liar],  # noqa: F811  # the fixture
+    terminals: Callable[..., pexpect.spawn],
+) -> None:
+    """A server that does not offer terminals (its Welcome has no ``pty``
+    feature: an rshell-server older than them) still gets its prompt: said
+    once, then commands go without a terminal, and none asks for one."""
+    runs: list[Run] = []
+
+    def play(peer: Peer) -> None:
+        peer.welcome("old", "/")
+        while isinstance(msg := peer.recv(), Run):
+            runs.append(msg)
+            peer.send(Stdout(b"from-" b"old\n"))
+            peer.send(Exit(0, cwd="/"))
+
+    server = liar(play)
+    child = terminals(server.address, timeout=DEADLINE)
+    child.expect_exact("offers no terminals")
+    child.expect_exact(f"old@{server.address.rsplit(':', 1)[0]}:/$ ")
+    child.sendline("tty")
+    child.expect_exact("from-old\r\n")
+    child.expect_exact(":/$ ")
+    assert [run.pty for run in runs] == [None]

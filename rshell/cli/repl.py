@@ -93,6 +93,9 @@ def interactive(
     # is interactive, as an interactive shell takes SIGINT back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     out, err = fd_writer(1), fd_writer(2)
+    if terminal and not conn.terminals:
+        sys.stderr.write(f"rshell: {visible(conn.address)} offers no terminals (its "
+                         "rshell-server predates them): commands run without one\n")
     run = _on_terminal(escape) if terminal else _run_interruptible
     status = 0
     # The prompt of the connection in use now (a reconnect replaces it).
@@ -233,6 +236,8 @@ def _on_terminal(escape: int | None) -> Runner:
 
     def run(conn: Connection, command: str, timeout: float | None, out: Writer,
             err: Writer) -> Result:
+        if not conn.terminals:  # an older server (said once, at the start)
+            return _run_interruptible(conn, command, timeout, out, err)
         try:
             return run_on_terminal(conn, command, escape=escape, timeout=timeout,
                                    ctrl_c_window=ctrl_c_window())

@@ -107,6 +107,12 @@ class Connection:
         self.home = self.cwd = backend.home
 
     @property
+    def terminals(self) -> bool:
+        """Whether the server can run commands on a terminal (``pty=True``,
+        ``terminal()``); an rshell-server older than terminals cannot."""
+        return self._backend.terminals
+
+    @property
     def host_fingerprint(self) -> str | None:
         """The server's host key fingerprint, once proven (None without TLS)."""
         return self._backend.host_fingerprint

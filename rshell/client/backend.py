@@ -89,6 +89,11 @@ class Backend(Protocol):
     @property
     def closed(self) -> bool: ...
 
+    @property
+    def terminals(self) -> bool:
+        """Whether the server can run a command on a terminal (``Request.pty``)."""
+        ...
+
     def execute(self, request: Request, wake: Wakeup) -> Generator[Chunk, None, Finish]:
         """Run ``request``: chunks as they arrive, then the Finish.  Signals
         posted to ``wake`` while it runs go to the command.  While

@@ -88,6 +88,10 @@ class NativeBackend:
         self.sel.register(stream.fileno(), _READ)
 
     @property
+    def terminals(self) -> bool:
+        return "pty" in self.features
+
+    @property
     def closed(self) -> bool:
         return self.stream is None
 
@@ -111,7 +115,7 @@ class NativeBackend:
         pump = request.stdin
         timeout = request.timeout
         pty = request.pty
-        if pty is not None and "pty" not in self.features:
+        if pty is not None and not self.terminals:
             raise RshellError(f"{self.address} offers no terminals: its rshell-server "
                               "predates them (upgrade it, or run without -t)")
         self.write(Run(request.command, request.cwd, request.env, timeout, pump is not None,

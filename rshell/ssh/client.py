@@ -148,6 +148,10 @@ class SshBackend:
         self._variables: dict[str, str | None] = {}
 
     @property
+    def terminals(self) -> bool:
+        return True  # any sshd may still refuse one, for a key (no-pty): a refusal then
+
+    @property
     def closed(self) -> bool:
         return self._transport is None or not self._transport.is_active()
 
