@@ -7,7 +7,7 @@ Samples alternate (A B C A B C ...) so that drift (CPU frequency, page cache,
 other load) hits every side alike, and every figure is a median with its
 p10/p90 and min/max spread.
 
-    python benchmarks/bench.py                     # = --mode all: everything (~4-6 min)
+    python benchmarks/bench.py                     # = --mode all: everything (~5-6 min)
     python benchmarks/bench.py --quick             # the same, smoke-sized (< 1 min)
     python benchmarks/bench.py --mode all --only concurrency,memory
     python benchmarks/bench.py --mode both         # plain, then TLS, local baselines only
@@ -24,8 +24,11 @@ whole ``rshell ADDR -c true`` process vs a cold ``ssh ... true``),
 transfers and relay ceilings, the rshell CLI vs ``ssh``, asyncssh and
 paramiko for information), ``concurrency`` (50 connections x 20 commands
 from a fresh rshell_bench/load.py process per sample: rshell vs asyncssh and paramiko,
-errors counted) and ``memory`` (server memory per idle authenticated
-connection, 200 held by load.py; sshd's for information).
+errors counted), ``memory`` (server memory per idle authenticated
+connection, 200 held by load.py; sshd's for information), and the
+terminal figures (rshell_bench/terminal.py): ``keystroke`` (a byte's echo
+on an open remote terminal: rshell vs ``ssh -tt`` and asyncssh) and
+``tty_output`` (``cat`` of 100 MiB on a remote pty: rshell vs ``ssh -tt``).
 
 Modes ``plain``/``tls``/``both`` measure rshell against local baselines only:
 ``roundtrip`` (and the spawn floor), ``throughput`` (and the relay ceiling), ``cold`` (vs

@@ -10,7 +10,8 @@ One measurement machinery, every figure a module:
   sender, relay ceiling and spawn floor; ``openssh``: sshd and ssh; ``peers``:
   paramiko and asyncssh; ``procs``: processes and /proc; ``load``: the load
   worker (a process of its own)
-- figures: ``roundtrip``, ``stream``, ``cold``, ``concurrency``, ``memory``
+- figures: ``roundtrip``, ``stream``, ``cold``, ``concurrency``, ``memory``,
+  ``terminal`` (keystroke echo and output through a pty, issue 13)
 
 Not installed: imported from benchmarks/ (the entry's folder).
 """
