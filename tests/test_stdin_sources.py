@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rshell.client.stdin import Pump, pump_for
+from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env
 
 
 def drain(pump: Pump, n: int) -> bytes:
@@ -93,6 +95,26 @@ def test_a_regular_file_is_read_not_watched(tmp_path: Path) -> None:
         assert pump is not None and pump.fd is None  # epoll cannot watch a regular file
         assert drain(pump, 65536) == path.read_bytes()
         pump.close()
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_device_epoll_cannot_watch_is_read_not_watched(device: str) -> None:
+    """epoll refuses /dev/zero and /dev/null (EPERM): ``rshell h -c 'head -c
+    5' < /dev/zero`` ended in 'Operation not permitted' when the client
+    tried to watch it; it is read as a regular file is."""
+    with open(device, "rb") as f:
+        pump = pump_for(f)
+        assert pump is not None and pump.fd is None
+        assert pump.read(5) == (b"\0" * 5 if device == "/dev/zero" else None)
+        pump.close()
+
+
+def test_the_client_reads_stdin_from_dev_zero(server: ServerProcess, home: Path) -> None:
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.run([RSHELL, *CLIENT_MODE, server.address, "-c",
+                               "head -c 3000000 | wc -c"], stdin=zero, capture_output=True,
+                              env=base_env(home), timeout=60)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, b"3000000", b"")
 
 
 def test_a_pipe_is_watched_nonblocking_and_restored() -> None:

@@ -80,6 +80,8 @@ class NativeBackend:
         self.sel: select.epoll | None = None
         self._wake_fd = -1
         self._broken: RshellError | None = None
+        #: The descriptors the last wait found ready: stdin is read only then.
+        self._ready: set[int] = set()
 
     def attach(self, stream: Stream) -> None:
         """Use ``stream`` (handshaken at the transport level) from now on."""
@@ -126,9 +128,16 @@ class NativeBackend:
             self._deliver(wake)
 
         registered_fd = None
+        fresh = True
         try:
             while True:
-                if pump is not None:
+                # A watched stdin is read first, then when the wait found it
+                # ready, not on every turn (a read that finds nothing is a
+                # system call and an exception per chunk of output, and per
+                # keystroke).  First: what epoll cannot watch (/dev/null) ends
+                # at once.
+                if pump is not None and (pump.fd is None or fresh or pump.fd in self._ready):
+                    fresh = False
                     pump = self._pump_stdin(pump, stream, wake)
                 can_send = self.proto.stdin_credit > 0 and stream.queued < _HIGH_WATER
                 want_fd = pump.fd if pump is not None and can_send else None
@@ -142,8 +151,9 @@ class NativeBackend:
                 msg = self.poll(deadline, busy=busy, on_wake=on_wake, until=wake.deadline)
                 if msg is None and wake.deadline is not None \
                         and time.monotonic() >= wake.deadline:
-                    yield STDOUT, b""  # the consumer's turn (client.terminal)
-                    continue
+                    if pump is None or pump.fd not in self._ready:
+                        yield STDOUT, b""  # the consumer's turn (client.terminal)
+                    continue  # (keys that just came go first)
                 while msg is not None:
                     if isinstance(msg, Stdout):
                         yield STDOUT, msg.data
@@ -216,7 +226,8 @@ class NativeBackend:
     def _pump_stdin(self, pump: Pump, stream: Stream, wake: Wakeup) -> Pump | None:
         proto = self.proto
         while proto.stdin_credit > 0 and stream.queued < _HIGH_WATER and pump.ready:
-            data = pump.read(min(proto.stdin_credit, STDIN_CHUNK))
+            asked = min(proto.stdin_credit, STDIN_CHUNK)
+            data = pump.read(asked)
             if data is None:
                 pump.close()
                 self.write(StdinEof())
@@ -228,6 +239,8 @@ class NativeBackend:
             if wake.pending:
                 self._deliver(wake)
             self.write(Stdin(data))
+            if pump.fd is not None and len(data) < asked:
+                break  # drained for now (a keystroke): the loop's epoll says when more comes
         return pump
 
     def _deliver(self, wake: Wakeup) -> None:
@@ -268,6 +281,7 @@ class NativeBackend:
         stream = self.stream
         assert stream is not None and self.sel is not None
         msg = self._next_event()
+        self._ready = set()
         if msg is not None:
             return msg
         if not stream.pending():
@@ -288,7 +302,7 @@ class NativeBackend:
             events = self.sel.poll(-1 if wait is None else wait)
             if stream.queued:
                 self.sel.modify(sock_fd, _READ)
-            ready = {fd for fd, _ in events}
+            self._ready = ready = {fd for fd, _ in events}
             if on_wake is not None and self._wake_fd in ready:
                 on_wake()
             if stream.queued:

@@ -46,9 +46,9 @@ class _BytesPump(Pump):
 
 class _FdPump(Pump):
     def __init__(self, fd: int) -> None:
-        mode = os.fstat(fd).st_mode
-        # epoll cannot watch regular files (they are always readable anyway).
-        self.fd = None if stat.S_ISREG(mode) or stat.S_ISBLK(mode) else fd
+        # epoll cannot watch regular files, nor devices such as /dev/zero and
+        # /dev/null (EPERM): they are always readable anyway.
+        self.fd = fd if _pollable(fd) else None
         self._fd = fd
         self._was_blocking = os.get_blocking(fd)
         if self.fd is not None:
@@ -96,6 +96,25 @@ class _IterPump(Pump):
                 return None
         chunk, self._rest = self._rest[:n], self._rest[n:]
         return chunk
+
+
+def _pollable(fd: int) -> bool:
+    """Whether epoll can watch ``fd`` (a pipe, a socket, a terminal)."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode) or stat.S_ISDIR(mode):
+        return False
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return True
+    import select
+
+    poller = select.epoll()
+    try:
+        poller.register(fd, select.EPOLLIN)
+    except PermissionError:
+        return False
+    finally:
+        poller.close()
+    return True
 
 
 def pump_for(source: StdinSource) -> Pump | None:

@@ -44,8 +44,10 @@ HIGH_WATER = 4 * CHUNK
 _DRAIN_ROUNDS = 4
 _DEFAULT_PIPE_SIZE = 65536
 _SMALL_READ = _DEFAULT_PIPE_SIZE
-#: Reads joined into one chunk from a terminal (at most 4 KiB each).
+#: Reads joined into one chunk from a terminal (at most 4 KiB each), once a
+#: read brought this much (a keystroke's echo is alone: no read more for it).
 _GATHER_READS = 16
+_GATHER_FROM = 1024
 
 #: Signals a client may deliver to its command.
 ALLOWED_SIGNALS = frozenset({
@@ -338,7 +340,7 @@ class Command:
             self._spare = buf
             self._close_output(fd)
             return 0
-        if self.child.on_terminal:
+        if self.child.on_terminal and n >= _GATHER_FROM:
             n = self._gather(fd, buf, head, n)
         got = n
         if n == _DEFAULT_PIPE_SIZE and not self.big:
@@ -361,8 +363,9 @@ class Command:
     def _gather(self, fd: int, buf: bytearray, head: int, n: int) -> int:
         """A terminal hands out at most 4 KiB a read (its line discipline's
         buffer): what is already there joins the chunk, so a screenful costs
-        one frame and one send, not one per 4 KiB (a keystroke's echo, alone,
-        costs one read more)."""
+        one frame and one send, not one per 4 KiB.  Asked only after a read
+        of ``_GATHER_FROM`` bytes or more: a keystroke's echo goes alone, at
+        no read more."""
         import os
 
         view = memoryview(buf)
