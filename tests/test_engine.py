@@ -115,16 +115,16 @@ def test_a_client_signal_reaches_the_group(tmp_path: Path) -> None:
 
 
 def test_stdin_reaches_the_command_with_eof(tmp_path: Path) -> None:
-    taken: list[tuple[int, bool]] = []
+    taken: list[int] = []
     plan = decide(Request("wc -c", stdin=True), login(tmp_path).workspace(), Limits())
     assert isinstance(plan, Launch)
     loop, sink = Loop(), Recording()
-    cmd = Command(plan, loop, sink, Limits(), lambda n, idle: taken.append((n, idle)))
+    cmd = Command(plan, loop, sink, Limits(), taken.append)
     cmd.feed(b"x" * 100_000)
     cmd.end_stdin()
     outcome = run(cmd, loop)
     assert sink.data(STDOUT).strip() == b"100000" and outcome.exit_code == 0
-    assert sum(n for n, _ in taken) == 100_000 and taken[-1][1]
+    assert sum(taken) == 100_000
     loop.close()
 
 

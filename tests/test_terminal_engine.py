@@ -62,7 +62,7 @@ class OnTerminal:
         self.plan = plan
         self.loop, self.sink = Loop(), Recording()
         self.cmd = Command(plan, self.loop, self.sink, limits,
-                           lambda n, idle: self.consumed.append(n))
+                           self.consumed.append)
 
     @property
     def out(self) -> bytes:

@@ -121,7 +121,10 @@ class Wakeup:
     def __init__(self) -> None:
         self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._signals: deque[int] = deque()
-        self._size: tuple[int, int] | None = None
+        # The latest size only; a deque's append and popleft are atomic, so a
+        # resize from a signal handler or another thread is never lost between
+        # the read and the clearing of a plain attribute.
+        self._size: deque[tuple[int, int]] = deque(maxlen=1)
         #: Set by a consumer that drives ``execute`` itself and must get control
         #: back at this time (client.terminal's reads): a backend that is still
         #: waiting for the command then yields an empty chunk.
@@ -133,18 +136,20 @@ class Wakeup:
 
     def resize(self, cols: int, rows: int) -> None:
         """The terminal's new size; only the latest one counts."""
-        self._size = (cols, rows)
+        self._size.append((cols, rows))
         self.notify()
 
     @property
     def pending(self) -> bool:
         """Whether a signal or a size waits (no system call: asked per keystroke)."""
-        return bool(self._signals) or self._size is not None
+        return bool(self._signals) or bool(self._size)
 
     def take_size(self) -> tuple[int, int] | None:
         """The size posted since the last call, if any."""
-        size, self._size = self._size, None
-        return size
+        try:
+            return self._size.popleft()
+        except IndexError:
+            return None
 
     def notify(self) -> None:
         try:

@@ -25,7 +25,8 @@ import signal
 import subprocess
 import time
 
-from rshell.exec.terminal import Pty, child_setup, login_shell, open_pty
+from rshell.exec.sweep import stat_fields
+from rshell.exec.terminal import Pty, child_setup, login_shell, open_pty, resize
 
 #: Linux F_SETPIPE_SZ: bigger pipes mean fewer wake-ups per megabyte.
 _F_SETPIPE_SZ = 1031
@@ -61,7 +62,7 @@ class Child:
     """
 
     __slots__ = (
-        "pid", "proc", "stdin", "stdout", "stderr", "pidfd", "started", "master", "on_terminal",
+        "pid", "proc", "stdin", "stdout", "stderr", "pidfd", "started", "on_terminal",
         "exit_code", "signal", "_exited", "_reaped",
     )
 
@@ -79,7 +80,6 @@ class Child:
         """``pty``: on a terminal of that kind and size; ``login``: the
         account's login shell on it instead of ``SHELL -c COMMAND``."""
         self.proc: subprocess.Popen[bytes] | None = None
-        self.master: int | None = None
         self.on_terminal = pty is not None
         ours: list[int] = []  # our ends, closed on any failure below
         theirs: list[int] = []  # the child's ends, closed once it has them
@@ -120,8 +120,6 @@ class Child:
         self.stdout: int | None = out_r
         self.stderr: int | None = err_r
         self.stdin: int | None = in_w if stdin or pty is not None else None
-        if pty is not None:
-            self.master = out_r
         try:
             for fd in ours:
                 os.set_blocking(fd, False)
@@ -200,13 +198,17 @@ class Child:
             raise StartError(f"cannot start: {exc}") from None
         return self.proc.pid
 
+    @property
+    def master(self) -> int | None:
+        """The pty's master, while it is open (a command on a terminal only)."""
+        return self.stdout if self.on_terminal else None
+
     def resize(self, cols: int, rows: int) -> None:
         """A new window size for a command on a terminal (no-op otherwise)."""
-        from rshell.exec.terminal import resize
-
-        if self.master is not None and self.stdout is not None:
+        master = self.master
+        if master is not None:
             try:
-                resize(self.master, cols, rows)
+                resize(master, cols, rows)
             except OSError:
                 pass  # the terminal is closing: nobody is left to redraw
 
@@ -255,7 +257,7 @@ class Child:
     def close_output(self, fd: int) -> None:
         """Close our end of stdout or stderr (at EOF, or when we give up on it)."""
         if fd == self.stdout:
-            self.stdout = self.master = None
+            self.stdout = None
         elif fd == self.stderr:
             self.stderr = None
         else:
@@ -325,12 +327,10 @@ def _session_groups(sid: int) -> list[int]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
+            fields = stat_fields(name)
         except OSError:
             continue  # gone meanwhile
-        fields = raw[raw.rindex(b")") + 2 :].split()
-        if int(fields[3]) == sid:
+        if int(fields[3]) == sid:  # fields 5 and 6: the group and the session
             groups[int(fields[2])] = None
     return list(groups)
 

@@ -22,6 +22,8 @@ paramiko.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import time
 from collections import deque
@@ -33,6 +35,7 @@ from rshell.exec.child import Child
 from rshell.exec.loop import READ, WRITE, Loop
 from rshell.exec.policy import Launch, Limits
 from rshell.exec.record import Outcome
+from rshell.exec.terminal import eof_char, size
 from rshell.result import timed_out
 
 STDOUT, STDERR = 1, 2
@@ -83,10 +86,10 @@ class Command:
 
     def __init__(
         self, launch: Launch, loop: Loop, sink: Sink, limits: Limits,
-        on_consumed: Callable[[int, bool], None] | None = None,
+        on_consumed: Callable[[int], None] | None = None,
     ) -> None:
-        """Start the child (StartError if it cannot be); ``on_consumed(n, idle)``
-        hears of stdin the command took (idle: nothing of it still queued)."""
+        """Start the child (StartError if it cannot be); ``on_consumed(n)``
+        hears of stdin the command took (written, or dropped: nobody reads it)."""
         self.child = Child(launch.command, shell=limits.shell, cwd=launch.cwd, env=launch.env,
                            stdin=launch.stdin, pty=launch.pty, login=launch.login)
         self.launch, self.loop, self.sink, self.limits = launch, loop, sink, limits
@@ -111,8 +114,6 @@ class Command:
 
     def _record(self) -> None:
         """Start the recording (exec/cast.py), the output going through it."""
-        from rshell.exec.terminal import size
-
         assert self.child.master is not None
         try:
             cols, rows = size(self.child.master)
@@ -166,8 +167,6 @@ class Command:
         """The client's window changed (a command on a terminal only)."""
         self.child.resize(cols, rows)
         if self.cast is not None and self.child.master is not None:
-            from rshell.exec.terminal import size
-
             try:
                 self.cast.resize(*size(self.child.master))  # as the terminal took it
             except OSError:
@@ -243,7 +242,7 @@ class Command:
     def _queue(self, data: bytes | memoryview) -> None:
         if self.child.stdin is None:
             if self.on_consumed is not None:
-                self.on_consumed(len(data), True)  # nobody reads it: don't stall the sender
+                self.on_consumed(len(data))  # nobody reads it: don't stall the sender
             return
         queue = self.stdin_queue
         queue.append(memoryview(data))
@@ -256,8 +255,6 @@ class Command:
         if self.child.on_terminal:
             # A pty cannot be half-closed: the end of input is what a user
             # would type for it, the terminal's EOF character (^D).
-            from rshell.exec.terminal import eof_char
-
             if self.child.master is not None and not self.stdin_eof:
                 self.stdin_eof = True
                 char = eof_char(self.child.master)
@@ -290,7 +287,7 @@ class Command:
             self.unasked -= ours
             written -= ours
         if written and self.on_consumed is not None:
-            self.on_consumed(written, not queue)
+            self.on_consumed(written)
 
     def _close_stdin(self) -> None:
         if self.child.stdin is not None:
@@ -319,9 +316,6 @@ class Command:
 
     def _pull(self, fd: int, kind: int) -> int:
         """One chunk from ``fd`` into the sink: bytes moved (0: none now or EOF)."""
-        import errno
-        import os
-
         head = self.sink.headroom
         # Small first: most commands print little, and an idle session should
         # hold no megabyte; a pipe that fills gets the big buffer from then on.
@@ -366,8 +360,6 @@ class Command:
         one frame and one send, not one per 4 KiB.  Asked only after a read
         of ``_GATHER_FROM`` bytes or more: a keystroke's echo goes alone, at
         no read more."""
-        import os
-
         view = memoryview(buf)
         for _ in range(_GATHER_READS):
             if head + n >= len(buf):

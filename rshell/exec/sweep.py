@@ -46,6 +46,15 @@ def _marked() -> Iterator[tuple[int, str]]:
         )
 
 
+def stat_fields(pid: int | str) -> list[bytes]:
+    """/proc/PID/stat's fields after the command name (which is parenthesised
+    and may hold spaces): index 0 is field 3 (the state), so field N is at
+    N - 3.  OSError if the process is gone."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read()
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
 def _environ(pid: str) -> bytes:
     """The environment of ``pid``, waiting out an exec in progress.
 
@@ -63,10 +72,9 @@ def _environ(pid: str) -> bytes:
     for _ in range(1000):  # the window is microseconds; this bound is ~1 s of yields
         if env:
             return env
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-        fields = raw[raw.rindex(b")") + 2 :].split()
-        # vsize 0: no memory at all (a zombie, a kernel thread), not an exec.
+        fields = stat_fields(pid)
+        # vsize 0 (field 23): no memory at all (a zombie, a kernel thread), not
+        # an exec; env_end is field 50.
         mid_exec = fields[20] != b"0" and fields[47] == b"0"
         with open(f"/proc/{pid}/environ", "rb") as f:
             env = f.read()
@@ -246,10 +254,7 @@ def _start_time(pid: int) -> str | None:
     22): with the pid, a process's identity.  None once it is gone, or a
     zombie: a server killed and not yet reaped serves no session any more."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
+        fields = stat_fields(pid)
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # The command name is parenthesised and may hold spaces: split after it.
-    fields = raw[raw.rindex(b")") + 2 :].split()
     return None if fields[0] == b"Z" else fields[19].decode()

@@ -258,7 +258,7 @@ class Session(Loop):
         self.record.started(run.command, plan.cwd, cmd.child.pid, plan.forced,
                             recording=cmd.recording)
 
-    def _consumed(self, n: int, idle: bool) -> None:
+    def _consumed(self, n: int) -> None:
         """Stdin the command took: acked once a quarter of the window is owed,
         so the client's window refills in few frames.  Never sooner: what is
         owed below that leaves the client three quarters of its credit, so

@@ -121,7 +121,8 @@ class ChannelDriver(Loop):
         self.ws: Workspace = conn.login.workspace()
         self.shutdown_at: float | None = None
         self.signals: deque[int] = deque()
-        self.resizes: deque[tuple[int, int]] = deque()
+        # A window change not yet applied, the latest only (atomic append/popleft).
+        self.size: deque[tuple[int, int]] = deque(maxlen=1)
         self.on_terminal = False  # the channel's command runs on a pty
         self.lines: _Lines | None = None
         self.status = 0  # what the line session exits with
@@ -142,7 +143,7 @@ class ChannelDriver(Loop):
 
     def post_resize(self, cols: int, rows: int) -> None:
         """A ``window-change`` for the channel's terminal (paramiko's thread)."""
-        self.resizes.append((cols, rows))
+        self.size.append((cols, rows))
         self.wake()
 
     def close_idle(self, reason: str) -> None:
@@ -349,11 +350,8 @@ class ChannelDriver(Loop):
 
     def _resize(self) -> None:
         """Apply the latest window change heard, if any (on a terminal only)."""
-        size = None
-        while self.resizes:
-            size = self.resizes.popleft()  # only the latest matters
-        if size is not None and self.cmd is not None:
-            self.cmd.resize(*size)
+        if self.size and self.cmd is not None:
+            self.cmd.resize(*self.size.popleft())
 
     def _say(self, text: str) -> None:
         # A terminal's client is in raw mode: a bare newline would not return the carriage.
