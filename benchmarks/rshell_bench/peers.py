@@ -236,17 +236,19 @@ class AsyncsshPeer:
             return (time.perf_counter() - start) / k * 1e3
         return self.loop.run_until_complete(batch())
 
-    def stream(self, size: int, command: str) -> float:
-        """Seconds for ``command``'s output, counted as it arrives (stdin closed)."""
+    def stream(self, size: int, command: str, **options: Any) -> float:
+        """Seconds for ``command``'s output, counted as it arrives (stdin closed);
+        ``options``: more for ``create_session`` (a terminal's, say)."""
         async def one() -> float:
             start = time.perf_counter()
             chan, session = await self.conn.create_session(_counting_session(), command,
-                                                            encoding=None)
+                                                            encoding=None, **options)
             chan.write_eof()
             await chan.wait_closed()
             elapsed = time.perf_counter() - start
             if session.got != size or session.status != 0:
-                raise BenchError(f"asyncssh stream: exit {session.status}, "
+                what = "pty cat" if options.get("term_type") else "stream"
+                raise BenchError(f"asyncssh {what}: exit {session.status}, "
                                  f"{session.got} of {size} bytes")
             return elapsed
         return self.loop.run_until_complete(one())

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 from .contenders import open_connection, rshell_stream
 from .core import BenchError, MiB, Probe, Side, bind, progress, run_rounds
-from .peers import _counting_session
 from .plans import MODES
 from .procs import stop_process
 from .stats import Target, all_figure, compare, spread
@@ -412,20 +411,9 @@ def api_cat(conn: Any) -> Callable[[str, int], float]:
 
 
 def asyncssh_cat(peer: Any) -> Callable[[str, int], float]:
-    """asyncssh's session with a ``term_type``, bytes counted in data_received."""
-    async def one(command: str, expected: int) -> float:
-        start = time.perf_counter()
-        chan, session = await peer.conn.create_session(
-            _counting_session(), command, term_type=TERM, term_size=(COLS, ROWS),
-            encoding=None)
-        await chan.wait_closed()
-        elapsed = time.perf_counter() - start
-        if session.got != expected or session.status != 0:
-            raise BenchError(f"asyncssh pty cat: exit {session.status}, {session.got} of "
-                             f"{expected} bytes")
-        return elapsed
-    return lambda c, e: peer.loop.run_until_complete(asyncio.wait_for(one(c, e),
-                                                                      TRANSFER_WAIT))
+    """asyncssh's session with a ``term_type``: the stream figure's, on a terminal."""
+    return lambda command, expected: peer.stream(expected, command, term_type=TERM,
+                                                 term_size=(COLS, ROWS))
 
 
 def tty_output(rig: AllRig) -> dict[str, Any]:
