@@ -28,7 +28,7 @@ import pexpect
 import pytest
 
 from rshell.protocol.messages import Exit, Run, Stdout
-from tests.conftest import RSHELL, ServerProcess, base_env, cli, one_line_error
+from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env, cli, one_line_error
 from tests.support.procs import (
     children,
     kill_pid,
@@ -374,6 +374,28 @@ def test_tt_gives_a_terminal_even_without_one_locally(home: Path,
     typed = cli(home, "-tt", server.address, input=b"tty; exit 3\n")  # the login shell
     assert typed.returncode == 3, typed.stderr
     assert re.search(rf"[\r\n]{PTS}\r\n", typed.stdout.decode()), typed.stdout
+
+
+def test_tt_with_a_pipe_leaves_the_local_terminal_cooked(home: Path,
+                                                         server: ServerProcess) -> None:
+    """``rshell -tt HOST CMD < pipe`` on a terminal, as ``ssh -tt``: only a
+    keyboard goes raw, so the local terminal keeps its line mode and its
+    Ctrl-C, which ends rshell itself; the remote terminal still has the local
+    window's size (it went raw, and Ctrl-C was a byte for nobody, before)."""
+    line = shlex.join([RSHELL, *CLIENT_MODE, "-tt", server.address,
+                       "stty size; echo re''ady; exec sleep 60"])
+    child = pexpect.spawn("sh", ["-c", f"exec {line} < /dev/null"], env=base_env(home),
+                          timeout=WAIT, dimensions=(ROWS, COLS))
+    try:
+        child.expect(rf"{ROWS} {COLS}\r+\nready\r+\n".encode())  # cooked: \r\r\n, as ssh
+        lflag = termios.tcgetattr(child.child_fd)[3]
+        assert lflag & termios.ICANON and lflag & termios.ISIG, "the local terminal went raw"
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 130, (child.exitstatus, child.signalstatus)
+    finally:
+        child.close(force=True)
 
 
 def test_t_without_a_local_terminal_warns_and_runs_without(home: Path,

@@ -48,8 +48,9 @@ def run_on_terminal(conn: Connection, command: str, *, escape: int | None,
         stdin = KeyboardPump(0, Escapes(escape), _say, conn.address, ctrl_c_window)
     else:
         stdin = None if sys.stdin is None else sys.stdin.buffer
-    with RawTerminal(0 if keyboard else (sized if sized is not None else 0),
-                     on_resize=conn.resize):
+    # Raw only for a keyboard (as ssh): with stdin a pipe (-tt), the local
+    # terminal keeps its Ctrl-C for rshell itself; its size is still followed.
+    with RawTerminal(0 if keyboard else None, on_resize=conn.resize, size_fd=sized):
         return conn.run(command, stdin=stdin, timeout=timeout, pty=True, size=size,
                         on_stdout=fd_writer(1))
 

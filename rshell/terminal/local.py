@@ -39,11 +39,15 @@ def window_size(fd: int) -> tuple[int, int]:
 
 
 class RawTerminal:
-    """Raw mode on ``fd`` while in the ``with`` block (nothing if it is not
-    a terminal); ``on_resize(cols, rows)`` hears of window changes."""
+    """Raw mode on ``fd`` while in the ``with`` block (nothing if it is None
+    or not a terminal: only a keyboard goes raw, as with ssh);
+    ``on_resize(cols, rows)`` hears of the window changes of ``size_fd``'s
+    terminal (default ``fd``'s)."""
 
-    def __init__(self, fd: int, on_resize: Callable[[int, int], None] | None = None) -> None:
+    def __init__(self, fd: int | None, on_resize: Callable[[int, int], None] | None = None,
+                 size_fd: int | None = None) -> None:
         self.fd = fd
+        self.size_fd = fd if size_fd is None else size_fd
         self.on_resize = on_resize
         self._saved: list[Any] | None = None
         self._handlers: dict[int, Any] = {}
@@ -52,7 +56,7 @@ class RawTerminal:
         import termios
         import tty
 
-        if os.isatty(self.fd):
+        if self.fd is not None and os.isatty(self.fd):
             self._saved = termios.tcgetattr(self.fd)
             self._handle(signal.SIGTERM, self._hangup)
             self._handle(signal.SIGHUP, self._hangup)
@@ -74,7 +78,7 @@ class RawTerminal:
         for signum, previous in self._handlers.items():
             signal.signal(signum, previous)
         self._handlers.clear()
-        if self._saved is not None:
+        if self._saved is not None and self.fd is not None:
             try:
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
             except termios.error:
@@ -88,5 +92,5 @@ class RawTerminal:
         raise Hangup(signum)
 
     def _resized(self, signum: int, frame: FrameType | None) -> None:
-        if self.on_resize is not None:
-            self.on_resize(*window_size(self.fd))
+        if self.on_resize is not None and self.size_fd is not None:
+            self.on_resize(*window_size(self.size_fd))
