@@ -384,8 +384,12 @@ def test_tt_with_a_pipe_leaves_the_local_terminal_cooked(home: Path,
     window's size (it went raw, and Ctrl-C was a byte for nobody, before)."""
     line = shlex.join([RSHELL, *CLIENT_MODE, "-tt", server.address,
                        "stty size; echo re''ady; exec sleep 60"])
+    # Started as an interactive shell starts a job: SIGINT at its default (a
+    # suite run in the background inherits it ignored, and rshell, as ssh,
+    # keeps an ignored SIGINT ignored).
     child = pexpect.spawn("sh", ["-c", f"exec {line} < /dev/null"], env=base_env(home),
-                          timeout=WAIT, dimensions=(ROWS, COLS))
+                          timeout=WAIT, dimensions=(ROWS, COLS),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         child.expect(rf"{ROWS} {COLS}\r+\nready\r+\n".encode())  # cooked: \r\r\n, as ssh
         lflag = termios.tcgetattr(child.child_fd)[3]
