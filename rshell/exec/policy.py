@@ -204,6 +204,17 @@ def terminal_refusal(grant: Grant) -> str | None:
     return None if grant.pty else "no terminal for this key (no-pty, or restrict without pty)"
 
 
+def transfer_refusal(grant: Grant) -> str | None:
+    """Why this key may not copy files (a ``command=`` key may run only its
+    command, and ``restrict`` takes every extra; ``from=`` was judged at login),
+    or None: asked by the native listener and the SFTP subsystem alike."""
+    if grant.forced is not None:
+        return "file transfer not permitted for this key (command=)"
+    if grant.restrict:
+        return "file transfer not permitted for this key (restrict)"
+    return None
+
+
 def _answer(request: Request, code: int | None, reason: str) -> Answer:
     return Answer(Outcome(request.command, code, None, reason))
 

@@ -108,6 +108,17 @@ class Recorder:
         )
         self.event("command-end", **fields)
 
+    def transferred(self, direction: str, path: str, size: int, sha256: str | None,
+                    error: str | None = None) -> None:
+        """One file copied (``direction``: ``upload`` into this host, ``download``
+        out of it), or refused or failed (``error``), whichever wire carried it."""
+        fields = {"direction": direction, "path": path, "bytes": size, "sha256": sha256,
+                  "error": error}
+        self.log(logging.INFO if error is None else logging.WARNING,
+                 "%s: %s %r %d bytes%s via=%s", self.peer, direction, path, size,
+                 f" failed: {error}" if error else "", self.via, event="transfer", **fields)
+        self.event("transfer", **fields)
+
     def swept(self, escaped: list[int]) -> None:
         """Processes that left their command's group, killed as the session ended."""
         if escaped:
