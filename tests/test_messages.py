@@ -25,6 +25,17 @@ from rshell.errors import (
     RemoteProtocolError,
     error_code,
 )
+from rshell.protocol.files import (
+    Done,
+    Entry,
+    EntryEnd,
+    FileData,
+    Get,
+    Put,
+    PutReady,
+    TransferEnd,
+    Verdict,
+)
 from rshell.protocol.frames import HEADER_SIZE, encode_frame
 from rshell.protocol.messages import (
     PROTOCOL_VERSION,
@@ -52,10 +63,12 @@ from rshell.protocol.messages import (
 )
 
 M = MessageType
-JSON_KINDS = [M.HELLO, M.CHALLENGE, M.AUTH, M.WELCOME, M.RUN, M.EXIT, M.ERROR]
+JSON_KINDS = [M.HELLO, M.CHALLENGE, M.AUTH, M.WELCOME, M.RUN, M.EXIT, M.ERROR, M.PUT, M.GET,
+              M.PUT_READY, M.ENTRY, M.ENTRY_END, M.VERDICT, M.TRANSFER_END]
 MESSAGE_CLASSES = (
     Hello, Challenge, Auth, Welcome, Run, Stdin, StdinEof, Signal, WindowChange, Stdout,
-    Stderr, StdinAck, Exit, Error,
+    Stderr, StdinAck, Exit, Error, Put, Get, PutReady, Entry, FileData, EntryEnd, Done, Verdict,
+    TransferEnd,
 )
 
 
@@ -68,7 +81,7 @@ def split_frame(frame: bytes) -> tuple[int, bytes]:
 
 def normalized(msg: Message) -> Message:
     """Data messages may hold a memoryview; compare them as bytes."""
-    if isinstance(msg, (Stdin, Stdout, Stderr)):
+    if isinstance(msg, (Stdin, Stdout, Stderr, FileData)):
         return type(msg)(bytes(msg.data))
     return msg
 
@@ -114,6 +127,23 @@ ROUND_TRIP: list[Message] = [
     Stdout(b"\x00\xff\xfe" * 1000),
     Stderr(b""),
     Stderr(bytes(range(255, -1, -1))),
+    Put("dir/f", recursive=True, preserve=True, many=True),
+    Put(""),
+    Get(("a", "/b c", "\u00e9")),
+    Get(("x",), recursive=True, preserve=True),
+    PutReady(True),
+    Entry("file", "f", 3, 0o755, 1.5, 2.0),
+    Entry("dir", "d \u00e9"),
+    Entry("link", "l", target="../x"),
+    Entry("end"),
+    FileData(b""),
+    FileData(bytes(range(256))),
+    EntryEnd("ab" * 32),
+    EntryEnd(error="file shrank while being read"),
+    Done(),
+    Verdict("d/f", "Permission denied"),
+    TransferEnd(3, 1024, 1),
+    TransferEnd(error="refused: file transfer not permitted for this key (restrict)"),
     StdinAck(0),
     StdinAck(65536),
     StdinAck(2**32 - 1),
@@ -249,6 +279,14 @@ VALID: dict[MessageType, dict[str, Any]] = {
     M.RUN: {"command": "ls", "cwd": None, "env": None, "timeout": None, "stdin": False},
     M.EXIT: {"exit_code": 0, "signal": None, "error": None, "cwd": "/", "duration": 0.5},
     M.ERROR: {"code": "x", "message": "y"},
+    M.PUT: {"path": "d", "recursive": False, "preserve": False, "many": False},
+    M.GET: {"paths": ["a"], "recursive": False, "preserve": False},
+    M.PUT_READY: {"directory": True},
+    M.ENTRY: {"kind": "file", "name": "f", "size": 1, "mode": 420, "mtime": 0, "atime": 0,
+              "target": ""},
+    M.ENTRY_END: {"sha256": "00", "error": None},
+    M.VERDICT: {"path": "f", "error": "no"},
+    M.TRANSFER_END: {"files": 1, "size": 2, "failed": 0, "error": None},
 }
 
 

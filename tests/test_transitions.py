@@ -11,6 +11,17 @@ from functools import partial
 
 import pytest
 
+from rshell.protocol.files import (
+    Done,
+    Entry,
+    EntryEnd,
+    FileData,
+    Get,
+    Put,
+    PutReady,
+    TransferEnd,
+    Verdict,
+)
 from rshell.protocol.messages import (
     Auth,
     Challenge,
@@ -39,7 +50,8 @@ from tests.test_session import WELCOME, Endpoint, Pair, expect_unexpected
 SAMPLES: list[Message] = [
     Hello(), Challenge(nonce=b"n" * 32), Auth("key", b"sig"), WELCOME, Run("cat", stdin=True),
     Stdin(b"x"), StdinEof(), Signal(2), WindowChange(80, 24), Stdout(b"x"), Stderr(b"x"),
-    StdinAck(1), Exit(0, cwd="/"),
+    StdinAck(1), Exit(0, cwd="/"), Put("d"), Get(("f",)), PutReady(True), Entry("file", "f", 1),
+    FileData(b"x"), EntryEnd("00" * 32), Done(), Verdict("f", "no"), TransferEnd(1, 1),
 ]
 C, S = Role.CLIENT, Role.SERVER
 
@@ -54,6 +66,11 @@ def pair_in(state: State) -> Pair:
         State.CHECKING: [("s", Hello()), ("c", Challenge(nonce=b"n")), ("s", Auth("k", b"s"))],
         State.READY: [("s", Hello()), ("c", WELCOME)],
         State.RUNNING: [("s", Hello()), ("c", WELCOME), ("s", Run("cat", stdin=True))],
+        State.PUT_ASKED: [("s", Hello()), ("c", WELCOME), ("s", Put("d"))],
+        State.PUTTING: [("s", Hello()), ("c", WELCOME), ("s", Put("d")), ("c", PutReady(True))],
+        State.PUT_DONE: [("s", Hello()), ("c", WELCOME), ("s", Put("d")), ("c", PutReady(True)),
+                         ("s", Done())],
+        State.GETTING: [("s", Hello()), ("c", WELCOME), ("s", Get(("f",)))],
     }
     if state is State.CLOSED:
         pair.client.send(Error("bye"))
@@ -67,13 +84,19 @@ def pair_in(state: State) -> Pair:
 def test_table_is_the_documented_conversation() -> None:
     """The derived table says what PROTOCOL.md section 5 says, for both roles."""
     sends: dict[Role, dict[State, set[type]]] = {
-        C: {State.HELLO: {Hello}, State.AUTH: {Auth}, State.READY: {Run},
-            State.RUNNING: {Stdin, StdinEof, Signal, WindowChange}},
+        C: {State.HELLO: {Hello}, State.AUTH: {Auth}, State.READY: {Run, Put, Get},
+            State.RUNNING: {Stdin, StdinEof, Signal, WindowChange},
+            State.PUTTING: {Entry, FileData, EntryEnd, Done}},
         S: {State.GREETING: {Challenge, Welcome}, State.CHECKING: {Welcome},
-            State.RUNNING: {Stdout, Stderr, StdinAck, Exit}},
+            State.RUNNING: {Stdout, Stderr, StdinAck, Exit},
+            State.PUT_ASKED: {PutReady, TransferEnd},
+            State.PUTTING: {Verdict, TransferEnd}, State.PUT_DONE: {Verdict, TransferEnd},
+            State.GETTING: {Entry, FileData, EntryEnd, Verdict, TransferEnd}},
     }
-    # The READY race: the server's only.
-    late = {State.READY: {Stdin, StdinEof, Signal, WindowChange}}
+    # The READY races: the server's only (stdin after Exit, entries after an
+    # early TransferEnd).
+    late = {State.READY: {Stdin, StdinEof, Signal, WindowChange, Entry, FileData, EntryEnd,
+                          Done}}
 
     def legal(role: Role, state: State, direction: Direction) -> set[type]:
         return {kind for (r, s, d, kind) in TRANSITIONS if (r, s, d) == (role, state, direction)}

@@ -22,6 +22,21 @@ from enum import IntEnum
 from typing import Any
 
 from rshell.errors import ErrorCode, LocalProtocolError, error_code
+from rshell.protocol.files import (
+    Done,
+    Entry,
+    EntryEnd,
+    FieldError,
+    FileData,
+    FileMessage,
+    Get,
+    Put,
+    PutReady,
+    TransferEnd,
+    Verdict,
+    from_json,
+    to_json,
+)
 from rshell.protocol.frames import encode_frame
 
 PROTOCOL_VERSION = 1
@@ -49,6 +64,15 @@ class MessageType(IntEnum):
     STDIN_ACK = 22
     EXIT = 23
     ERROR = 30
+    PUT = 40
+    GET = 41
+    PUT_READY = 42
+    ENTRY = 43
+    FILE_DATA = 44
+    ENTRY_END = 45
+    DONE = 46
+    VERDICT = 47
+    TRANSFER_END = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +210,7 @@ class Closed:
 
 Message = (
     Hello | Challenge | Auth | Welcome | Run | Stdin | StdinEof | Signal | WindowChange
-    | Stdout | Stderr | StdinAck | Exit | Error | Closed
+    | Stdout | Stderr | StdinAck | Exit | Error | Closed | FileMessage
 )
 
 _DATA: dict[MessageType, type[Stdin | Stdout | Stderr]] = {
@@ -200,7 +224,16 @@ _KIND = {
     StdinEof: MessageType.STDIN_EOF, Signal: MessageType.SIGNAL,
     WindowChange: MessageType.WINDOW_CHANGE, Stdout: MessageType.STDOUT,
     Stderr: MessageType.STDERR, StdinAck: MessageType.STDIN_ACK, Exit: MessageType.EXIT,
-    Error: MessageType.ERROR,
+    Error: MessageType.ERROR, Put: MessageType.PUT, Get: MessageType.GET,
+    PutReady: MessageType.PUT_READY, Entry: MessageType.ENTRY,
+    FileData: MessageType.FILE_DATA, EntryEnd: MessageType.ENTRY_END, Done: MessageType.DONE,
+    Verdict: MessageType.VERDICT, TransferEnd: MessageType.TRANSFER_END,
+}
+#: The file messages whose payload is a JSON object (files.py's codec).
+_FILE_JSON: dict[MessageType, type[FileMessage]] = {
+    MessageType.PUT: Put, MessageType.GET: Get, MessageType.PUT_READY: PutReady,
+    MessageType.ENTRY: Entry, MessageType.ENTRY_END: EntryEnd, MessageType.VERDICT: Verdict,
+    MessageType.TRANSFER_END: TransferEnd,
 }
 
 
@@ -263,10 +296,12 @@ def encode(msg: Message) -> bytes:
         fast = _fast_json(msg)
         if fast is not None:
             return encode_frame(kind, fast)
-    if isinstance(msg, (Stdin, Stdout, Stderr)):
+    if isinstance(msg, (Stdin, Stdout, Stderr, FileData)):
         return encode_frame(kind, bytes(msg.data))
-    if isinstance(msg, StdinEof):
+    if isinstance(msg, (StdinEof, Done)):
         return encode_frame(kind)
+    if kind in _FILE_JSON:
+        return encode_frame(kind, json.dumps(to_json(msg), separators=(",", ":")).encode())  # type: ignore[arg-type]
     if isinstance(msg, Signal):
         return encode_frame(kind, _U8.pack(msg.signum))
     if isinstance(msg, StdinAck):
@@ -379,10 +414,12 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
     data_cls = _DATA.get(kind)
     if data_cls is not None:
         return data_cls(payload)
-    if kind is MessageType.STDIN_EOF:
+    if kind is MessageType.FILE_DATA:
+        return FileData(payload)
+    if kind is MessageType.STDIN_EOF or kind is MessageType.DONE:
         if payload:
-            raise LocalProtocolError("STDIN_EOF carries no payload", ErrorCode.MALFORMED)
-        return StdinEof()
+            raise LocalProtocolError(f"{kind.name} carries no payload", ErrorCode.MALFORMED)
+        return StdinEof() if kind is MessageType.STDIN_EOF else Done()
     if kind in (MessageType.SIGNAL, MessageType.STDIN_ACK, MessageType.WINDOW_CHANGE):
         fmt = _FIXED[kind]
         if len(payload) != fmt.size:
@@ -394,6 +431,12 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
         (number,) = fmt.unpack(payload)
         return Signal(number) if kind is MessageType.SIGNAL else StdinAck(number)
     f = _Fields(kind, payload)
+    file_cls = _FILE_JSON.get(kind)
+    if file_cls is not None:
+        try:
+            return from_json(file_cls, f.obj)
+        except FieldError as exc:
+            raise f.error(str(exc)) from None
     number = (int, float)
     if kind is MessageType.HELLO:
         return Hello(f.get("version", int), f.get("client", str))
@@ -431,5 +474,6 @@ def decode(kind_number: int, payload: bytes | memoryview) -> Message:
 __all__ = [
     "FEATURES", "PROTOCOL_VERSION", "MessageType", "Message", "ErrorCode", "encode", "decode",
     "Hello", "Challenge", "Auth", "Welcome", "Pty", "Run", "Stdin", "StdinEof", "Signal",
-    "WindowChange", "Stdout", "Stderr", "StdinAck", "Exit", "Error", "Closed",
+    "WindowChange", "Stdout", "Stderr", "StdinAck", "Exit", "Error", "Closed", "Put", "Get",
+    "PutReady", "Entry", "FileData", "EntryEnd", "Done", "Verdict", "TransferEnd",
 ]

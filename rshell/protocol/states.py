@@ -36,10 +36,17 @@ from rshell.protocol.messages import (
     Auth,
     Challenge,
     Closed,
+    Done,
+    Entry,
+    EntryEnd,
     Error,
     Exit,
+    FileData,
+    Get,
     Hello,
     Message,
+    Put,
+    PutReady,
     Run,
     Signal,
     Stderr,
@@ -47,6 +54,8 @@ from rshell.protocol.messages import (
     StdinAck,
     StdinEof,
     Stdout,
+    TransferEnd,
+    Verdict,
     Welcome,
     WindowChange,
     decode,
@@ -64,6 +73,10 @@ class State(Enum):
     CHECKING = "checking"  # Auth sent, the server's verdict pending
     READY = "ready"  # authenticated, no command running
     RUNNING = "running"  # one command running
+    PUT_ASKED = "put-asked"  # Put sent, the server's PutReady (or refusal) pending
+    PUTTING = "putting"  # the client sends entries
+    PUT_DONE = "put-done"  # every entry sent, the server's TransferEnd pending
+    GETTING = "getting"  # the server sends entries
     CLOSED = "closed"
 
     # Members are singletons: hash them by identity, in C, instead of Enum's
@@ -114,6 +127,9 @@ _C, _S = Role.CLIENT, Role.SERVER
 _HELLO, _GREETING, _AUTH, _CHECKING, _READY, _RUNNING = (
     State.HELLO, State.GREETING, State.AUTH, State.CHECKING, State.READY, State.RUNNING
 )
+_PUT_ASKED, _PUTTING, _PUT_DONE, _GETTING = (
+    State.PUT_ASKED, State.PUTTING, State.PUT_DONE, State.GETTING
+)
 
 #: The conversation, each rule once (PROTOCOL.md section 5).  Error is legal in
 #: every state, both ways, and ends the session: it is not in the table.
@@ -131,6 +147,19 @@ CONVERSATION: tuple[Rule, ...] = (
     Rule(_S, (_RUNNING,), Stderr),
     Rule(_S, (_RUNNING,), StdinAck, effect=Effect.REFILL),
     Rule(_S, (_RUNNING,), Exit, _READY),
+    # File transfer (feature "files"): the server alone ends one, with TransferEnd.
+    Rule(_C, (_READY,), Put, _PUT_ASKED),
+    Rule(_S, (_PUT_ASKED,), PutReady, _PUTTING),
+    Rule(_C, (_PUTTING,), Entry),
+    Rule(_C, (_PUTTING,), FileData),
+    Rule(_C, (_PUTTING,), EntryEnd),
+    Rule(_C, (_PUTTING,), Done, _PUT_DONE),
+    Rule(_C, (_READY,), Get, _GETTING),
+    Rule(_S, (_GETTING,), Entry),
+    Rule(_S, (_GETTING,), FileData),
+    Rule(_S, (_GETTING,), EntryEnd),
+    Rule(_S, (_PUTTING, _PUT_DONE, _GETTING), Verdict),
+    Rule(_S, (_PUT_ASKED, _PUTTING, _PUT_DONE, _GETTING), TransferEnd, _READY),
 )
 
 #: The READY race: Exit and the client's stdin cross on the wire, so the server
@@ -140,6 +169,12 @@ LATE: tuple[Rule, ...] = (
     Rule(_C, (_READY,), StdinEof),
     Rule(_C, (_READY,), Signal),
     Rule(_C, (_READY,), WindowChange),
+    # A Put the server ended early (refused midway, stopping): the entries
+    # already on their way arrive after its TransferEnd, and are dropped.
+    Rule(_C, (_READY,), Entry),
+    Rule(_C, (_READY,), FileData),
+    Rule(_C, (_READY,), EntryEnd),
+    Rule(_C, (_READY,), Done),
 )
 
 Key = tuple[Role, State, Direction, type[Message]]
