@@ -1,0 +1,1 @@
+"""File transfer: rshell cp, Connection.put/get and their rules (issue 14)."""
