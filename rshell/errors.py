@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rshell.result import Result
+    from rshell.result import Copied, Result
 
 EXIT_USAGE = 2
 EXIT_CONNECTION = 255
@@ -150,3 +150,15 @@ class CommandFailed(RshellError):
     @property
     def exit_code(self) -> int:  # type: ignore[override]
         return self.result.exit_status or 1
+
+
+class CopyFailed(RshellError):
+    """A copy (``put``, ``get``, ``rshell cp``) was refused as a whole, or some
+    of its files failed: ``copied`` says what did arrive and what did not
+    (None when nothing started)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, copied: Copied | None = None) -> None:
+        super().__init__(message)
+        self.copied = copied

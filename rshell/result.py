@@ -44,6 +44,21 @@ class Result:
         return 1
 
 
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """What a copy moved: files and bytes written on the receiving side, how
+    long it took, and each file that failed, with why (``path``, ``reason``)."""
+
+    files: int
+    bytes: int
+    duration: float
+    failures: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
 def silent_failure(exit_code: int | None, signal: int | None, output: int) -> str | None:
     """The ``command error`` reason for a command that failed without a word
     (``output`` bytes in all), or None.  One rule for the server and for every

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "rshell.transport": 2,
     # 3: the daemon, the client contract, the SSH door
     "rshell.server": 3, "rshell.client": 3, "rshell.ssh": 3, "rshell.terminal": 3,
+    "rshell.transfer": 3,
     # 4: the command lines
     "rshell.cli": 4,
 }
@@ -46,6 +47,9 @@ FORBIDDEN: list[tuple[str, str]] = [
     ("rshell.ssh.server", "rshell.client"), ("rshell.exec", "rshell.protocol"),
     ("rshell.exec", "rshell.transport"),
     ("rshell.terminal", "rshell.server"), ("rshell.terminal", "rshell.exec"),
+    # transfer/ is shared by both sides (an upload's server, a download's client)
+    ("rshell.transfer", "rshell.server"), ("rshell.transfer", "rshell.exec"),
+    ("rshell.transfer", "rshell.client"), ("rshell.transfer", "rshell.cli"),
 ]
 EXEMPT = {"rshell.cli.server"}
 
@@ -58,7 +62,8 @@ PROTOCOL_FORBIDDEN = {
 DEPENDENCY_DOORS: dict[str, set[str]] = {
     "click": {"rshell.cli.commands", "rshell.cli.server"},
     "paramiko": {"rshell.ssh._paramiko", "rshell.ssh.server", "rshell.ssh.channel",
-                 "rshell.ssh.client", "rshell.ssh.identity"},
+                 "rshell.ssh.client", "rshell.ssh.identity", "rshell.ssh.sftp",
+                 "rshell.ssh.files"},
     "cryptography": {"rshell.trust.keys", "rshell.trust.tls"},
 }
 

@@ -40,7 +40,11 @@ from rshell.errors import CommandFailed, ConnectionFailed, RshellError, UsageErr
 from rshell.result import Result, silent_failure
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from rshell.client.copy import Paths, Progress
     from rshell.client.terminal import Terminal
+    from rshell.result import Copied
 
 Callback = Callable[[bytes | memoryview], object]
 __all__ = ["AskHost", "Callback", "Connection", "Passphrase", "RunStream", "connect"]
@@ -207,6 +211,39 @@ class Connection:
         command as usual.  A stream still held can be iterated on later."""
         return RunStream(self, command, self._exchange(command, stdin, cwd, env, timeout))
 
+    def put(self, local: Paths, remote: str, *, recursive: bool = False,
+            preserve: bool = False, progress: Progress | None = None) -> Copied:
+        """Copy local files (one path or several; directories with
+        ``recursive``) to ``remote`` (relative: to the home; with several
+        sources, a directory).  ``preserve`` keeps modes and times;
+        ``progress(path, done, size)`` is called as bytes go.  Nothing is
+        half-written: each file is checked (SHA-256) and renamed into place.
+        CopyFailed (with ``.copied``) if any file failed."""
+        from rshell.client.copy import upload
+
+        self._idle()
+        return upload(self._backend, local, remote, recursive=recursive, preserve=preserve,
+                      progress=progress)
+
+    def get(self, remote: str | Sequence[str], local: str | os.PathLike[str], *,
+            recursive: bool = False, preserve: bool = False,
+            progress: Progress | None = None) -> Copied:
+        """Copy remote files (one path or several) to ``local``, as ``put``
+        does the other way; names from the server are checked, so nothing
+        is written outside ``local``."""
+        from rshell.client.copy import download
+
+        self._idle()
+        return download(self._backend, remote, local, recursive=recursive, preserve=preserve,
+                        progress=progress)
+
+    def _idle(self) -> None:
+        """Refuse a command or a copy while another runs, or once closed."""
+        if self._running:
+            raise RshellError("another command is still running on this connection")
+        if self._backend.closed:
+            raise ConnectionFailed(f"connection to {self.address} is closed")
+
     # ---- written once for both backends --------------------------------------------
 
     def terminal(
@@ -230,10 +267,7 @@ class Connection:
         self, command: str, stdin: StdinSource, cwd: str | None,
         env: Mapping[str, str] | None, timeout: float | None, pty: Pty | None = None,
     ) -> Generator[Chunk, None, Finish]:
-        if self._running:
-            raise RshellError("another command is still running on this connection")
-        if self._backend.closed:
-            raise ConnectionFailed(f"connection to {self.address} is closed")
+        self._idle()
         request = Request(command, cwd, self.cwd, check_env(env), timeout, pump_for(stdin),
                           pty)
         self._wake.take()  # a signal posted between commands is for nobody

@@ -17,10 +17,14 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Generator, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rshell.client.stdin import Pump
 from rshell.errors import UsageError
+
+if TYPE_CHECKING:
+    from rshell.transfer.receive import Receiver
+    from rshell.transfer.send import Sender
 
 #: Which stream a chunk of output came from: the local descriptor it goes to.
 STDOUT, STDERR = 1, 2
@@ -75,6 +79,17 @@ class Finish:
         self.cwd, self.duration = cwd, duration
 
 
+class Tally:
+    """A copy as the backend saw it: files and bytes the server counted, and
+    the files that failed there (path, reason)."""
+
+    __slots__ = ("files", "size", "failures")
+
+    def __init__(self) -> None:
+        self.files = self.size = 0
+        self.failures: list[tuple[str, str]] = []
+
+
 class Backend(Protocol):
     """The I/O primitives under ``Connection``; attributes as it documents them."""
 
@@ -107,6 +122,17 @@ class Backend(Protocol):
         is then ready for the next command.  If the end cannot be seen within
         ``STOP_WAIT`` (or the connection fails meanwhile), the connection is
         closed instead, which ends the command on the server too."""
+        ...
+
+    def put(self, sender: Sender, remote: str, *, recursive: bool, preserve: bool,
+            many: bool) -> Tally:
+        """Send ``sender``'s entries to ``remote`` (relative: to the home).
+        CopyFailed if the server refuses the copy as a whole."""
+        ...
+
+    def get(self, paths: list[str], receiver: Receiver, *, recursive: bool,
+            preserve: bool) -> Tally:
+        """Feed ``paths`` (relative: to the home) into ``receiver`` (open)."""
         ...
 
     def close(self) -> None: ...

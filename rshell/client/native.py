@@ -19,6 +19,7 @@ import select
 import signal
 import time
 from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING
 
 from rshell.client.backend import (
     STDERR,
@@ -31,6 +32,11 @@ from rshell.client.backend import (
     Wakeup,
 )
 from rshell.client.stdin import Pump
+
+if TYPE_CHECKING:
+    from rshell.client.backend import Tally
+    from rshell.transfer.receive import Receiver
+    from rshell.transfer.send import Sender
 from rshell.errors import (
     CommandTimeout,
     ConnectionClosed,
@@ -252,6 +258,21 @@ class NativeBackend:
         if size is not None and running:
             self.write(WindowChange(*size))
 
+    # ---- files (client.native_files) ---------------------------------------------------
+
+    def put(self, sender: Sender, remote: str, *, recursive: bool, preserve: bool,
+            many: bool) -> Tally:
+        from rshell.client import native_files
+
+        return native_files.put(self, sender, remote, recursive=recursive, preserve=preserve,
+                                many=many)
+
+    def get(self, paths: list[str], receiver: Receiver, *, recursive: bool,
+            preserve: bool) -> Tally:
+        from rshell.client import native_files
+
+        return native_files.get(self, paths, receiver, recursive=recursive, preserve=preserve)
+
     # ---- the wire ------------------------------------------------------------------
 
     def write(self, msg: Message) -> None:
@@ -265,7 +286,7 @@ class NativeBackend:
         self.stream.write(frame)
         self.stream.flush()
 
-    def until_message(self, deadline: float, what: str) -> Message:
+    def until_message(self, deadline: float | None, what: str) -> Message:
         while True:
             msg = self.poll(deadline, what=what)
             if msg is not None:

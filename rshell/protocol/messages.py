@@ -43,7 +43,7 @@ PROTOCOL_VERSION = 1
 #: What this side offers beyond version 1's commands, announced in Welcome: a
 #: client asks for a feature only of a server that announced it, so an older
 #: server never sees what it cannot honour (PROTOCOL.md section 11).
-FEATURES = ("pty",)
+FEATURES = ("pty", "files")
 _U8 = struct.Struct("!B")
 _U32 = struct.Struct("!I")
 _SIZE = struct.Struct("!HH")

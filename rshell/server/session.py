@@ -20,12 +20,13 @@ from collections.abc import Callable
 
 from rshell.errors import ConnectionFailed, LocalProtocolError, ProtocolError
 from rshell.exec.child import StartError
-from rshell.exec.command import STDOUT, Command
+from rshell.exec.command import HIGH_WATER, STDOUT, Command
 from rshell.exec.environment import login_name
 from rshell.exec.loop import READ, WRITE, Loop
 from rshell.exec.policy import Answer, Login, Request, decide
 from rshell.exec.record import Outcome, Recorder
 from rshell.exec.terminal import Pty
+from rshell.protocol.files import Done, Entry, EntryEnd, FileData, Get, Put, TransferEnd
 from rshell.protocol.frames import HEADER_SIZE, BufferDecoder, pack_header_into
 from rshell.protocol.messages import (
     FEATURES,
@@ -47,6 +48,7 @@ from rshell.protocol.messages import (
 )
 from rshell.protocol.signing import NONCE_SIZE
 from rshell.protocol.states import ServerProtocol, State
+from rshell.server.files import Download, Upload, refusal
 from rshell.server.settings import Settings, new_marker
 from rshell.transport import Stream, peer_ip
 
@@ -104,6 +106,8 @@ class Session(Loop):
         self.handshake_deadline: float | None = (
             deadline if deadline is not None else time.monotonic() + settings.auth_timeout
         )
+        #: The file transfer under way (server/files.py), if any.
+        self.xfer: Upload | Download | None = None
         self._lock = threading.Lock()
 
     # ---- public -------------------------------------------------------------
@@ -151,9 +155,17 @@ class Session(Loop):
             log.warning("%s: handshake not completed in %gs", self.peer,
                         self.settings.auth_timeout)
             raise LocalProtocolError("authentication timed out", "auth-timeout")
+        xfer = self.xfer
+        if xfer is not None:
+            if self.shutdown_at is not None and now >= self.shutdown_at:
+                self._end_transfer("server shutting down")
+            elif isinstance(xfer, Download) and self.stream.queued < HIGH_WATER \
+                    and xfer.pump():
+                self._end_transfer(None)
         cmd = self.cmd
         if cmd is None:
-            if self.idle_deadline is not None and now >= self.idle_deadline:
+            if self.xfer is None and self.idle_deadline is not None \
+                    and now >= self.idle_deadline:
                 raise LocalProtocolError(
                     f"idle for {self.settings.idle_timeout:g} s without a command",
                     "idle-timeout")
@@ -224,8 +236,17 @@ class Session(Loop):
         elif isinstance(msg, WindowChange):
             if cmd is not None:
                 cmd.resize(msg.cols, msg.rows)
+        elif isinstance(msg, (FileData, Entry, EntryEnd, Done)):
+            xfer = self.xfer
+            if isinstance(xfer, Upload) and xfer.on_message(msg):
+                self._end_transfer(None)
+            # else: entries in flight after an early TransferEnd, dropped
         elif isinstance(msg, Run):
             self._start(msg)
+        elif isinstance(msg, Put):
+            self._put(msg)
+        elif isinstance(msg, Get):
+            self._get(msg)
         elif isinstance(msg, Hello):
             if self.settings.authorized is None:
                 self._greet()
@@ -257,6 +278,37 @@ class Session(Loop):
         self.login.groups.add(cmd.child.pid)
         self.record.started(run.command, plan.cwd, cmd.child.pid, plan.forced,
                             recording=cmd.recording)
+
+    # ---- file transfers (server/files.py) -------------------------------------------
+
+    def _put(self, put: Put) -> None:
+        reason = refusal(self.login)
+        if reason is not None:
+            self.record.transferred("upload", put.path, 0, None, reason)
+            self._send(TransferEnd(error=reason))
+            return
+        upload = Upload(put, self.login, self.record, self._send)
+        if upload.start():
+            self.xfer = upload
+
+    def _get(self, get: Get) -> None:
+        reason = refusal(self.login)
+        if reason is not None:
+            self.record.transferred("download", " ".join(get.paths), 0, None, reason)
+            self._send(TransferEnd(error=reason))
+            return
+        self.xfer = Download(get, self.login, self.record, self._send, self.stream)
+
+    def _end_transfer(self, reason: str | None) -> None:
+        """The transfer is over (TransferEnd sent), or is ended now for ``reason``."""
+        xfer, self.xfer = self.xfer, None
+        if xfer is not None and reason is not None:
+            xfer.abort(reason)
+        if self.idle_deadline is not None:
+            self.idle_deadline = time.monotonic() + self.settings.idle_timeout
+        self.proto.decoder.release()
+        if self.shutdown_at is not None:
+            self._shut()
 
     def _consumed(self, n: int) -> None:
         """Stdin the command took: acked once a quarter of the window is owed,
@@ -330,7 +382,7 @@ class Session(Loop):
     def _on_wake(self, mask: int) -> None:
         if not self.drain_wake():
             return
-        if self.cmd is None:
+        if self.cmd is None and self.xfer is None:
             self._shut()
 
     def _shut(self) -> None:
@@ -339,6 +391,12 @@ class Session(Loop):
         self.closing = True
 
     def _cleanup(self) -> None:
+        xfer, self.xfer = self.xfer, None
+        if xfer is not None:  # the connection went mid-transfer: nothing half-written stays
+            if isinstance(xfer, Upload):
+                xfer.receiver.close()
+            else:
+                xfer.events.close()  # type: ignore[attr-defined]
         cmd, self.cmd = self.cmd, None
         self.stream.close()  # first: the client learns at once that we are gone
         if cmd is not None:

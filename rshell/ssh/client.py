@@ -64,7 +64,7 @@ import shlex
 import signal
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 
@@ -94,6 +94,11 @@ from rshell.result import timed_out
 from rshell.shellwords import lone_assignment, lone_cd, reserved
 from rshell.ssh import _paramiko as door
 from rshell.ssh.identity import Keys, Pinning, fingerprint
+
+if TYPE_CHECKING:
+    from rshell.client.backend import Tally
+    from rshell.transfer.receive import Receiver
+    from rshell.transfer.send import Sender
 
 _CHUNK = 64 * 1024
 #: stdin chunks sent per turn of the loop before output is looked at again.
@@ -158,6 +163,21 @@ class SshBackend:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+    # ---- files (ssh.files: SFTP) ----------------------------------------------------------
+
+    def put(self, sender: Sender, remote: str, *, recursive: bool, preserve: bool,
+            many: bool) -> Tally:
+        from rshell.ssh import files
+
+        return files.put(self._client, sender, remote, preserve=preserve, many=many)
+
+    def get(self, paths: list[str], receiver: Receiver, *, recursive: bool,
+            preserve: bool) -> Tally:
+        from rshell.ssh import files
+
+        return files.get(self._client, paths, receiver, recursive=recursive,
+                         preserve=preserve)
 
     # ---- opening -----------------------------------------------------------------------
 

@@ -1,0 +1,140 @@
+"""A file transfer on a native connection: the server's half of ``Put`` and
+``Get`` (protocol/files.py), between the session's loop and transfer/.
+
+An upload feeds each entry to a ``transfer.receive.Receiver`` as its frame
+is decoded: the disk write is done before the next frame is read, so TCP's
+own window bounds what the client can have in flight, and no credit is
+needed.  A download is pumped by the session's loop while fewer than
+``HIGH_WATER`` bytes wait in the socket (as command output is), its chunks
+read straight into frame buffers.  Both report every file through the
+connection's ``Recorder`` (the same audit event the SFTP subsystem writes),
+and both are refused for keys ``exec.policy.transfer_refusal`` names.
+
+Never imports client/ or cli/.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+from rshell.errors import LocalProtocolError
+from rshell.exec.command import HIGH_WATER
+from rshell.exec.policy import Login, transfer_refusal
+from rshell.exec.record import Recorder
+from rshell.protocol.files import (
+    Done,
+    Entry,
+    EntryEnd,
+    FileData,
+    Get,
+    Put,
+    PutReady,
+    TransferEnd,
+    Verdict,
+)
+from rshell.protocol.frames import HEADER_SIZE, pack_header_into
+from rshell.protocol.messages import Message, MessageType
+from rshell.transfer.names import home_path
+from rshell.transfer.receive import DestinationError, Receiver
+from rshell.transfer.send import Chunk, Sender, source_name
+from rshell.transport import Stream
+
+Send = Callable[[Message], None]
+_FILE_DATA = int(MessageType.FILE_DATA)
+
+
+def refusal(login: Login) -> str | None:
+    """Why this connection may not copy files now, or None."""
+    if login.stopping:
+        return "server shutting down"
+    reason = transfer_refusal(login.grant)
+    return None if reason is None else f"refused: {reason}"
+
+
+class Upload:
+    """A ``Put``: entries from the client written under its destination."""
+
+    def __init__(self, put: Put, login: Login, record: Recorder, send: Send) -> None:
+        self.send, self.record = send, record
+        self.receiver = Receiver(home_path(put.path, login.home), preserve=put.preserve,
+                                 many=put.many, on_file=self._on_file)
+
+    def start(self) -> bool:
+        """PutReady, or the TransferEnd that refuses the destination: True if open."""
+        try:
+            directory = self.receiver.open()
+        except DestinationError as exc:
+            self.record.transferred("upload", self.receiver.dest, 0, None, str(exc))
+            self.send(TransferEnd(error=str(exc)))
+            return False
+        self.send(PutReady(directory))
+        return True
+
+    def _on_file(self, rel: str, size: int, sha256: str | None, error: str | None) -> None:
+        self.record.transferred("upload", os.path.join(self.receiver.root, rel), size, sha256,
+                                error)
+        if error is not None:
+            self.send(Verdict(rel, error))
+
+    def on_message(self, msg: Message) -> bool:
+        """One frame of the upload; True once it is over (TransferEnd sent)."""
+        receiver = self.receiver
+        try:
+            if isinstance(msg, FileData):
+                receiver.data(msg.data)
+            elif isinstance(msg, Entry):
+                receiver.entry(msg)
+            elif isinstance(msg, EntryEnd):
+                receiver.end(msg)
+            else:
+                assert isinstance(msg, Done)
+                receiver.close()
+                self.send(TransferEnd(receiver.files, receiver.size, len(receiver.failures)))
+                return True
+        except DestinationError as exc:  # a stream out of order: the client's bug
+            raise LocalProtocolError(str(exc), "unexpected") from None
+        return False
+
+    def abort(self, reason: str) -> None:
+        """The connection ends, or the server stops: a file half-received is dropped."""
+        self.receiver.close()
+        self.send(TransferEnd(self.receiver.files, self.receiver.size,
+                              len(self.receiver.failures), reason))
+
+
+class Download:
+    """A ``Get``: entries read here, sent as frames while the socket takes them."""
+
+    def __init__(self, get: Get, login: Login, record: Recorder, send: Send,
+                 stream: Stream) -> None:
+        self.send, self.record, self.stream = send, record, stream
+        sources = [(home_path(p, login.home), source_name(p)) for p in get.paths]
+        self.sender = Sender(sources, recursive=get.recursive, preserve=get.preserve,
+                             headroom=HEADER_SIZE, on_file=self._on_file)
+        self.events: Iterator[object] = self.sender.events()
+
+    def _on_file(self, path: str, size: int, sha256: str | None, error: str | None) -> None:
+        self.record.transferred("download", path, size, sha256, error)
+
+    def pump(self) -> bool:
+        """Send entries until the socket holds HIGH_WATER bytes; True once the
+        download is over (TransferEnd sent)."""
+        stream, sender = self.stream, self.sender
+        for event in self.events:
+            if isinstance(event, Chunk):
+                pack_header_into(event.buf, 0, event.n, _FILE_DATA)
+                stream.write(memoryview(event.buf)[:HEADER_SIZE + event.n])
+                if stream.flush():
+                    sender.recycle(event.buf)  # the kernel has it all: read into it again
+            else:
+                self.send(event)  # type: ignore[arg-type]
+            if stream.queued >= HIGH_WATER:
+                return False
+        self.send(TransferEnd(sender.files, sender.size, len(sender.failures)))
+        return True
+
+    def abort(self, reason: str) -> None:
+        self.events.close()  # type: ignore[attr-defined]
+        self.send(TransferEnd(self.sender.files, self.sender.size,
+                              len(self.sender.failures), reason))

@@ -1,0 +1,354 @@
+"""The receiving side of a copy: the entry stream of protocol/files.py
+written under the destination the user named, and nowhere else.
+
+One ``Receiver`` serves an upload's server and a download's client.
+
+- Nothing half-written: a file is written to an unnamed temporary file in
+  its directory (``O_TMPFILE``: a crash or kill leaves nothing behind), its
+  SHA-256 and size checked against the sender's, fsynced, then linked in
+  under a temporary name and renamed over the target in one step.  Where
+  the filesystem has no ``O_TMPFILE``, a named ``.NAME.rshell-XXXX.part``
+  is used and removed on every failure.  The old file stays whole until the
+  rename.
+- Only under the destination: every entry name is one path component
+  (transfer.names), every directory is opened relative to its parent's
+  descriptor with ``O_NOFOLLOW`` (a link in the tree, or one planted
+  meanwhile, is never followed), and links pointing out of the tree are
+  refused.  The destination itself is followed when it is a link: the user
+  named it.
+- Modes: with ``preserve``, the sender's permission bits and times; without,
+  a new file gets the sender's bits less the umask, a replaced one keeps its
+  own (as scp).  Set-id and sticky bits never travel.
+
+A failed entry (a refused name, a full disk, a bad digest) is skipped to its
+end and reported through ``on_file``; the rest of the stream goes on.
+
+Must not import server/, exec/, client/ or cli/.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rshell.errors import CopyFailed
+from rshell.protocol.files import DIR, END, FILE, LINK, Entry, EntryEnd
+from rshell.transfer.names import link_problem, name_problem, umask
+
+#: (path within the transfer, bytes, sha256 or None, error or None): once per
+#: file, link or directory that failed, and per file or link written.
+OnFile = Callable[[str, int, "str | None", "str | None"], None]
+#: (path within the transfer, bytes so far, the file's size).
+Progress = Callable[[str, int, int], None]
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class DestinationError(CopyFailed):
+    """The destination cannot take this copy at all (missing, not a directory),
+    or the stream broke the order of entries."""
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+@dataclass(slots=True)
+class _Level:
+    fd: int
+    rel: str  # path within the transfer ('' at the root)
+    entry: Entry | None  # the directory's own entry (None at the root)
+    new: bool  # created by this copy (its mode is ours to set)
+
+
+@dataclass(slots=True)
+class _File:
+    fd: int
+    dir_fd: int
+    name: str
+    rel: str
+    entry: Entry
+    temp: str | None  # the named temporary file, where O_TMPFILE is missing
+    digest: hashlib._Hash
+    got: int = 0
+
+
+class Receiver:
+    """Writes one transfer under ``dest``.  ``open()`` first (it says whether
+    ``dest`` is a directory), then ``entry``/``data``/``end`` as they come,
+    then ``close()`` (which also undoes a file cut short)."""
+
+    def __init__(self, dest: str, *, preserve: bool = False, many: bool = False,
+                 on_file: OnFile | None = None, progress: Progress | None = None) -> None:
+        self.dest, self.preserve, self.many = dest, preserve, many
+        self.on_file, self.progress = on_file, progress
+        self.files = self.size = 0
+        self.failures: list[tuple[str, str]] = []
+        self._stack: list[_Level] = []
+        self._file: _File | None = None
+        self._skip_file = False  # the current file failed: drop its data
+        self._skip_dirs = 0  # inside a directory that failed: drop everything
+        self._rename_to: str | None = None  # the one top entry's name (dest not a dir)
+        #: The directory the transfer's paths are relative to.
+        self.root = dest
+        self._tops = 0
+        self._umask = umask()
+
+    # ---- the destination ------------------------------------------------------------
+
+    def open(self) -> bool:
+        """Open the destination; True if it is a directory the entries go into.
+        DestinationError if it cannot take them."""
+        dest = self.dest
+        try:
+            fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise DestinationError(f"{dest}: {_reason(exc)}") from None
+            if self.many or dest.endswith("/"):
+                raise DestinationError(f"{dest}: not a directory") from None
+            parent, name = os.path.split(dest)
+            try:
+                fd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc2:
+                raise DestinationError(f"{parent or '.'}: {_reason(exc2)}") from None
+            self._rename_to = name
+            self.root = parent or "."
+            self._stack.append(_Level(fd, "", None, False))
+            return False
+        self._stack.append(_Level(fd, "", None, False))
+        return True
+
+    def close(self) -> None:
+        """The end, or the connection's: a file still open is discarded."""
+        if self._file is not None:
+            self._discard(self._file)
+            self._file = None
+        while self._stack:
+            os.close(self._stack.pop().fd)
+
+    # ---- the stream -----------------------------------------------------------------
+
+    def entry(self, e: Entry) -> None:
+        if self._file is not None or self._skip_file:
+            raise DestinationError("protocol: an entry inside a file")
+        if self._skip_dirs:
+            self._skip_dirs += 1 if e.kind == DIR else -1 if e.kind == END else 0
+            if e.kind == FILE:
+                self._skip_file = True
+            return
+        if e.kind == END:
+            self._leave()
+            return
+        level = self._stack[-1]
+        name = e.name
+        problem = name_problem(name)
+        if len(self._stack) == 1:
+            self._tops += 1
+            if self._rename_to is not None:
+                if self._tops > 1:
+                    problem = f"{self.dest}: not a directory"
+                else:
+                    name = self._rename_to  # the user's name for it: not judged
+                    problem = None
+        rel = f"{level.rel}/{name}" if level.rel else name
+        if problem is None and e.kind == LINK:
+            problem = link_problem(e.target, len(self._stack) - 1)
+        if problem is not None:
+            self._refuse(e, rel, f"refused: {problem}" if not problem.startswith(self.dest)
+                         else problem)
+            return
+        try:
+            if e.kind == DIR:
+                self._enter(level, name, rel, e)
+            elif e.kind == FILE:
+                self._begin(level, name, rel, e)
+            else:
+                self._link(level, name, rel, e)
+        except OSError as exc:
+            self._refuse(e, rel, _reason(exc))
+
+    def data(self, data: bytes | memoryview) -> None:
+        f = self._file
+        if f is None:
+            if self._skip_file:
+                return
+            raise DestinationError("protocol: file data outside a file")
+        f.digest.update(data)
+        f.got += len(data)
+        if f.got > f.entry.size:
+            self._fail_file(f, f"more bytes than announced ({f.entry.size})")
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(f.fd, view):]
+        except OSError as exc:
+            self._fail_file(f, _reason(exc))
+            return
+        if self.progress is not None:
+            self.progress(f.rel, f.got, f.entry.size)
+
+    def end(self, e: EntryEnd) -> None:
+        f, self._file = self._file, None
+        if f is None:
+            if self._skip_file:
+                self._skip_file = False
+                return
+            raise DestinationError("protocol: the end of a file that did not begin")
+        problem = e.error
+        if problem is None and f.got != f.entry.size:
+            problem = f"{f.got} of {f.entry.size} bytes arrived"
+        if problem is None and f.digest.hexdigest() != e.sha256:
+            problem = "SHA-256 mismatch"
+        if problem is None:
+            try:
+                self._commit(f)
+            except OSError as exc:
+                problem = _reason(exc)
+        if problem is not None:
+            self._discard(f)
+            self._failed(f.rel, problem, f.got)
+            return
+        self.files += 1
+        self.size += f.got
+        if self.on_file is not None:
+            self.on_file(f.rel, f.got, e.sha256, None)
+
+    # ---- directories -----------------------------------------------------------------
+
+    def _enter(self, level: _Level, name: str, rel: str, e: Entry) -> None:
+        new = True
+        try:
+            os.mkdir(name, 0o700, dir_fd=level.fd)
+        except FileExistsError:
+            new = False
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=level.fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise OSError(exc.errno, "exists and is not a directory") from None
+            raise
+        self._stack.append(_Level(fd, rel, e, new))
+
+    def _leave(self) -> None:
+        if len(self._stack) < 2:
+            raise DestinationError("protocol: the end of a directory never entered")
+        level = self._stack.pop()
+        e = level.entry
+        assert e is not None
+        try:
+            if self.preserve:
+                os.chmod(level.fd, e.mode & 0o777)
+                os.utime(level.fd, (e.atime, e.mtime))
+            elif level.new:
+                os.chmod(level.fd, e.mode & 0o777 & ~self._umask)
+        except OSError as exc:
+            self._failed(level.rel, _reason(exc), 0)
+        finally:
+            os.close(level.fd)
+
+    # ---- files and links -------------------------------------------------------------
+
+    def _begin(self, level: _Level, name: str, rel: str, e: Entry) -> None:
+        temp = None
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=level.fd)
+        except OSError as exc:
+            if exc.errno not in _NO_TMPFILE:
+                raise
+            temp = _temp_name(name)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=level.fd)
+        f = _File(fd, level.fd, name, rel, e, temp, hashlib.sha256())
+        self._file = f
+        if e.size:
+            try:
+                os.posix_fallocate(fd, 0, e.size)  # a full disk says so now, not at 99 %
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    self._fail_file(f, _reason(exc))
+
+    def _fail_file(self, f: _File, reason: str) -> None:
+        """The current file cannot be written: dropped now, its data skipped."""
+        self._file = None
+        self._skip_file = True
+        self._discard(f)
+        self._failed(f.rel, reason, f.got)
+
+    def _mode(self, dir_fd: int, name: str, e: Entry) -> int:
+        if self.preserve:
+            return e.mode & 0o777
+        try:
+            old = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISREG(old.st_mode):
+                return stat.S_IMODE(old.st_mode) & 0o777  # a replaced file keeps its mode
+        except OSError:
+            pass
+        return e.mode & 0o777 & ~self._umask
+
+    def _commit(self, f: _File) -> None:
+        os.fchmod(f.fd, self._mode(f.dir_fd, f.name, f.entry))
+        if self.preserve:
+            os.utime(f.fd, (f.entry.atime, f.entry.mtime))
+        os.fsync(f.fd)
+        temp = f.temp
+        if temp is None:  # an unnamed file: give it a name beside the target first
+            temp = _temp_name(f.name)
+            os.link(f"/proc/self/fd/{f.fd}", temp, dst_dir_fd=f.dir_fd, follow_symlinks=True)
+            f.temp = temp
+        os.rename(temp, f.name, src_dir_fd=f.dir_fd, dst_dir_fd=f.dir_fd)
+        f.temp = None
+        os.close(f.fd)
+        f.fd = -1
+
+    def _discard(self, f: _File) -> None:
+        if f.fd >= 0:
+            os.close(f.fd)
+            f.fd = -1
+        if f.temp is not None:
+            try:
+                os.unlink(f.temp, dir_fd=f.dir_fd)
+            except OSError:
+                pass
+            f.temp = None
+
+    def _link(self, level: _Level, name: str, rel: str, e: Entry) -> None:
+        temp = _temp_name(name)
+        os.symlink(e.target, temp, dir_fd=level.fd)
+        try:
+            if self.preserve:
+                os.utime(temp, (e.atime, e.mtime), dir_fd=level.fd, follow_symlinks=False)
+            os.rename(temp, name, src_dir_fd=level.fd, dst_dir_fd=level.fd)
+        except OSError:
+            try:
+                os.unlink(temp, dir_fd=level.fd)
+            except OSError:
+                pass
+            raise
+        if self.on_file is not None:
+            self.on_file(rel, 0, None, None)
+
+    # ---- failures --------------------------------------------------------------------
+
+    def _refuse(self, e: Entry, rel: str, reason: str) -> None:
+        if e.kind == DIR:
+            self._skip_dirs = 1
+        elif e.kind == FILE:
+            self._skip_file = True
+        self._failed(rel, reason, 0)
+
+    def _failed(self, rel: str, reason: str, size: int) -> None:
+        self.failures.append((rel, reason))
+        if self.on_file is not None:
+            self.on_file(rel, size, None, reason)
+
+
+def _temp_name(name: str) -> str:
+    """A name beside ``name`` that no one else uses (a hidden ``.part``)."""
+    return f".{name[:200]}.rshell-{secrets.token_hex(6)}.part"

@@ -1,0 +1,191 @@
+"""The sending side of a copy: local files and trees as the entry stream of
+protocol/files.py, each file's SHA-256 computed while it is read.
+
+One ``Sender`` serves an upload's client and a download's server.  It reads
+straight into buffers that keep ``headroom`` bytes in front, so the native
+wire frames a chunk in place (as the engine frames command output); a
+consumer that is done with a chunk's buffer hands it back (``recycle``), so
+a copy of any size holds one or two buffers.  Top-level sources are
+followed when they are links (as scp and cp follow their operands); inside a
+tree a link is sent as a link, never followed.
+
+Must not import server/, exec/, client/ or cli/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from rshell.protocol.files import DIR, END, FILE, LINK, Entry, EntryEnd, Verdict
+
+#: Bytes read per chunk: the largest frame's payload.
+CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class Chunk:
+    """The next bytes of the current file: ``buf[head:head + n]``."""
+
+    buf: bytearray
+    head: int
+    n: int
+
+    @property
+    def data(self) -> memoryview:
+        return memoryview(self.buf)[self.head:self.head + self.n]
+
+
+Event = Entry | Chunk | EntryEnd | Verdict
+#: (path within the transfer, bytes so far, the file's size): after each chunk.
+Progress = Callable[[str, int, int], None]
+#: (path read, bytes, sha256 or None, error or None): once per file sent or failed.
+OnFile = Callable[[str, int, "str | None", "str | None"], None]
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+class Sender:
+    """Yields the entries of ``sources`` (pairs of a path and the name it is
+    sent as); counts files and bytes sent, and what could not be."""
+
+    def __init__(self, sources: list[tuple[str, str]], *, recursive: bool = False,
+                 preserve: bool = False, headroom: int = 0, chunk: int = CHUNK,
+                 progress: Progress | None = None, on_file: OnFile | None = None) -> None:
+        self.sources, self.recursive, self.preserve = sources, recursive, preserve
+        self.headroom, self.chunk, self.progress = headroom, chunk, progress
+        self.on_file = on_file
+        self.files = self.size = 0
+        self.failures: list[tuple[str, str]] = []
+        self._spare: bytearray | None = None
+
+    def recycle(self, buf: bytearray) -> None:
+        """A chunk's buffer the consumer no longer needs: the next read may use it."""
+        self._spare = buf
+
+    def events(self) -> Iterator[Event]:
+        for path, name in self.sources:
+            try:
+                st = os.stat(path)  # an operand is followed, as scp does
+            except OSError as exc:
+                yield self._fail(path, _reason(exc))
+                continue
+            if stat.S_ISDIR(st.st_mode) and not self.recursive:
+                yield self._fail(path, "is a directory (use -r)")
+                continue
+            yield from self._entry(path, name, name, st, follow=True)
+
+    def _fail(self, where: str, reason: str, path: str | None = None, size: int = 0) -> Verdict:
+        self.failures.append((where, reason))
+        if self.on_file is not None:
+            self.on_file(path or where, size, None, reason)
+        return Verdict(where, reason)
+
+    def _meta(self, kind: str, name: str, st: os.stat_result, **more: object) -> Entry:
+        return Entry(kind, name, mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime,
+                     atime=st.st_atime, **more)  # type: ignore[arg-type]
+
+    def _entry(self, path: str, name: str, rel: str, st: os.stat_result,
+               follow: bool = False) -> Iterator[Event]:
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            yield from self._tree(path, name, rel, st)
+        elif stat.S_ISREG(mode):
+            yield from self._file(path, name, rel, follow)
+        elif stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(path)
+            except OSError as exc:
+                yield self._fail(rel, _reason(exc))
+                return
+            yield self._meta(LINK, name, st, target=target)
+        else:
+            yield self._fail(rel, "not a regular file, directory or link")
+
+    def _tree(self, path: str, name: str, rel: str, st: os.stat_result) -> Iterator[Event]:
+        try:
+            with os.scandir(path) as it:
+                children = sorted((e.name, e.path) for e in it)
+        except OSError as exc:
+            yield self._fail(rel, _reason(exc))
+            return
+        yield self._meta(DIR, name, st)
+        for child, child_path in children:
+            try:
+                child_st = os.lstat(child_path)  # inside a tree: never followed
+            except OSError as exc:
+                yield self._fail(f"{rel}/{child}", _reason(exc))
+                continue
+            yield from self._entry(child_path, child, f"{rel}/{child}", child_st)
+        yield Entry(END)
+
+    def _file(self, path: str, name: str, rel: str, follow: bool) -> Iterator[Event]:
+        flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            yield self._fail(rel, _reason(exc))
+            return
+        try:
+            st = os.fstat(fd)  # what was opened, not what the name said a moment ago
+            if not stat.S_ISREG(st.st_mode):
+                yield self._fail(rel, "not a regular file")
+                return
+            size = st.st_size
+            yield self._meta(FILE, name, st, size=size)
+            digest = hashlib.sha256()
+            sent = 0
+            while True:
+                want = min(self.chunk, size - sent)
+                if want <= 0:
+                    break
+                buf = self._buffer()
+                try:
+                    n = os.readv(fd, [memoryview(buf)[self.headroom:self.headroom + want]])
+                except OSError as exc:
+                    self._spare = buf
+                    yield EntryEnd("", self._fail(rel, f"read error: {_reason(exc)}", path,
+                                                  sent).error)
+                    return
+                if n == 0:
+                    self._spare = buf
+                    reason = f"file shrank while being read ({sent} of {size} bytes)"
+                    yield EntryEnd("", self._fail(rel, reason, path, sent).error)
+                    return
+                chunk = Chunk(buf, self.headroom, n)
+                digest.update(chunk.data)
+                sent += n
+                yield chunk
+                if self.progress is not None:
+                    self.progress(rel, sent, size)
+            self.files += 1
+            self.size += sent
+            if self.progress is not None and size == 0:
+                self.progress(rel, 0, 0)
+            sha = digest.hexdigest()
+            if self.on_file is not None:
+                self.on_file(path, sent, sha, None)
+            yield EntryEnd(sha)
+        finally:
+            os.close(fd)
+
+    def _buffer(self) -> bytearray:
+        buf, self._spare = self._spare, None
+        if buf is None or len(buf) < self.headroom + self.chunk:
+            buf = bytearray(self.headroom + self.chunk)
+        return buf
+
+
+def source_name(path: str) -> str:
+    """The name a source is sent as: its last component (``/a/b/`` -> ``b``;
+    ``.`` and ``..`` by what they name)."""
+    stripped = path.rstrip("/")
+    name = os.path.basename(stripped)
+    if name in ("", ".", ".."):
+        name = os.path.basename(os.path.realpath(path))
+    return name
