@@ -20,8 +20,11 @@ when the key may have a terminal (``exec.policy.terminal_refusal``, the rule
 request failed" and goes on without one, as with sshd.  The channel's
 ``shell`` or ``exec`` then runs on that terminal (the login shell, the
 command, or the forced command: decided by ``decide``), and
-``window-change`` requests resize it.  Every forwarding, environment and
-subsystem request is refused.  At most
+``window-change`` requests resize it.  The ``sftp`` subsystem is served
+(ssh/sftp.py: paramiko's SFTP server over the local files, in the channel's
+thread), and refused, as sshd refuses it, to keys that may not copy files
+(``exec.policy.transfer_refusal``); every other subsystem, forwarding and
+environment request is refused.  At most
 ``--max-sessions`` channels are open at once on one connection (sshd's
 MaxSessions): an open beyond is refused (resource shortage), the rest go on.
 paramiko's own warnings reach our log as one line each (ssh/_paramiko.py
@@ -50,6 +53,7 @@ from rshell.exec.terminal import Pty
 from rshell.server.listener import Daemon, Listener
 from rshell.server.session import end_login
 from rshell.server.settings import Settings, new_marker
+from rshell.ssh import sftp
 from rshell.ssh._paramiko import (
     FAILURES,
     hear_signals,
@@ -82,14 +86,15 @@ class SshServer(Listener):
             conn.serve()
 
 
-#: What a channel asked to run: "exec", "shell" or "none" (nothing asked in
-#: time), the exec command, and the terminal it asked for before, if granted.
+#: What a channel asked to run: "exec", "shell", "sftp" or "none" (nothing
+#: asked in time), the exec command, and the terminal it asked for before, if granted.
 ChannelRequest = tuple[str, str | None, Pty | None]
 
 
 class _Interface(paramiko.ServerInterface):
     """What one SSH connection may do: public-key login, session channels,
-    pty-req, window-change, exec and shell requests; nothing else.
+    pty-req, window-change, exec and shell requests, the sftp subsystem;
+    nothing else.
 
     Called from paramiko's transport thread; the channel's driver thread
     takes its request with ``wait_request``."""
@@ -140,6 +145,14 @@ class _Interface(paramiko.ServerInterface):
 
     def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
         return self._request(channel, "shell", None)
+
+    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        """``sftp``, unless the key may not copy files (refused, OpenSSH says
+        "subsystem request failed", as with sshd); served by the channel's
+        own thread, which holds its slot (not paramiko's handler thread)."""
+        if name != "sftp" or sftp.refused(self.conn):
+            return False
+        return self._request(channel, "sftp", None)
 
     def check_channel_pty_request(self, channel: paramiko.Channel, term: bytes, width: int,
                                   height: int, pixelwidth: int, pixelheight: int,
@@ -394,7 +407,10 @@ class SshConnection:
     def _run_channel(self, driver: ChannelDriver, iface: _Interface) -> None:
         try:
             kind, command, pty = iface.wait_request(driver.channel, self.settings.auth_timeout)
-            driver.serve(kind, command, pty)
+            if kind == "sftp":
+                sftp.serve(self, driver)
+            else:
+                driver.serve(kind, command, pty)
         finally:
             self.release(driver.channel.get_id())  # the driver did, unless it failed first
             iface.forget(driver.channel.get_id())
