@@ -460,8 +460,45 @@ def copy_id_command(
     return 0
 
 
+@click.command(context_settings=CONTEXT, no_args_is_help=True)
+@click.argument("operands", nargs=-1, required=True)
+@click.option("-r", "recursive", is_flag=True, help="Copy directories, recursively.")
+@click.option("-p", "preserve", is_flag=True, help="Keep modes, modification and access times.")
+@click.option("-P", "port", type=click.IntRange(1, 65535), help=f"Port [{DEFAULT_PORT}].")
+@click.option("-q", "quiet", is_flag=True, help="No progress bar.")
+@click.option("-i", "identity", metavar="PATH", help="Private key to authenticate with.")
+@click.option("--no-tls", is_flag=True, help="Talk plain TCP (insecure; server must agree).")
+@click.option("--no-auth", is_flag=True,
+              help="Offer no key (only a --no-auth server will take you).")
+@click.option("--known-hosts", metavar="FILE", help="Host key pins [$RSHELL_HOME/known_hosts].")
+@click.option("--strict-host-keys", is_flag=True, help="Refuse hosts not in known_hosts.")
+@click.option("--accept-new", is_flag=True, help="Pin unknown hosts without asking.")
+@click.option("--connect-timeout", type=click.FloatRange(0, min_open=True),
+              default=CONNECT_TIMEOUT, show_default=True)
+def cp_command(
+    operands: tuple[str, ...], recursive: bool, preserve: bool, port: int | None, quiet: bool,
+    identity: str | None, no_tls: bool, no_auth: bool, known_hosts: str | None,
+    strict_host_keys: bool, accept_new: bool, connect_timeout: float,
+) -> int:
+    """Copy SRC... to DEST, as scp does; either side remote (HOST:PATH,
+    rshell://HOST[:PORT]/PATH, ssh://[USER@]HOST[:PORT]/PATH; a relative
+    remote path is relative to the home). Nothing is half-written: each file
+    is checked (SHA-256) and renamed into place."""
+    from rshell.cli.cp import copy
+
+    if strict_host_keys and accept_new:
+        raise UsageError("--strict-host-keys and --accept-new contradict each other")
+    _warn_opt_outs(no_tls, no_auth)
+    return copy(operands, recursive=recursive, preserve=preserve, port=port, quiet=quiet,
+                connect={"identity": identity, "known_hosts": known_hosts,
+                         "strict_host_keys": strict_host_keys, "accept_new": accept_new,
+                         "connect_timeout": connect_timeout, "tls": not no_tls,
+                         "auth": not no_auth})
+
+
 _SUBCOMMANDS: dict[str, click.Command] = {
     "keygen": keygen_command, "fingerprint": fingerprint_command, "copy-id": copy_id_command,
+    "cp": cp_command,
 }
 
 

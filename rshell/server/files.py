@@ -58,7 +58,7 @@ class Upload:
     def __init__(self, put: Put, login: Login, record: Recorder, send: Send) -> None:
         self.send, self.record = send, record
         self.receiver = Receiver(home_path(put.path, login.home), preserve=put.preserve,
-                                 many=put.many, on_file=self._on_file)
+                                 many=put.many, on_file=self._on_file, shown=put.path or "~")
 
     def start(self) -> bool:
         """PutReady, or the TransferEnd that refuses the destination: True if open."""
@@ -109,7 +109,7 @@ class Download:
     def __init__(self, get: Get, login: Login, record: Recorder, send: Send,
                  stream: Stream) -> None:
         self.send, self.record, self.stream = send, record, stream
-        sources = [(home_path(p, login.home), source_name(p)) for p in get.paths]
+        sources = [(home_path(p, login.home), source_name(p), p or "~") for p in get.paths]
         self.sender = Sender(sources, recursive=get.recursive, preserve=get.preserve,
                              headroom=HEADER_SIZE, on_file=self._on_file)
         self.events: Iterator[object] = self.sender.events()

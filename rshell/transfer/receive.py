@@ -84,8 +84,11 @@ class Receiver:
     then ``close()`` (which also undoes a file cut short)."""
 
     def __init__(self, dest: str, *, preserve: bool = False, many: bool = False,
-                 on_file: OnFile | None = None, progress: Progress | None = None) -> None:
+                 on_file: OnFile | None = None, progress: Progress | None = None,
+                 shown: str | None = None) -> None:
         self.dest, self.preserve, self.many = dest, preserve, many
+        #: The destination as the user wrote it, for messages.
+        self.shown = dest if shown is None else shown
         self.on_file, self.progress = on_file, progress
         self.files = self.size = 0
         self.failures: list[tuple[str, str]] = []
@@ -104,19 +107,19 @@ class Receiver:
     def open(self) -> bool:
         """Open the destination; True if it is a directory the entries go into.
         DestinationError if it cannot take them."""
-        dest = self.dest
+        dest, shown = self.dest, self.shown
         try:
             fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
-                raise DestinationError(f"{dest}: {_reason(exc)}") from None
+                raise DestinationError(f"{shown}: {_reason(exc)}") from None
             if self.many or dest.endswith("/"):
-                raise DestinationError(f"{dest}: not a directory") from None
+                raise DestinationError(f"{shown}: not a directory") from None
             parent, name = os.path.split(dest)
             try:
                 fd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc2:
-                raise DestinationError(f"{parent or '.'}: {_reason(exc2)}") from None
+                raise DestinationError(f"{shown}: {_reason(exc2)}") from None
             self._rename_to = name
             self.root = parent or "."
             self._stack.append(_Level(fd, "", None, False))
@@ -152,7 +155,7 @@ class Receiver:
             self._tops += 1
             if self._rename_to is not None:
                 if self._tops > 1:
-                    problem = f"{self.dest}: not a directory"
+                    problem = f"{self.shown}: not a directory"
                 else:
                     name = self._rename_to  # the user's name for it: not judged
                     problem = None
@@ -160,7 +163,7 @@ class Receiver:
         if problem is None and e.kind == LINK:
             problem = link_problem(e.target, len(self._stack) - 1)
         if problem is not None:
-            self._refuse(e, rel, f"refused: {problem}" if not problem.startswith(self.dest)
+            self._refuse(e, rel, f"refused: {problem}" if not problem.startswith(self.shown)
                          else problem)
             return
         try:

@@ -51,10 +51,12 @@ def _reason(exc: OSError) -> str:
 
 
 class Sender:
-    """Yields the entries of ``sources`` (pairs of a path and the name it is
-    sent as); counts files and bytes sent, and what could not be."""
+    """Yields the entries of ``sources`` (a path, the name it is sent as, and
+    optionally how the user wrote it, for messages); counts files and bytes
+    sent, and what could not be."""
 
-    def __init__(self, sources: list[tuple[str, str]], *, recursive: bool = False,
+    def __init__(self, sources: list[tuple[str, str]] | list[tuple[str, str, str]], *,
+                 recursive: bool = False,
                  preserve: bool = False, headroom: int = 0, chunk: int = CHUNK,
                  progress: Progress | None = None, on_file: OnFile | None = None) -> None:
         self.sources, self.recursive, self.preserve = sources, recursive, preserve
@@ -69,14 +71,15 @@ class Sender:
         self._spare = buf
 
     def events(self) -> Iterator[Event]:
-        for path, name in self.sources:
+        for path, name, *given in self.sources:
+            shown = given[0] if given else path
             try:
                 st = os.stat(path)  # an operand is followed, as scp does
             except OSError as exc:
-                yield self._fail(path, _reason(exc))
+                yield self._fail(shown, _reason(exc), path)
                 continue
             if stat.S_ISDIR(st.st_mode) and not self.recursive:
-                yield self._fail(path, "is a directory (use -r)")
+                yield self._fail(shown, "is a directory (use -r)", path)
                 continue
             yield from self._entry(path, name, name, st, follow=True)
 
