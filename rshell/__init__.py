@@ -21,11 +21,12 @@ if TYPE_CHECKING:
         CommandFailed,
         CommandTimeout,
         ConnectionFailed,
+        CopyFailed,
         HostKeyError,
         ProtocolError,
         RshellError,
     )
-    from rshell.result import Result
+    from rshell.result import Copied, Result
 
 _EXPORTS = {
     "connect": "rshell.client.api",
@@ -38,11 +39,14 @@ _EXPORTS = {
     "ProtocolError": "rshell.errors",
     "CommandFailed": "rshell.errors",
     "CommandTimeout": "rshell.errors",
+    "CopyFailed": "rshell.errors",
+    "Copied": "rshell.result",
 }
 
 __all__ = [
     "AuthenticationFailed", "CommandFailed", "CommandTimeout", "Connection", "ConnectionFailed",
-    "HostKeyError", "ProtocolError", "Result", "RshellError", "connect", "__version__",
+    "Copied", "CopyFailed", "HostKeyError", "ProtocolError", "Result", "RshellError", "connect",
+    "__version__",
 ]
 
 
