@@ -48,8 +48,10 @@ def parse_hostport(
 
 
 def _port(text: str, whole: str, listen: bool) -> int:
-    if not (text.isascii() and text.isdigit()) or not (0 if listen else 1) <= int(text) <= 65535:
-        raise UsageError(f"bad port {text!r} in {whole!r}")
+    # A length check first: int() of thousands of digits raises ValueError.
+    if not (text.isascii() and text.isdigit() and len(text.lstrip("0")) <= 5) \
+            or not (0 if listen else 1) <= int(text) <= 65535:
+        raise UsageError(f"bad port {text[:20]!r} in {whole[:80]!r}")
     return int(text)
 
 

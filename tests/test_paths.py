@@ -49,6 +49,7 @@ def test_port_zero_is_for_listeners_only() -> None:
     ("h:abc", "bad port"),
     ("h: 22", "bad port"),
     ("h:\u0663", "bad port"),  # ARABIC-INDIC DIGIT THREE: isdigit, not a port
+    ("h:" + "9" * 5000, "bad port"),  # int() refuses over 4300 digits: still one line
 ])
 def test_refuses(text: str, words: str) -> None:
     with pytest.raises(UsageError, match=words):
