@@ -32,6 +32,7 @@ from rshell.protocol.files import (
 )
 from rshell.protocol.frames import HEADER_SIZE, pack_header_into
 from rshell.protocol.messages import Message, MessageType
+from rshell.protocol.states import ClientProtocol, State
 from rshell.transport import Stream
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class NativeBackend(Protocol):
     address: str
     features: frozenset[str]
     stream: Stream | None
+    proto: ClientProtocol
 
     def write(self, msg: Message) -> None: ...
     def poll(self, deadline: float | None, busy: bool = False, what: str = "command",
@@ -106,8 +108,6 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
             msg = b.until_message(None, "copy")
             if _early(msg, tally):
                 return tally
-    except CopyFailed:
-        raise
     except BaseException as exc:
         _abandon(b, exc)
         raise
@@ -142,15 +142,16 @@ def get(b: NativeBackend, paths: list[str], receiver: Receiver, *, recursive: bo
                 receiver.end(msg)
             elif _early(msg, tally):
                 return tally
-    except CopyFailed:
-        raise
     except BaseException as exc:
         _abandon(b, exc)
         raise
 
 
 def _abandon(b: NativeBackend, exc: BaseException) -> None:
-    """Cut short: the connection's state is unknown, so nobody may use it again
-    (the server then drops what it was writing)."""
+    """Cut short mid-transfer (a refusal at the end leaves the session READY):
+    the connection's state is unknown, so nobody may use it again (the server
+    then drops what it was writing)."""
+    if b.proto.state is State.READY:
+        return
     b._abandon(ConnectionFailed(  # noqa: SLF001
         f"copy interrupted: {exc}" if isinstance(exc, RshellError) else "copy interrupted"))

@@ -186,7 +186,8 @@ class Session(Loop):
         times = [self.handshake_deadline]
         cmd = self.cmd
         if cmd is None:
-            times += [self.shutdown_at, self.idle_deadline]
+            # A download is not idleness: its client sends nothing while it reads.
+            times += [self.shutdown_at, self.idle_deadline if self.xfer is None else None]
         else:
             # Once the shutdown has stopped the command, kill_at takes over: a
             # past shutdown_at would make every poll return at once (a busy loop).
