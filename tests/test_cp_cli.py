@@ -444,14 +444,13 @@ def test_a_server_not_listening_is_255(site: Site, box: Box) -> None:
     assert not (box.local / "back").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: client/options.py:72 names -p (rshell's port "
-                   "flag) where rshell cp's port flag is -P and its -p means preserve")
-def test_a_contradicting_port_names_cps_own_flag(site: Site, box: Box) -> None:
+def test_a_contradicting_port_names_no_wrong_flag(site: Site, box: Box) -> None:
+    """rshell cp's -p means preserve: the message names the port, not rshell's -p."""
     (box.local / "a.txt").write_bytes(b"a\n")
     proc = rcp(site.home, "-P", "1", "a.txt", f"rshell://{HOST}:{site.port}/x", cwd=box.local)
     assert proc.returncode == 2
     line = one_line(proc.stderr)
-    assert "-P 1" in line and "-p" not in line, line
+    assert "port 1 contradicts" in line and "-p" not in line, line
 
 
 def test_a_restricted_key_cannot_copy(site: Site, box: Box) -> None:
@@ -621,9 +620,6 @@ def test_ssh_a_server_not_listening_is_255(site: Site, tmp_path: Path) -> None:
     _ssh_refused(site, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ssh/client.py:207 prints paramiko's "
-                   "NoValidConnectionsError as is ('[Errno None] Unable to connect to port "
-                   "N on 127.0.0.1') where the native backend says 'Connection refused'")
 def test_ssh_a_server_not_listening_says_why_as_natively(site: Site, tmp_path: Path) -> None:
     line = _ssh_refused(site, tmp_path)
     assert "Errno None" not in line and "Connection refused" in line, line
@@ -684,9 +680,6 @@ def test_without_p_a_new_file_keeps_its_bits_natively(site: Site, tmp_path: Path
     assert modes["private"] == 0o600
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ssh/files.py _Upload._mode gives a new file "
-                   "0o644 whatever the source's bits: an executable loses x, a 0600 file "
-                   "becomes world-readable")
 def test_without_p_a_new_file_keeps_its_bits_over_ssh(ssh_peer: SshPeer, site: Site,
                                                       tmp_path: Path) -> None:
     (tmp_path / "local").mkdir()

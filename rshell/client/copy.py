@@ -9,6 +9,7 @@ Must not import click, paramiko, or the server side.
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -45,6 +46,13 @@ def _outcome(files: int, size: int, start: float,
     return copied
 
 
+def _asked_name(path: str) -> str | None:
+    """The top-level name a remote path arrives as; None where only the server
+    knows it (``.``, ``..``, the home)."""
+    name = posixpath.basename(path.rstrip("/"))
+    return None if name in ("", ".", "..", "~") else name
+
+
 def upload(backend: Backend, local: Paths, remote: str, *, recursive: bool,
            preserve: bool, progress: Progress | None) -> Copied:
     sources = _paths(local, "put")
@@ -63,7 +71,7 @@ def download(backend: Backend, remote: Paths, local: str | os.PathLike[str], *,
     sources = _paths(remote, "get")
     start = time.monotonic()
     receiver = Receiver(os.fspath(local), preserve=preserve, many=len(sources) > 1,
-                        progress=progress)
+                        progress=progress, asked=[_asked_name(p) for p in sources])
     receiver.open()
     try:
         tally = backend.get(sources, receiver, recursive=recursive, preserve=preserve)

@@ -110,6 +110,8 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
                 return tally
     except BaseException as exc:
         _abandon(b, exc)
+        if isinstance(exc, RshellError) and not isinstance(exc, CopyFailed):
+            raise ConnectionFailed(f"{b.address}: copy interrupted: {exc}") from None
         raise
 
 
@@ -144,6 +146,8 @@ def get(b: NativeBackend, paths: list[str], receiver: Receiver, *, recursive: bo
                 return tally
     except BaseException as exc:
         _abandon(b, exc)
+        if isinstance(exc, RshellError) and not isinstance(exc, CopyFailed):
+            raise ConnectionFailed(f"{b.address}: copy interrupted: {exc}") from None
         raise
 
 

@@ -69,7 +69,8 @@ def host_and_port(hostport: str, port: int | None, default: int) -> tuple[str, i
     port that contradicts ``-p`` is a usage error, for both backends."""
     host, parsed = parse_hostport(hostport, port or default)
     if port is not None and parse_hostport(hostport, 0, listen=True)[1] not in (0, port):
-        raise UsageError(f"-p {port} contradicts the port in {hostport!r}")
+        # Named by value, not by flag: -p for rshell, -P for rshell cp, port= in the API.
+        raise UsageError(f"port {port} contradicts the port in {hostport!r}")
     return host, parsed
 
 

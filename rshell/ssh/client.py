@@ -204,6 +204,11 @@ class SshBackend:
             raise HostKeyError(f"host key for {exc.hostname} changed") from None
         except paramiko.AuthenticationException as exc:
             raise AuthenticationFailed(f"{target}: {keys.refusal() or exc}") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            # paramiko's own words are "[Errno None] Unable to connect to port N": say
+            # why, as the native backend does ("Connection refused").
+            why = sorted({e.strerror or str(e) for e in exc.errors.values()})
+            raise ConnectionFailed(f"{target}: {', '.join(why) or exc}") from None
         except door.FAILURES as exc:
             raise ConnectionFailed(f"{target}: {exc}") from None
         finally:

@@ -45,7 +45,9 @@ def _open(client: Any) -> Any:
     try:
         return client.open_sftp()
     except (paramiko.SSHException, OSError) as exc:
-        raise CopyFailed(f"the server offers no SFTP: {_reason(exc)}") from None
+        # SSH carries no reason: no sftp subsystem there, or this key may not copy.
+        raise CopyFailed("the server refused SFTP (it serves none, or this key may not "
+                         f"copy files): {_reason(exc)}") from None
 
 
 def _is_dir(sftp: Any, path: str) -> bool | None:
@@ -86,6 +88,7 @@ class _Upload:
         self.file: Any = None
         self.part = self.target = ""
         self.entry = Entry(FILE)
+        self.created = 0o644
         self.skip_dirs = 0
 
     def run(self, sender: Sender) -> None:
@@ -130,6 +133,7 @@ class _Upload:
             try:
                 self.file = self.sftp.open(self.part, "wb")
                 self.file.set_pipelined(True)
+                self.created = stat.S_IMODE(self.file.stat().st_mode or 0o644)
             except OSError as exc:
                 self.file = None
                 self._failed(path, _reason(exc))
@@ -150,7 +154,7 @@ class _Upload:
             if self.preserve:
                 self._attrs(self.part, self.entry)
             else:
-                self.sftp.chmod(self.part, self._mode())
+                self.sftp.chmod(self.part, self._mode(self.created))
             self._replace(self.part, self.target)
         except (OSError, paramiko.SSHException) as exc:
             self._quietly_remove(self.part)
@@ -160,11 +164,16 @@ class _Upload:
         self.tally.files += 1
         self.tally.size += size
 
-    def _mode(self) -> int:
-        try:  # a replaced file keeps its mode, as scp's does
+    def _mode(self, created: int) -> int:
+        """A replaced file keeps its mode (as scp's does); a new one gets the
+        source's bits less the server's umask, which SFTP does not tell: read
+        off the part file, created as 0666 less it (the exec bits masked as
+        the read bits are)."""
+        try:
             return stat.S_IMODE(self.sftp.stat(self.target).st_mode) & 0o777
         except OSError:
-            return 0o644
+            masked = 0o666 & ~created
+            return self.entry.mode & 0o777 & ~(masked | (masked & 0o444) >> 2)
 
     def _attrs(self, path: str, entry: Entry) -> None:
         self.sftp.chmod(path, entry.mode & 0o777)

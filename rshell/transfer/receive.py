@@ -85,7 +85,7 @@ class Receiver:
 
     def __init__(self, dest: str, *, preserve: bool = False, many: bool = False,
                  on_file: OnFile | None = None, progress: Progress | None = None,
-                 shown: str | None = None) -> None:
+                 shown: str | None = None, asked: list[str | None] | None = None) -> None:
         self.dest, self.preserve, self.many = dest, preserve, many
         #: The destination as the user wrote it, for messages.
         self.shown = dest if shown is None else shown
@@ -101,6 +101,12 @@ class Receiver:
         self.root = dest
         self._tops = 0
         self._umask = umask()
+        #: A download's top-level names, as asked (None: a path whose name the
+        #: server decides, such as "."); anything else at the top is refused.
+        self._asked = asked
+        #: Paths (within the transfer) some accepted link's target passes through:
+        #: none of them may become a link.
+        self._traversed: set[str] = set()
 
     # ---- the destination ------------------------------------------------------------
 
@@ -153,15 +159,18 @@ class Receiver:
         problem = name_problem(name)
         if len(self._stack) == 1:
             self._tops += 1
+            if problem is None and self._asked is not None:
+                problem = self._unasked(name)
             if self._rename_to is not None:
                 if self._tops > 1:
                     problem = f"{self.shown}: not a directory"
                 else:
                     name = self._rename_to  # the user's name for it: not judged
                     problem = None
-        rel = f"{level.rel}/{name}" if level.rel else name
+        rel = f"{level.rel}/{name or repr(name)}" if level.rel else name or repr(name)
         if problem is None and e.kind == LINK:
-            problem = link_problem(e.target, len(self._stack) - 1)
+            problem = link_problem(e.target, len(self._stack) - 1) or self._through(level, rel,
+                                                                                    e.target)
         if problem is not None:
             self._refuse(e, rel, f"refused: {problem}" if not problem.startswith(self.shown)
                          else problem)
@@ -222,6 +231,43 @@ class Receiver:
         self.size += f.got
         if self.on_file is not None:
             self.on_file(f.rel, f.got, e.sha256, None)
+
+    def _unasked(self, name: str) -> str | None:
+        """A top-level name a download did not ask for (scp's CVE-2019-6111:
+        ``scp host:notes.txt ~`` answered with ``.bashrc``)."""
+        asked = self._asked
+        assert asked is not None
+        for slot in (name, None):
+            if slot in asked:
+                asked.remove(slot)
+                return None
+        return f"{name!r} was not asked for"
+
+    def _through(self, level: _Level, rel: str, target: str) -> str | None:
+        """A link whose target passes through a link (made by this copy or
+        already there) could lead anywhere, and a link may not be made where
+        an accepted target passes: either is a link out of the tree."""
+        if rel in self._traversed:
+            return f"a link where another link's target passes ({rel!r})"
+        parts = level.rel.split("/") if level.rel else []
+        crossed: list[str] = []
+        root = self._stack[0].fd
+        for part in target.split("/")[:-1]:
+            if part == "..":
+                parts.pop()
+                continue
+            if part in ("", "."):
+                continue
+            parts.append(part)
+            here = "/".join(parts)
+            try:
+                if stat.S_ISLNK(os.stat(here, dir_fd=root, follow_symlinks=False).st_mode):
+                    return f"a link through another link ({target!r})"
+            except OSError:
+                pass  # not there (yet): remembered below
+            crossed.append(here)
+        self._traversed.update(crossed)
+        return None
 
     # ---- directories -----------------------------------------------------------------
 
