@@ -93,19 +93,31 @@ def _complete_target(ctx: click.Context, param: click.Parameter,
     return sorted({n for n in names if n.startswith(incomplete)})
 
 
+def _connect_flags(f: _Decorated) -> _Decorated:
+    """The flags of how a connection is made and trusted: rshell's and rshell cp's."""
+    for option in reversed((
+        click.option("-i", "identity", metavar="PATH",
+                     help="Private key to authenticate with."),
+        click.option("--no-tls", is_flag=True,
+                     help="Talk plain TCP (insecure; server must agree)."),
+        click.option("--no-auth", is_flag=True,
+                     help="Offer no key (only a --no-auth server will take you)."),
+        click.option("--known-hosts", metavar="FILE",
+                     help="Host key pins [$RSHELL_HOME/known_hosts]."),
+        click.option("--strict-host-keys", is_flag=True, help="Refuse hosts not in known_hosts."),
+        click.option("--accept-new", is_flag=True, help="Pin unknown hosts without asking."),
+    )):
+        f = option(f)
+    return f
+
+
 @click.command(context_settings=CONTEXT, no_args_is_help=True)
 @click.argument("target", shell_complete=_complete_target)
 @click.argument("argv", nargs=-1)
 @click.option("-c", "command", metavar="COMMAND", help="Run one command and exit.")
 @click.option("-f", "batch", metavar="FILE", help="Run one command per line ('-' for stdin).")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), help=f"Port [{DEFAULT_PORT}].")
-@click.option("-i", "identity", metavar="PATH", help="Private key to authenticate with.")
-@click.option("--no-tls", is_flag=True, help="Talk plain TCP (insecure; server must agree).")
-@click.option("--no-auth", is_flag=True,
-              help="Offer no key (only a --no-auth server will take you).")
-@click.option("--known-hosts", metavar="FILE", help="Host key pins [$RSHELL_HOME/known_hosts].")
-@click.option("--strict-host-keys", is_flag=True, help="Refuse hosts not in known_hosts.")
-@click.option("--accept-new", is_flag=True, help="Pin unknown hosts without asking.")
+@_connect_flags
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per command on stdout.")
 @click.option("--fail-fast", is_flag=True, help="Batch: stop at the first failure.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not report command errors on stderr.")
@@ -466,13 +478,7 @@ def copy_id_command(
 @click.option("-p", "preserve", is_flag=True, help="Keep modes, modification and access times.")
 @click.option("-P", "port", type=click.IntRange(1, 65535), help=f"Port [{DEFAULT_PORT}].")
 @click.option("-q", "quiet", is_flag=True, help="No progress bar.")
-@click.option("-i", "identity", metavar="PATH", help="Private key to authenticate with.")
-@click.option("--no-tls", is_flag=True, help="Talk plain TCP (insecure; server must agree).")
-@click.option("--no-auth", is_flag=True,
-              help="Offer no key (only a --no-auth server will take you).")
-@click.option("--known-hosts", metavar="FILE", help="Host key pins [$RSHELL_HOME/known_hosts].")
-@click.option("--strict-host-keys", is_flag=True, help="Refuse hosts not in known_hosts.")
-@click.option("--accept-new", is_flag=True, help="Pin unknown hosts without asking.")
+@_connect_flags
 @click.option("--connect-timeout", type=click.FloatRange(0, min_open=True),
               default=CONNECT_TIMEOUT, show_default=True)
 def cp_command(

@@ -14,7 +14,8 @@ Must not import click, paramiko, or the server side.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from rshell.client.backend import Tally
@@ -80,7 +81,7 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
     """Upload ``sender``'s entries to ``remote``; what the server wrote."""
     _usable(b)
     tally = Tally()
-    try:
+    with _cut_short(b):
         b.write(Put(remote, recursive, preserve, many))
         msg = b.until_message(None, "copy")
         if isinstance(msg, TransferEnd):
@@ -108,11 +109,6 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
             msg = b.until_message(None, "copy")
             if _early(msg, tally):
                 return tally
-    except BaseException as exc:
-        _abandon(b, exc)
-        if isinstance(exc, RshellError) and not isinstance(exc, CopyFailed):
-            raise ConnectionFailed(f"{b.address}: copy interrupted: {exc}") from None
-        raise
 
 
 def _early(msg: Message, tally: Tally) -> bool:
@@ -132,7 +128,7 @@ def get(b: NativeBackend, paths: list[str], receiver: Receiver, *, recursive: bo
     and the sources it could not send."""
     _usable(b)
     tally = Tally()
-    try:
+    with _cut_short(b):
         b.write(Get(tuple(paths), recursive, preserve))
         while True:
             msg = b.until_message(None, "copy")
@@ -144,18 +140,20 @@ def get(b: NativeBackend, paths: list[str], receiver: Receiver, *, recursive: bo
                 receiver.end(msg)
             elif _early(msg, tally):
                 return tally
+
+
+@contextmanager
+def _cut_short(b: NativeBackend) -> Iterator[None]:
+    """A copy cut short mid-transfer (a refusal at the end leaves the session
+    READY): the connection's state is unknown, so nobody may use it again
+    (the server then drops what it was writing), and the error says so."""
+    try:
+        yield
     except BaseException as exc:
-        _abandon(b, exc)
+        if b.proto.state is not State.READY:
+            b._abandon(ConnectionFailed(  # noqa: SLF001
+                f"copy interrupted: {exc}" if isinstance(exc, RshellError)
+                else "copy interrupted"))
         if isinstance(exc, RshellError) and not isinstance(exc, CopyFailed):
             raise ConnectionFailed(f"{b.address}: copy interrupted: {exc}") from None
         raise
-
-
-def _abandon(b: NativeBackend, exc: BaseException) -> None:
-    """Cut short mid-transfer (a refusal at the end leaves the session READY):
-    the connection's state is unknown, so nobody may use it again (the server
-    then drops what it was writing)."""
-    if b.proto.state is State.READY:
-        return
-    b._abandon(ConnectionFailed(  # noqa: SLF001
-        f"copy interrupted: {exc}" if isinstance(exc, RshellError) else "copy interrupted"))
