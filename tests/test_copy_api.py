@@ -474,6 +474,31 @@ def test_a_missing_source_is_named_and_the_rest_is_copied(
     assert os.listdir(room.path) == ["here"] and os.listdir(back) == ["here"]
 
 
+def test_a_link_out_of_the_tree_is_refused_on_every_wire(
+    target: Target, room: Room, tmp_path: Path
+) -> None:
+    """The receiver's link rule holds whichever side receives: the native
+    server applies it, and so does the ssh:// client before it asks an
+    sftp-server (which judges no names) to make the link."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    write(tree / "ok", b"ok")
+    os.symlink("/etc/passwd", tree / "abs")
+    os.symlink("../../outside", tree / "up")
+    os.symlink("ok", tree / "fine")
+    with target.connect() as conn:
+        with pytest.raises(CopyFailed) as caught:
+            conn.put(tree, room.rel, recursive=True)
+    copied = caught.value.copied
+    assert copied is not None
+    refused = {path.rsplit("/", 1)[-1]: reason for path, reason in copied.failures}
+    assert set(refused) == {"abs", "up"}, copied.failures
+    assert all(reason.startswith("refused: a link") for reason in refused.values()), refused
+    landed = room.path / "tree"
+    assert sorted(os.listdir(landed)) == ["fine", "ok"]
+    assert os.readlink(landed / "fine") == "ok"
+
+
 # ---- atomic replacement, a destination that is a link ----------------------------------
 
 
@@ -584,10 +609,6 @@ def test_get_progress_reaches_each_files_size(
     assert progress_ends(calls) == {n: (s, s) for n, s in sizes.items()}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: rshell/transfer/receive.py calls progress only from Receiver.data(), so a "
-    "downloaded empty file (no data) is never reported; Receiver.end() should report "
-    "(path, 0, 0) as Sender._file does for an empty upload"))
 def test_get_progress_reports_an_empty_file(target: Target, room: Room, tmp_path: Path) -> None:
     write(room.path / "empty", b"")
     calls: list[tuple[str, int, int]] = []

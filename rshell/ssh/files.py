@@ -29,6 +29,7 @@ import paramiko
 from rshell.client.backend import Tally
 from rshell.errors import ConnectionFailed, CopyFailed
 from rshell.protocol.files import DIR, END, FILE, LINK, Entry, EntryEnd
+from rshell.transfer.names import link_problem
 from rshell.transfer.receive import Receiver
 from rshell.transfer.send import Chunk, Sender, source_name
 
@@ -124,7 +125,12 @@ class _Upload:
             else:
                 self.skip_dirs = 1
         elif e.kind == LINK:
-            self._try(path, lambda: self.sftp.symlink(e.target, path))
+            # The remote sftp-server judges no names: the receiver's link rule, here.
+            problem = link_problem(e.target, len(self.dirs) - 1)
+            if problem is not None:
+                self._failed(path, f"refused: {problem}")
+            else:
+                self._try(path, lambda: self.sftp.symlink(e.target, path))
         else:
             self.target, self.entry = path, e
             self.part = posixpath.join(posixpath.dirname(path),

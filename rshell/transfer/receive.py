@@ -229,6 +229,8 @@ class Receiver:
             return
         self.files += 1
         self.size += f.got
+        if self.progress is not None and not f.got:  # an empty file sends no data
+            self.progress(f.rel, 0, 0)
         if self.on_file is not None:
             self.on_file(f.rel, f.got, e.sha256, None)
 
