@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from . import cold, concurrency, memory, roundtrip, stream, terminal
+from . import cold, concurrency, files, memory, roundtrip, stream, terminal
 from .contenders import SSH_LISTEN, Rig, login_shell, probe_tls, stop_into
 from .core import LOOPBACK, BenchError, Probe, Side, bind, progress
 from .openssh import (
@@ -32,7 +32,7 @@ from .openssh import (
     write_ssh_key,
 )
 from .peers import AsyncsshPeer, import_paramiko, ssh_client, ssh_transport_info
-from .plans import MODES, NATIVE_FIGURES, SSH_FIGURES, AllPlan, Mode, Plan
+from .plans import COPY_FIGURES, FIGURES, MODES, NATIVE_FIGURES, SSH_FIGURES, AllPlan, Mode, Plan
 from .procs import raise_nofile
 
 #: Mode all's rshell servers admit the 50 clients of the concurrency figure and
@@ -215,7 +215,8 @@ class AllRig(Rig):
         public = write_ssh_key(self.key_file)
         try:
             self.sshd = sshd = SshdProcess(find_sshd(sshd_exe), self.workdir / "sshd", public,
-                                           extra=ALL_SSHD_LIMITS, optional=ALL_SSHD_OPTIONAL)
+                                           extra=(*ALL_SSHD_LIMITS, files.SSHD_SFTP),
+                                           optional=ALL_SSHD_OPTIONAL)
         except BenchError as exc:
             for name in ("sshd", "ssh", "paramiko", "asyncssh"):
                 self.fail_peer(name, f"no sshd: {exc}")
@@ -282,7 +283,8 @@ class AllRig(Rig):
 ALL_FIGURES: dict[str, Callable[..., dict[str, Any]]] = {
     "roundtrip": roundtrip.in_all, "throughput": stream.in_all, "cold": cold.in_all,
     "concurrency": concurrency.in_all, "memory": memory.in_all,
-    "keystroke": terminal.keystroke, "tty_output": terminal.tty_output}
+    "keystroke": terminal.keystroke, "tty_output": terminal.tty_output,
+    "file_copy": files.file_copy, "tree_copy": files.tree_copy}
 
 
 def run_all(plan: AllPlan, figures: list[str], workdir: Path, bin_dir: Path,
@@ -290,6 +292,10 @@ def run_all(plan: AllPlan, figures: list[str], workdir: Path, bin_dir: Path,
     """Every peer set up once, every figure with every contender alternating,
     everything stopped at the end (also on failure)."""
     out: dict[str, Any] = {"plan": plan.__dict__, "figures": {}}
+    if not plan.copies_in_every and set(figures) == set(FIGURES):
+        figures = [f for f in figures if f not in COPY_FIGURES]
+        progress(f"all: {', '.join(COPY_FIGURES)} left out of a quick run of every figure "
+                 "(--only names them)")
     with ExitStack() as stack:
         rig = AllRig(plan, workdir, bin_dir, sshd_exe, stack, out)
         try:

@@ -12,9 +12,13 @@ from typing import TypeVar
 from .core import GiB, MiB
 from .stats import Target
 
+#: Issue 14's copies (files.py), mode all only.  A ``--quick`` run of every
+#: figure leaves them out (the whole smoke run stays short); ``--quick --only
+#: file_copy,tree_copy`` runs them at smoke size.
+COPY_FIGURES = ("file_copy", "tree_copy")
 #: ``keystroke`` and ``tty_output`` (issue 13, terminal.py): mode all only.
 FIGURES = ("roundtrip", "throughput", "cold", "concurrency", "memory", "keystroke",
-           "tty_output")
+           "tty_output", *COPY_FIGURES)
 #: What modes plain and tls measure (rshell against local baselines only).
 NATIVE_FIGURES = ("roundtrip", "throughput", "cold")
 #: What mode ssh measures (the same client against rshell's listener and sshd).
@@ -69,9 +73,10 @@ SSH_QUICK = Plan(rt_samples=4, rt_batch=10, tp_samples=2, tp_size=32 * MiB, cold
 
 @dataclass(frozen=True)
 class AllPlan:
-    """Mode all: every figure, every peer, in under 10 minutes on 2 cores
-    (about 6).  The Python SSH clients stream at a few hundred MB/s, so they
-    get fewer throughput samples (``tp_slow_samples``) spread over the rounds."""
+    """Mode all: every figure, every peer, in about 10 minutes on 2 cores
+    (4 of them the copy figures).  The Python SSH clients stream at a few
+    hundred MB/s, so they get fewer throughput samples (``tp_slow_samples``)
+    spread over the rounds."""
 
     rt_samples: int = 40
     rt_batch: int = 40
@@ -91,20 +96,30 @@ class AllPlan:
     key_batch: int = 50
     tty_size: int = 100 * MiB
     tty_samples: int = 5
+    # Issue 14's copies: a ``file_size`` file up and down (seconds each at a few
+    # hundred MB/s); ``tree_files`` files of 4 KiB in ``tree_dirs`` folders.
+    file_size: int = GiB
+    file_samples: int = 5
+    tree_files: int = 10_000
+    tree_dirs: int = 100
+    tree_samples: int = 5
+    copies_in_every: bool = True  # run with every figure (a --quick run's: no)
 
 
 ALL_FULL = AllPlan()
 ALL_QUICK = AllPlan(rt_samples=4, rt_batch=10, cold_samples=4, tp_size=64 * MiB, tp_samples=2,
                     tp_slow_samples=1, conc_samples=1, conc_conns=10, conc_commands=5,
                     mem_samples=1, mem_conns=20, warmup=1, key_samples=4, key_batch=20,
-                    tty_size=8 * MiB, tty_samples=2)
+                    tty_size=8 * MiB, tty_samples=2, file_size=16 * MiB, file_samples=2,
+                    tree_files=200, tree_dirs=10, tree_samples=2, copies_in_every=False)
 
 PlanT = TypeVar("PlanT", Plan, AllPlan)
 
 
 def with_overrides(plan: PlanT, args: argparse.Namespace) -> PlanT:
     """``--samples`` (every ``*_samples``), ``--batch`` (also keystrokes per
-    sample), ``--size`` (also the terminal output's file) over a mode's plan."""
+    sample), ``--size`` (also the terminal output's file and the copied one)
+    over a mode's plan."""
     changes: dict[str, int] = {}
     if args.samples:
         changes = {f.name: args.samples for f in fields(plan) if f.name.endswith("_samples")}
@@ -113,7 +128,7 @@ def with_overrides(plan: PlanT, args: argparse.Namespace) -> PlanT:
     if args.batch:
         changes |= {k: args.batch for k in ("rt_batch", "key_batch") if k in names}
     if args.size:
-        changes |= {k: args.size for k in ("tp_size", "tty_size") if k in names}
+        changes |= {k: args.size for k in ("tp_size", "tty_size", "file_size") if k in names}
     return replace(plan, **changes)
 
 

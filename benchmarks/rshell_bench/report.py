@@ -27,6 +27,8 @@ _LABELS = {
     "memory": "memory",
     "keystroke": "keystroke echo",
     "tty_output": "terminal output",
+    "file_copy": "file copy",
+    "tree_copy": "tree copy",
 }
 Row = tuple[str, ...]
 
@@ -140,6 +142,10 @@ def _all_label(name: str, fig: dict[str, Any]) -> str:
         return f"memory, {fig['connections']} idle"
     if name == "tty_output":
         return f"terminal output {fig['size_bytes'] // MiB} MiB"
+    if name == "file_copy":
+        return f"file copy {fig['size_bytes'] // MiB} MiB"
+    if name == "tree_copy":
+        return f"tree copy {fig['files']} x {fig['file_bytes'] // 1024} KiB"
     return _LABELS[name]
 
 
