@@ -147,7 +147,7 @@ class Sender:
                 want = min(self.chunk, size - sent)
                 if want <= 0:
                     break
-                buf = self._buffer()
+                buf = self._buffer(want)
                 try:
                     n = os.readv(fd, [memoryview(buf)[self.headroom:self.headroom + want]])
                 except OSError as exc:
@@ -177,10 +177,13 @@ class Sender:
         finally:
             os.close(fd)
 
-    def _buffer(self) -> bytearray:
+    def _buffer(self, want: int) -> bytearray:
+        """A buffer for ``want`` bytes after the headroom: the spare one if it
+        is big enough, else one of the size needed (a tree of small files
+        must not zero a megabyte per file)."""
         buf, self._spare = self._spare, None
-        if buf is None or len(buf) < self.headroom + self.chunk:
-            buf = bytearray(self.headroom + self.chunk)
+        if buf is None or len(buf) < self.headroom + want:
+            buf = bytearray(self.headroom + want)
         return buf
 
 
