@@ -1,0 +1,1 @@
+"""Fleets: one command on many hosts (issue 15)."""
