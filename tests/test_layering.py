@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "rshell.transport": 2,
     # 3: the daemon, the client contract, the SSH door
     "rshell.server": 3, "rshell.client": 3, "rshell.ssh": 3, "rshell.terminal": 3,
-    "rshell.transfer": 3,
+    "rshell.transfer": 3, "rshell.fleet": 3,
     # 4: the command lines
     "rshell.cli": 4,
 }
@@ -50,6 +50,7 @@ FORBIDDEN: list[tuple[str, str]] = [
     # transfer/ is shared by both sides (an upload's server, a download's client)
     ("rshell.transfer", "rshell.server"), ("rshell.transfer", "rshell.exec"),
     ("rshell.transfer", "rshell.client"), ("rshell.transfer", "rshell.cli"),
+    ("rshell.fleet", "rshell.server"), ("rshell.fleet", "rshell.exec"),
 ]
 EXEMPT = {"rshell.cli.server"}
 
