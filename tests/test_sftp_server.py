@@ -235,6 +235,9 @@ def test_paramiko_client_rename_offsets_and_a_file_left_open(site: Site) -> None
         assert (remote / "b").read_bytes() == b"B"
         files.posix_rename("pm/a", "pm/b")
         assert (remote / "b").read_bytes() == b"A" and not (remote / "a").exists()
+        renames = [(e["old"], e["new"]) for e in audit_events(site.audit)
+                   if e["event"] == "rename" and e["new"].startswith(f"{remote}/")]
+        assert renames == [(f"{remote}/a", f"{remote}/b")], renames  # the refused one: none
         with files.open("pm/sparse", "wb") as f:
             f.seek(10)
             f.write(b"x")

@@ -243,12 +243,19 @@ class LocalFiles(paramiko.SFTPServerInterface):
         new = self.path(newpath)
         if os.path.lexists(new):
             return paramiko.SFTP_FAILURE
-        os.rename(self.path(oldpath), new)
-        return paramiko.SFTP_OK
+        return self._rename(self.path(oldpath), new)
 
     @_answers_errors
     def posix_rename(self, oldpath: str, newpath: str) -> int:
-        os.rename(self.path(oldpath), self.path(newpath))
+        return self._rename(self.path(oldpath), self.path(newpath))
+
+    def _rename(self, old: str, new: str) -> int:
+        """Renamed, and audited: a file is audited under the name it was
+        written as, so a client that writes a part file and renames it into
+        place (rshell's ssh:// copies, sftp's resumable puts) leaves the final
+        name in the audit too."""
+        os.rename(old, new)
+        self.conn.record.event("rename", old=old, new=new)
         return paramiko.SFTP_OK
 
     @_answers_errors
