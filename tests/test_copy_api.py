@@ -16,12 +16,9 @@ every wait is bounded.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import re
-import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +31,7 @@ from rshell.errors import CopyFailed
 from rshell.transfer.names import umask
 from tests.conftest import ServerProcess, base_env
 from tests.support.procs import wait_until
+from tests.support.sshd import SftpSshd
 from tests.test_faults import audit_events
 from tests.test_sftp_server import UMASK
 from tests.test_ssh_audit import new_key
@@ -70,52 +68,6 @@ class Site:
     audit: Path
     keys: dict[str, Path]  # "forced" (command=) and "restricted" (restrict)
     ssh_port: int
-
-
-class SftpSshd:
-    """OpenSSH's sshd on 127.0.0.1 with keys made now, whose sftp subsystem
-    (internal-sftp) starts in ``files`` under umask 027."""
-
-    def __init__(self, root: Path) -> None:
-        root.mkdir(mode=0o700)
-        self.files = root / "files"
-        self.files.mkdir()
-        host_key, self.client_key = root / "host_key", root / "id_ed25519"
-        for key in (host_key, self.client_key):
-            new_key(key, key.name)
-        (root / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        (root / "sshd_config").write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
-            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            f"PidFile {root / 'sshd.pid'}\nPermitRootLogin prohibit-password\n"
-            f"Subsystem sftp internal-sftp -d {self.files} -u {REMOTE_UMASK:03o}\n")
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        assert wait_until(lambda: listening() or self.proc.poll() is not None, WAIT)
-        assert self.proc.poll() is None, "sshd did not start"
-        self.address = f"ssh://{getpass.getuser()}@127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(autouse=True)
@@ -171,11 +123,13 @@ def rshell_ssh(site: Site) -> Target:
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     if not os.path.exists(SSHD):
         pytest.skip("OpenSSH server missing (.ci/run installs it)")
-    server = SftpSshd(tmp_path_factory.mktemp("sshd") / "sshd")
+    root = tmp_path_factory.mktemp("sshd")
+    (root / "files").mkdir()
+    server = SftpSshd(root / "sshd", files=root / "files", umask=REMOTE_UMASK)
     try:
-        yield Target("sshd", server.address, server.files,
-                     {"identity": server.client_key,
-                      "known_hosts": server.files.parent / "known_hosts", "accept_new": True})
+        yield Target("sshd", server.address, root / "files",
+                     {"identity": server.key,
+                      "known_hosts": root / "known_hosts", "accept_new": True})
     finally:
         server.stop()
 

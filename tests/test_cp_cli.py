@@ -32,6 +32,7 @@ import pytest
 import rshell
 from tests.conftest import CLIENT_MODE, RSHELL, ServerProcess, base_env
 from tests.support.cli import terminal
+from tests.support.sshd import SftpSshd
 from tests.support.wire import free_port
 from tests.test_copy_id import keygen
 from tests.test_ssh_client import SSHD
@@ -77,43 +78,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     finally:
         srv.stop()
         print(f"---- server log ----\n{srv.log}")
-
-
-class SftpSshd:
-    """OpenSSH's sshd on 127.0.0.1 with its sftp subsystem (internal-sftp),
-    keys made now.  (tests/test_ssh_client.py's Sshd serves no subsystem.)"""
-
-    def __init__(self, root: Path) -> None:
-        root.mkdir(mode=0o700)
-        host_key, self.key = keygen(root / "host_key"), keygen(root / "id_ed25519")
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            self.port = probe.getsockname()[1]
-        (root / "sshd_config").write_text(
-            f"Port {self.port}\nListenAddress {HOST}\nHostKey {host_key}\n"
-            f"AuthorizedKeysFile {self.key}.pub\nPasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n"
-            f"StrictModes no\nPidFile {root / 'sshd.pid'}\nPermitRootLogin prohibit-password\n"
-            "Subsystem sftp internal-sftp\n")
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection((HOST, self.port), timeout=1).close()
-                break
-            except OSError:
-                assert self.proc.poll() is None and time.monotonic() < deadline, "no sshd"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
