@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rshell.cli.common import open_client
 from rshell.errors import CopyFailed, UsageError
 from rshell.result import Copied
 from rshell.transfer.operands import Operand, split_operands
-
-Progress = Callable[[str, int, int], None]
 
 
 def copy(args: Sequence[str], *, recursive: bool, preserve: bool, port: int | None,

@@ -42,9 +42,10 @@ from rshell.result import Result, silent_failure
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from rshell.client.copy import Paths, Progress
+    from rshell.client.copy import Paths
     from rshell.client.terminal import Terminal
     from rshell.result import Copied
+    from rshell.transfer.send import Progress
 
 Callback = Callable[[bytes | memoryview], object]
 __all__ = ["AskHost", "Callback", "Connection", "Passphrase", "RunStream", "connect"]

@@ -11,20 +11,18 @@ from __future__ import annotations
 import os
 import posixpath
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rshell.errors import CopyFailed, UsageError
 from rshell.protocol.frames import HEADER_SIZE
 from rshell.result import Copied
 from rshell.transfer.receive import Receiver
-from rshell.transfer.send import Sender, source_name
+from rshell.transfer.send import Progress, Sender, source_name
 
 if TYPE_CHECKING:
     from rshell.client.backend import Backend
 
-#: (path within the copy, bytes so far, the file's size), after each chunk.
-Progress = Callable[[str, int, int], None]
 Paths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 

@@ -31,8 +31,7 @@ from rshell.protocol.files import (
     TransferEnd,
     Verdict,
 )
-from rshell.protocol.frames import HEADER_SIZE, pack_header_into
-from rshell.protocol.messages import Message, MessageType
+from rshell.protocol.messages import Message
 from rshell.protocol.states import ClientProtocol, State
 from rshell.transport import Stream
 
@@ -60,7 +59,6 @@ class NativeBackend(Protocol):
 
 #: Stop reading files while this much waits for the socket.
 HIGH_WATER = 4 << 20
-_FILE_DATA = int(MessageType.FILE_DATA)
 
 
 def _usable(b: NativeBackend) -> None:
@@ -96,8 +94,7 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
             if isinstance(event, (Entry, EntryEnd)):
                 b.write(event)
             else:
-                pack_header_into(event.buf, 0, event.n, _FILE_DATA)
-                stream.write(memoryview(event.buf)[:HEADER_SIZE + event.n])
+                stream.write(event.frame())
                 if stream.flush():
                     sender.recycle(event.buf)
             while stream.queued >= HIGH_WATER:  # the server's pace; its verdicts meanwhile

@@ -16,7 +16,7 @@ Never imports client/ or cli/.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 
 from rshell.errors import LocalProtocolError
 from rshell.exec.command import HIGH_WATER
@@ -33,23 +33,29 @@ from rshell.protocol.files import (
     TransferEnd,
     Verdict,
 )
-from rshell.protocol.frames import HEADER_SIZE, pack_header_into
-from rshell.protocol.messages import Message, MessageType
+from rshell.protocol.frames import HEADER_SIZE
+from rshell.protocol.messages import Message
 from rshell.transfer.names import home_path
 from rshell.transfer.receive import DestinationError, Receiver
-from rshell.transfer.send import Chunk, Sender, source_name
+from rshell.transfer.send import Chunk, Event, Sender, source_name
 from rshell.transport import Stream
 
 Send = Callable[[Message], None]
-_FILE_DATA = int(MessageType.FILE_DATA)
 
 
-def refusal(login: Login) -> str | None:
-    """Why this connection may not copy files now, or None."""
-    if login.stopping:
-        return "server shutting down"
+def refused(login: Login, record: Recorder, send: Send, direction: str, what: str) -> bool:
+    """True if this connection may not copy files now: said (TransferEnd with
+    the reason) and audited here, once for both directions."""
     reason = transfer_refusal(login.grant)
-    return None if reason is None else f"refused: {reason}"
+    if login.stopping:
+        reason = "server shutting down"
+    elif reason is not None:
+        reason = f"refused: {reason}"
+    if reason is None:
+        return False
+    record.transferred(direction, what, 0, None, reason)
+    send(TransferEnd(error=reason))
+    return True
 
 
 class Upload:
@@ -96,9 +102,13 @@ class Upload:
             raise LocalProtocolError(str(exc), "unexpected") from None
         return False
 
-    def abort(self, reason: str) -> None:
-        """The connection ends, or the server stops: a file half-received is dropped."""
+    def close(self) -> None:
+        """Files that arrived whole are committed; one half-received is dropped."""
         self.receiver.close()
+
+    def abort(self, reason: str) -> None:
+        """The server stops it: closed, and the client told why."""
+        self.close()
         self.send(TransferEnd(self.receiver.files, self.receiver.size,
                               len(self.receiver.failures), reason))
 
@@ -112,7 +122,7 @@ class Download:
         sources = [(home_path(p, login.home), source_name(p), p or "~") for p in get.paths]
         self.sender = Sender(sources, recursive=get.recursive, preserve=get.preserve,
                              headroom=HEADER_SIZE, on_file=self._on_file)
-        self.events: Iterator[object] = self.sender.events()
+        self.events: Generator[Event, None, None] = self.sender.events()
 
     def _on_file(self, path: str, size: int, sha256: str | None, error: str | None) -> None:
         self.record.transferred("download", path, size, sha256, error)
@@ -123,18 +133,22 @@ class Download:
         stream, sender = self.stream, self.sender
         for event in self.events:
             if isinstance(event, Chunk):
-                pack_header_into(event.buf, 0, event.n, _FILE_DATA)
-                stream.write(memoryview(event.buf)[:HEADER_SIZE + event.n])
+                stream.write(event.frame())
                 if stream.flush():
                     sender.recycle(event.buf)  # the kernel has it all: read into it again
             else:
-                self.send(event)  # type: ignore[arg-type]
+                self.send(event)
             if stream.queued >= HIGH_WATER:
                 return False
         self.send(TransferEnd(sender.files, sender.size, len(sender.failures)))
         return True
 
+    def close(self) -> None:
+        """The file being read is closed (the generator's own ``finally``)."""
+        self.events.close()
+
     def abort(self, reason: str) -> None:
-        self.events.close()  # type: ignore[attr-defined]
+        """The server stops it: closed, and the client told why."""
+        self.close()
         self.send(TransferEnd(self.sender.files, self.sender.size,
                               len(self.sender.failures), reason))

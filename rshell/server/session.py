@@ -26,7 +26,7 @@ from rshell.exec.loop import READ, WRITE, Loop
 from rshell.exec.policy import Answer, Login, Request, decide
 from rshell.exec.record import Outcome, Recorder
 from rshell.exec.terminal import Pty
-from rshell.protocol.files import Done, Entry, EntryEnd, FileData, Get, Put, TransferEnd
+from rshell.protocol.files import Done, Entry, EntryEnd, FileData, Get, Put
 from rshell.protocol.frames import HEADER_SIZE, BufferDecoder, pack_header_into
 from rshell.protocol.messages import (
     FEATURES,
@@ -48,7 +48,7 @@ from rshell.protocol.messages import (
 )
 from rshell.protocol.signing import NONCE_SIZE
 from rshell.protocol.states import ServerProtocol, State
-from rshell.server.files import Download, Upload, refusal
+from rshell.server.files import Download, Upload, refused
 from rshell.server.settings import Settings, new_marker
 from rshell.transport import Stream, peer_ip
 
@@ -283,22 +283,14 @@ class Session(Loop):
     # ---- file transfers (server/files.py) -------------------------------------------
 
     def _put(self, put: Put) -> None:
-        reason = refusal(self.login)
-        if reason is not None:
-            self.record.transferred("upload", put.path, 0, None, reason)
-            self._send(TransferEnd(error=reason))
-            return
-        upload = Upload(put, self.login, self.record, self._send)
-        if upload.start():
-            self.xfer = upload
+        if not refused(self.login, self.record, self._send, "upload", put.path):
+            upload = Upload(put, self.login, self.record, self._send)
+            if upload.start():
+                self.xfer = upload
 
     def _get(self, get: Get) -> None:
-        reason = refusal(self.login)
-        if reason is not None:
-            self.record.transferred("download", " ".join(get.paths), 0, None, reason)
-            self._send(TransferEnd(error=reason))
-            return
-        self.xfer = Download(get, self.login, self.record, self._send, self.stream)
+        if not refused(self.login, self.record, self._send, "download", " ".join(get.paths)):
+            self.xfer = Download(get, self.login, self.record, self._send, self.stream)
 
     def _end_transfer(self, reason: str | None) -> None:
         """The transfer is over (TransferEnd sent), or is ended now for ``reason``."""
@@ -394,10 +386,7 @@ class Session(Loop):
     def _cleanup(self) -> None:
         xfer, self.xfer = self.xfer, None
         if xfer is not None:  # the connection went mid-transfer: nothing half-written stays
-            if isinstance(xfer, Upload):
-                xfer.receiver.close()
-            else:
-                xfer.events.close()  # type: ignore[attr-defined]
+            xfer.close()
         cmd, self.cmd = self.cmd, None
         self.stream.close()  # first: the client learns at once that we are gone
         if cmd is not None:

@@ -89,7 +89,9 @@ class _Upload:
         self.file: Any = None
         self.part = self.target = ""
         self.entry = Entry(FILE)
-        self.created = 0o644
+        self.written = 0  # bytes of the current file
+        #: The server's umask, read off the first part file created (SFTP does not tell).
+        self.umask: int | None = None
         self.skip_dirs = 0
 
     def run(self, sender: Sender) -> None:
@@ -97,6 +99,7 @@ class _Upload:
             if isinstance(event, Chunk):
                 if self.file is not None:
                     self.file.write(event.data)
+                    self.written += event.n
                 sender.recycle(event.buf)
             elif isinstance(event, Entry):
                 self._entry(event)
@@ -132,14 +135,16 @@ class _Upload:
             else:
                 self._try(path, lambda: self.sftp.symlink(e.target, path))
         else:
-            self.target, self.entry = path, e
+            self.target, self.entry, self.written = path, e, 0
             self.part = posixpath.join(posixpath.dirname(path),
                                        f".{posixpath.basename(path)[:200]}.rshell-"
                                        f"{secrets.token_hex(6)}.part")
             try:
                 self.file = self.sftp.open(self.part, "wb")
                 self.file.set_pipelined(True)
-                self.created = stat.S_IMODE(self.file.stat().st_mode or 0o644)
+                if self.umask is None and not self.preserve:  # once: it is the session's
+                    masked = 0o666 & ~stat.S_IMODE(self.file.stat().st_mode or 0o644)
+                    self.umask = masked | (masked & 0o444) >> 2  # exec bits as read bits
             except OSError as exc:
                 self.file = None
                 self._failed(path, _reason(exc))
@@ -160,26 +165,23 @@ class _Upload:
             if self.preserve:
                 self._attrs(self.part, self.entry)
             else:
-                self.sftp.chmod(self.part, self._mode(self.created))
+                self.sftp.chmod(self.part, self._mode())
             self._replace(self.part, self.target)
         except (OSError, paramiko.SSHException) as exc:
             self._quietly_remove(self.part)
             self._failed(self.target, _reason(exc))
             return
-        size = self.sftp.stat(self.target).st_size or 0
         self.tally.files += 1
-        self.tally.size += size
+        self.tally.size += self.written
 
-    def _mode(self, created: int) -> int:
+    def _mode(self) -> int:
         """A replaced file keeps its mode (as scp's does); a new one gets the
-        source's bits less the server's umask, which SFTP does not tell: read
-        off the part file, created as 0666 less it (the exec bits masked as
-        the read bits are)."""
+        source's bits less the server's umask (read off the first part file,
+        created as 0666 less it)."""
         try:
             return stat.S_IMODE(self.sftp.stat(self.target).st_mode) & 0o777
         except OSError:
-            masked = 0o666 & ~created
-            return self.entry.mode & 0o777 & ~(masked | (masked & 0o444) >> 2)
+            return self.entry.mode & 0o777 & ~(self.umask or 0)
 
     def _attrs(self, path: str, entry: Entry) -> None:
         self.sftp.chmod(path, entry.mode & 0o777)

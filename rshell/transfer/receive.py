@@ -33,19 +33,14 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from rshell.errors import CopyFailed
 from rshell.protocol.files import DIR, END, FILE, LINK, Entry, EntryEnd
 from rshell.transfer.names import link_problem, name_problem, umask
+from rshell.transfer.send import OnFile, Progress
 
-#: (path within the transfer, bytes, sha256 or None, error or None): once per
-#: file, link or directory that failed, and per file or link written.
-OnFile = Callable[[str, int, "str | None", "str | None"], None]
-#: (path within the transfer, bytes so far, the file's size).
-Progress = Callable[[str, int, int], None]
 _NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
 #: How much of a file is written before its writeback to disk is started.
 _WRITEBACK = 8 << 20

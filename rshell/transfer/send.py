@@ -17,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from rshell.protocol.files import DIR, END, FILE, LINK, Entry, EntryEnd, Verdict
+from rshell.protocol.frames import HEADER_SIZE, pack_header_into
+from rshell.protocol.messages import MessageType
 
 #: Bytes read per chunk: the largest frame's payload.
 CHUNK = 1 << 20
+_FILE_DATA = int(MessageType.FILE_DATA)
 
 
 @dataclass(slots=True)
@@ -38,11 +41,20 @@ class Chunk:
     def data(self) -> memoryview:
         return memoryview(self.buf)[self.head:self.head + self.n]
 
+    def frame(self) -> memoryview:
+        """The chunk as a FileData frame, its header written into the headroom
+        in front (a Sender made with ``headroom=HEADER_SIZE``): no copy."""
+        start = self.head - HEADER_SIZE
+        pack_header_into(self.buf, start, self.n, _FILE_DATA)
+        return memoryview(self.buf)[start:self.head + self.n]
+
 
 Event = Entry | Chunk | EntryEnd | Verdict
-#: (path within the transfer, bytes so far, the file's size): after each chunk.
+#: (path within the transfer, bytes so far, the file's size): after each chunk
+#: (and once for an empty file), on either side of a copy.
 Progress = Callable[[str, int, int], None]
-#: (path read, bytes, sha256 or None, error or None): once per file sent or failed.
+#: (path, bytes, sha256 or None, error or None): once per file sent, written or
+#: failed (the receiver's path is within the transfer, the sender's the one read).
 OnFile = Callable[[str, int, "str | None", "str | None"], None]
 
 
@@ -70,7 +82,7 @@ class Sender:
         """A chunk's buffer the consumer no longer needs: the next read may use it."""
         self._spare = buf
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Generator[Event, None, None]:
         for path, name, *given in self.sources:
             shown = given[0] if given else path
             try:
