@@ -134,6 +134,14 @@ def _connect_flags(f: _Decorated) -> _Decorated:
               help="Never a remote terminal (the prompt too runs commands without one).")
 @click.option("-e", "escape", metavar="CHAR", default="~", show_default=True,
               help="Escape character on a terminal ('none': no escapes).")
+@click.option("-H", "hosts_files", metavar="FILE", multiple=True,
+              help="More targets, one a line ('#' comments).")
+@click.option("--parallel", type=click.IntRange(1, 1024), metavar="N",
+              help="Several targets: hosts at once [64, or config.toml's].")
+@click.option("-b", "--gather", is_flag=True,
+              help="Several targets: identical outputs once, with their hosts.")
+@click.option("--out-dir", metavar="DIR", help="Several targets: DIR/HOST.out, DIR/HOST.err.")
+@click.option("--inventory", metavar="FILE", help="An Ansible INI inventory: hosts and groups.")
 @version_option("-V", "--version")
 def client_command(
     target: str, argv: tuple[str, ...], command: str | None, batch: str | None,
@@ -141,7 +149,9 @@ def client_command(
     known_hosts: str | None,
     strict_host_keys: bool, accept_new: bool, as_json: bool, fail_fast: bool, quiet: bool,
     timeout: float | None, connect_timeout: float, verbose: int = 0, tty: int = 0,
-    no_tty: bool = False, escape: str = "~",
+    no_tty: bool = False, escape: str = "~", hosts_files: tuple[str, ...] = (),
+    parallel: int | None = None, gather: bool = False, out_dir: str | None = None,
+    inventory: str | None = None,
 ) -> int:
     """Run commands on an rshell server: a prompt, one command, or a batch.
 
@@ -153,11 +163,32 @@ def client_command(
       rshell HOST -f FILE           one command per line ('-f -': stdin)
       cmds | rshell HOST            batch from stdin
       rshell -t HOST [COMMAND]      a login shell (or COMMAND) on a remote terminal
+      rshell web[01-20],@db -c CMD  several hosts (also: rshell -c CMD HOST..., -H FILE)
+      rshell hosts TARGETS          print the hosts TARGETS name
       rshell keygen [-f PATH] [-t ed25519|ecdsa|rsa]
       rshell fingerprint [PATH|HOST]
       rshell copy-id [-i KEY] HOST  add a public key to HOST's authorized_keys
     """
     joined = bool(click.get_current_context().obj == _JOIN_WORDS)
+    targets = [target]
+    if argv and joined and (command is not None or batch is not None):
+        targets, argv = [target, *argv], ()  # rshell -c CMD HOST HOST...
+    if _is_fleet(targets, hosts_files, inventory):
+        if tty:
+            raise UsageError("-t applies to one host, not to several")
+        from rshell.cli.fleet import run_on_fleet
+
+        command, batch = _mode(argv, command, batch, joined)
+        return run_on_fleet(
+            targets, hosts_files=hosts_files, inventory=inventory, parallel=parallel,
+            command=command, lines=_batch_lines(batch) if batch is not None else None,
+            gather=gather, out_dir=out_dir, as_json=as_json, fail_fast=fail_fast, quiet=quiet,
+            timeout=timeout, connect=dict(
+                port=port, identity=identity, known_hosts=known_hosts,
+                strict_host_keys=strict_host_keys, accept_new=accept_new,
+                connect_timeout=connect_timeout, tls=not no_tls, auth=not no_auth))
+    if gather or out_dir or parallel:
+        raise UsageError("--gather, --out-dir and --parallel apply to several targets")
     on_tty = _tty_wanted(tty, no_tty, batch, as_json)
     escape_byte = _escape(escape)
     if on_tty and command is None and not argv and batch is None:
@@ -204,6 +235,17 @@ def client_command(
         # Our stdout or stderr is gone: 141, as `guarded` (and the fast path)
         # says it; click's own handler, which would see it first, exits 1.
         return 141
+
+
+def _is_fleet(targets: list[str], hosts_files: tuple[str, ...], inventory: str | None) -> bool:
+    """Several targets, or a form that names hosts rather than one host
+    (a list, a range, a group, -H, --inventory): the fleet's output, even
+    when it comes to one host, so a script sees one format."""
+    if len(targets) > 1 or hosts_files or inventory or targets[0].startswith("@"):
+        return True
+    from rshell.fleet.targets import expand
+
+    return expand(targets[0]) != targets
 
 
 def _mode(argv: tuple[str, ...], command: str | None, batch: str | None,
@@ -502,9 +544,36 @@ def cp_command(
                          "auth": not no_auth})
 
 
+@click.command(context_settings=CONTEXT, no_args_is_help=True)
+@click.argument("targets", nargs=-1)
+@click.option("-H", "hosts_files", metavar="FILE", multiple=True,
+              help="More targets, one a line ('#' comments).")
+@click.option("--inventory", metavar="FILE", help="An Ansible INI inventory: hosts and groups.")
+@click.option("--fold", "folded", is_flag=True, help="One line, folded: web[01-20],db1.")
+def hosts_command(targets: tuple[str, ...], hosts_files: tuple[str, ...],
+                  inventory: str | None, folded: bool) -> int:
+    """Print the hosts TARGETS name (comma lists, ranges such as web[01-20],
+    @group, aliases), one a line, as a fleet would run them."""
+    from rshell.client.config import load
+    from rshell.fleet.targets import expand_all, fold
+
+    config = load()
+    if inventory is not None:
+        from rshell.client.inventory import read_inventory
+
+        config = config.merged(*read_inventory(inventory))
+    hosts = expand_all(list(targets), config.groups, hosts_files)
+    if folded:
+        click.echo(visible(fold(hosts)))
+    else:
+        for host in hosts:
+            click.echo(visible(host))
+    return 0
+
+
 _SUBCOMMANDS: dict[str, click.Command] = {
     "keygen": keygen_command, "fingerprint": fingerprint_command, "copy-id": copy_id_command,
-    "cp": cp_command,
+    "cp": cp_command, "hosts": hosts_command,
 }
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rshell.client.api import Connection
 
 #: First words that name a subcommand rather than a host.
-SUBCOMMANDS = frozenset({"keygen", "fingerprint", "copy-id", "cp"})
+SUBCOMMANDS = frozenset({"keygen", "fingerprint", "copy-id", "cp", "hosts"})
 
 
 def open_client(

@@ -42,6 +42,7 @@ from rshell.result import Result, silent_failure
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from rshell.client.config import Config
     from rshell.client.copy import Paths
     from rshell.client.terminal import Terminal
     from rshell.result import Copied
@@ -65,9 +66,11 @@ def connect(
     tls: bool = True,
     auth: bool = True,
     on_warning: Callable[[str], None] | None = None,
+    config: Config | None = None,
 ) -> Connection:
     """Open an authenticated session to ``target`` (``host``, ``host:port``, ``[v6]:port``,
-    or ``ssh://[user@]host[:port]`` for any sshd, keys and ~/.ssh/known_hosts as ssh's).
+    or ``ssh://[user@]host[:port]`` for any sshd, keys and ~/.ssh/known_hosts as ssh's),
+    or to an alias of ``$RSHELL_HOME/config.toml`` (``config``: another, already loaded).
 
     Uses the CLI's files: the identity (``-i``, else ``$RSHELL_HOME/id_ed25519``,
     else ``~/.ssh/id_*``) and ``$RSHELL_HOME/known_hosts``.  An unknown host
@@ -77,8 +80,13 @@ def connect(
     ``--no-auth`` server); a server that asks for none while we offer one is
     reported through ``on_warning`` (default: stderr).
     """
+    from rshell.client.config import load, resolve
+
+    resolved = resolve(target, config or load(), port=port,
+                       identity=os.fspath(identity) if identity is not None else None)
+    target, port = resolved.target, resolved.port
     options = ConnectOptions(
-        port=port, identity=identity, passphrase=passphrase, known_hosts=known_hosts,
+        port=port, identity=resolved.identity, passphrase=passphrase, known_hosts=known_hosts,
         strict_host_keys=strict_host_keys, accept_new=accept_new, ask=ask,
         connect_timeout=connect_timeout, tls=tls, auth=auth, on_warning=on_warning,
     )
