@@ -267,6 +267,9 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = 
     path = Path(path).expanduser()
     try:
         st = path.stat()
+        cached = _loaded.get(str(path))
+        if cached is not None and cached[0] == _stamp(st):
+            return cached[1]  # a fleet's thousand connections load and decrypt it once
         data = path.read_bytes()
     except FileNotFoundError:
         raise KeyFileError(f"identity file {path} not found (create one: rshell keygen)") from None
@@ -293,7 +296,18 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = 
         comment = fields[2].strip() if len(fields) > 2 else ""
     except (OSError, UnicodeDecodeError):
         comment = ""
-    return Identity(key, public_line(key.public_key(), comment), str(path))
+    identity = Identity(key, public_line(key.public_key(), comment), str(path))
+    _loaded[str(path)] = (_stamp(st), identity)
+    return identity
+
+
+#: path -> (the file's stamp, its identity): loaded once per process while unchanged.
+_loaded: dict[str, tuple[tuple[int, ...], Identity]] = {}
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What must not change for a loaded key to stand: the file, its contents, its mode."""
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode)
 
 
 def _plain_ed25519(data: bytes) -> ed25519.Ed25519PrivateKey | None:

@@ -21,16 +21,30 @@ class Pin:
     line: int
 
 
+#: path -> ((inode, mtime, size), address -> its first pin): a fleet looks up
+#: a thousand hosts in one file, which is read again only when it changes.
+_parsed: dict[str, tuple[tuple[int, int, int], dict[str, Pin]]] = {}
+
+
 def lookup(path: Path, address: str) -> Pin | None:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        st = os.stat(path)
     except FileNotFoundError:
         return None
-    for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split("#", 1)[0].split()
-        if len(fields) >= 2 and fields[0] == address:
-            return Pin(address, fields[1], number)
-    return None
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    cached = _parsed.get(str(path))
+    if cached is None or cached[0] != stamp:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        pins: dict[str, Pin] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 2 and fields[0] not in pins:
+                pins[fields[0]] = Pin(fields[0], fields[1], number)
+        cached = _parsed[str(path)] = (stamp, pins)
+    return cached[1].get(address)
 
 
 def add(path: Path, address: str, fingerprint: str) -> None:
