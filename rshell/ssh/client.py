@@ -93,7 +93,7 @@ from rshell.paths import format_hostport
 from rshell.result import timed_out
 from rshell.shellwords import lone_assignment, lone_cd, reserved
 from rshell.ssh import _paramiko as door
-from rshell.ssh.identity import Keys, Pinning, fingerprint
+from rshell.ssh.identity import Keys, Pinning, destination, fingerprint
 
 if TYPE_CHECKING:
     from rshell.client.backend import Tally
@@ -114,22 +114,38 @@ class _Refused(Exception):  # noqa: N818  # a refusal carried to execute's Finis
 
 
 def parse_ssh_target(target: str, port: int | None) -> tuple[str, str, int]:
-    """``ssh://[user@]host[:port]`` -> (user, host, port)."""
+    """``ssh://[user@]host[:port]`` -> (user, host, port), as written (no
+    ~/.ssh/config: ``open_ssh`` applies it), the defaults filled in."""
     import getpass
 
+    user, host, written = _written(target, port)
+    return user or getpass.getuser(), host, written or 22
+
+
+def _written(target: str, port: int | None) -> tuple[str | None, str, int | None]:
+    """What the user said: ``user@`` (or None), the host, ``:port`` or ``-p`` (or None)."""
     rest = target[len("ssh://"):].rstrip("/")
     user, _, hostport = rest.rpartition("@")
-    host, parsed = host_and_port(hostport, port, 22)
-    return user or getpass.getuser(), host, parsed
+    host, parsed = host_and_port(hostport, port, 0)
+    return user or None, host, parsed or None
 
 
 def open_ssh(target: str, options: ConnectOptions, policy: HostKeyPolicy) -> SshBackend:
-    """Log in to the sshd at ``target`` and learn the session's directory."""
+    """Log in to the sshd at ``target`` (~/.ssh/config applied, as ssh does:
+    identity.destination) and learn the session's directory."""
     door.silence_logging()  # a failed negotiation is one line from us, no traceback
-    user, host, port = parse_ssh_target(target, options.port)
-    backend = SshBackend(user, host, port, options.connect_timeout)
+    user, alias, port = _written(target, options.port)
+    to = destination(user, alias, port)
+    if (to.host, to.port) != (alias, port or 22):
+        debug(1, "~/.ssh/config: %s is %s port %d", alias, to.host, to.port)
+        target = f"{target} ({to.user}@{format_hostport(to.host, to.port)})"  # for errors
+    backend = SshBackend(to.user, to.host, to.port, options.connect_timeout)
+    if to.unfollowed:
+        warn = options.on_warning or _stderr_warning
+        warn(f"{target}: ~/.ssh/config's {' and '.join(to.unfollowed)} is not supported "
+             f"by rshell; connecting directly")
     try:
-        backend._login(target, options, policy)
+        backend._login(target, options, policy, to.identity_files)
         backend.home = backend._probe_home()
     except BaseException:
         backend.close()
@@ -181,7 +197,8 @@ class SshBackend:
 
     # ---- opening -----------------------------------------------------------------------
 
-    def _login(self, target: str, options: ConnectOptions, policy: HostKeyPolicy) -> None:
+    def _login(self, target: str, options: ConnectOptions, policy: HostKeyPolicy,
+               files: tuple[str, ...]) -> None:
         known = os.path.expanduser(options.known_hosts or "~/.ssh/known_hosts")
         client = self._client = paramiko.SSHClient()
         if os.path.exists(known):
@@ -191,7 +208,7 @@ class SshBackend:
                 raise HostKeyError(f"cannot read {known}: {exc}") from None
         pinning = Pinning(self, policy, known)
         client.set_missing_host_key_policy(pinning)
-        keys = Keys(self, options, pinning)
+        keys = Keys(self, options, pinning, files)
         debug(1, "connecting to %s port %d as %s", self.host, self.port, self.user)
         timeout = options.connect_timeout
         try:
@@ -544,6 +561,15 @@ def _keep_stdout(chunks: Generator[Chunk, None, Finish],
 
 def _drain(chunks: Generator[Chunk, None, Finish]) -> list[tuple[int, bytes]]:
     return [(fd, bytes(data)) for fd, data in chunks]
+
+
+def _stderr_warning(message: str) -> None:
+    """on_warning's default, as the native backend's (client.handshake)."""
+    import sys
+
+    from rshell.client.screen import visible
+
+    sys.stderr.write(f"rshell: WARNING: {visible(message)}\n")
 
 
 def _release(channel: Any) -> None:

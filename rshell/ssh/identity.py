@@ -1,6 +1,7 @@
 """Who the ``ssh://`` backend trusts and who it claims to be: the host key
 pinned in OpenSSH's known_hosts (``Pinning``, over client.hostkeys' one set
-of decisions) and the keys offered, in ssh's order (``Keys``).
+of decisions), the keys offered, in ssh's order (``Keys``), and where a
+target leads once ``~/.ssh/config`` has had its say (``destination``).
 
 One of the doors to paramiko (with ssh._paramiko, server, channel, client).
 Must not import the server side or the engine.
@@ -8,16 +9,17 @@ Must not import the server side or the engine.
 
 from __future__ import annotations
 
+import getpass
 import os
 import time
-from collections.abc import Generator
-from typing import Any, Protocol
+from collections.abc import Generator, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import paramiko
 
 from rshell.client.hostkeys import HostKeyPolicy
 from rshell.client.options import ConnectOptions, debug, debugging
-from rshell.errors import KeyFileError
+from rshell.errors import ConfigError, KeyFileError
 from rshell.ssh import _paramiko as door
 
 
@@ -63,15 +65,20 @@ class Key(paramiko.InMemoryPrivateKey):
 
 
 class Keys(paramiko.AuthStrategy):
-    """The keys offered, as ssh offers them: ``-i``, then ssh-agent's (through
-    paramiko's agent client), then the key files found (``DEFAULT_KEY_FILES``,
-    without ``-i``), each loaded only when its turn comes, a key met twice
-    offered once.  SSH lets one connection try several (sshd's MaxAuthTries
-    bounds them).  Each offer and verdict goes to the debug log."""
+    """The keys offered, as ssh offers them: ``-i``, then ``files`` (the
+    config's IdentityFile, in order; one that does not exist is skipped
+    without a word, as ssh skips it), then ssh-agent's (through paramiko's
+    agent client), then the key files found (``DEFAULT_KEY_FILES``, only
+    when neither ``-i`` nor the config named a key: ssh's rule), each loaded
+    only when its turn comes, a key met twice offered once.  SSH lets one
+    connection try several (sshd's MaxAuthTries bounds them).  Each offer
+    and verdict goes to the debug log."""
 
-    def __init__(self, backend: Backend, options: ConnectOptions, pinning: Pinning) -> None:
+    def __init__(self, backend: Backend, options: ConnectOptions, pinning: Pinning,
+                 files: Sequence[str] = ()) -> None:
         super().__init__(ssh_config=None)
         self.backend, self.options, self.pinning = backend, options, pinning
+        self.files = tuple(files)
         self.agent: Any = None
         self.refused: list[Key] = []
         self.started = time.monotonic()
@@ -88,6 +95,14 @@ class Keys(paramiko.AuthStrategy):
     def _keys(self, identity: Any) -> Generator[tuple[Any, str], None, None]:
         if identity is not None:
             yield self._load(os.path.expanduser(str(identity)), required=True), str(identity)
+        for path in self.files:
+            if not os.path.exists(path):
+                debug(1, "%s (IdentityFile): no such file; skipped", path)
+                continue
+            try:
+                yield self._load(path, required=False), path
+            except KeyFileError as exc:
+                debug(1, "skipping %s: %s", path, exc)
         try:
             self.agent = paramiko.Agent()
             held = self.agent.get_keys()
@@ -99,7 +114,7 @@ class Keys(paramiko.AuthStrategy):
         for key in held:
             yield key, f"agent {key.comment}".rstrip() if isinstance(key.comment, str) \
                 else "agent"
-        if identity is not None:
+        if identity is not None or self.files:
             return
         for name in DEFAULT_KEY_FILES:
             path = os.path.expanduser(name)
@@ -145,8 +160,9 @@ class Keys(paramiko.AuthStrategy):
             debug(1, "key %s accepted (%.1f ms)", source.fingerprint,
                   (time.monotonic() - started) * 1000)
             return []
+        files = "no IdentityFile found" if self.files else "no ~/.ssh/id_*"
         raise paramiko.AuthenticationException(
-            "no identity to offer (no -i, no key in ssh-agent, no ~/.ssh/id_*)"
+            f"no identity to offer (no -i, no key in ssh-agent, {files})"
         )
 
     def _handshaken(self, transport: Any) -> None:
@@ -175,3 +191,95 @@ def fingerprint(key: Any) -> str:
     from rshell.trust.keys import blob_fingerprint
 
     return blob_fingerprint(key.asbytes())
+
+
+# ---- ~/.ssh/config ----------------------------------------------------------------------
+
+#: The user's ssh_config.  From ``$HOME`` (ssh reads the passwd entry's home):
+#: a test or a sandbox that moves HOME moves it too, as it moves ~/.ssh's keys.
+USER_CONFIG = "~/.ssh/config"
+#: Read no further: a config is text a person wrote, not a stream (/dev/zero).
+MAX_CONFIG = 16 * 1024 * 1024
+#: Keywords that would route the connection elsewhere; not followed, so said.
+_UNFOLLOWED = {"proxyjump": "ProxyJump", "proxycommand": "ProxyCommand"}
+
+
+class Destination(NamedTuple):
+    """Where an ``ssh://`` target leads and as whom, the config applied."""
+
+    user: str
+    host: str  #: after HostName: the host dialled and named in known_hosts
+    port: int
+    identity_files: tuple[str, ...]  #: the config's IdentityFile, expanded, in order
+    unfollowed: tuple[str, ...]  #: keywords that apply but are not followed (ProxyJump)
+
+
+def destination(user: str | None, host: str, port: int | None) -> Destination:
+    """What ssh would do with ``[user@]host[:port]``: what was written wins
+    (``user@``, ``:port`` or ``-p``), then ``~/.ssh/config`` (HostName, User,
+    Port, IdentityFile, looked up under ``host`` as written, first value
+    wins as in ssh_config(5)), then the defaults (this account, 22).  No
+    config file is no config; one that cannot be read, is unsafe or cannot
+    be parsed is a ConfigError naming it, as ssh refuses to start over it."""
+    path = os.path.expanduser(USER_CONFIG)
+    config = _read_config(path)
+    if config is None:
+        return Destination(user or getpass.getuser(), host, port or 22, (), ())
+    try:
+        found = config.lookup(host)
+    except Exception as exc:  # noqa: BLE001  # Match/Canonicalize raise what they meet
+        why = f"{exc.args[0]} is not set" if isinstance(exc, KeyError) else exc
+        raise ConfigError(f"{path}: cannot apply it to {host}: {why}") from None
+    real = _text(path, found, "hostname") or host
+    named = _text(path, found, "user")
+    files = tuple(os.path.expanduser(f) for f in found.get("identityfile") or ())
+    unfollowed = tuple(name for key, name in _UNFOLLOWED.items()
+                       if found.get(key) not in (None, "none"))
+    if "include" in found:
+        debug(1, "%s: Include is not followed (paramiko's parser reads one file)", path)
+    configured = _config_port(path, found)  # checked even when -p wins, as ssh checks it
+    return Destination(user or named or getpass.getuser(), real,
+                       port or configured or 22, files, unfollowed)
+
+
+def _read_config(path: str) -> paramiko.SSHConfig | None:
+    """``path`` parsed, None if there is none; ssh's owner and mode rule
+    (yours or root's, writable by nobody else) before a line is read."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid not in (0, os.getuid()) or st.st_mode & 0o022:
+                raise ConfigError(f"bad owner or permissions on {path}")
+            text = f.read(MAX_CONFIG + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(text) > MAX_CONFIG:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG // (1024 * 1024)} MiB")
+    try:
+        return paramiko.SSHConfig.from_text(text)
+    except (paramiko.SSHException, ValueError) as exc:  # ConfigParseError; shlex's quotes
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _text(path: str, found: dict[str, Any], key: str) -> str | None:
+    """A value that will go on the wire: it must be text (a comment need not)."""
+    value = found.get(key)
+    if not value:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ConfigError(f"{path}: the {key} for this host is not UTF-8") from None
+    return str(value)
+
+
+def _config_port(path: str, found: dict[str, Any]) -> int | None:
+    value = found.get("port")
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 5
+            and 1 <= int(value) <= 65535):
+        raise ConfigError(f"{path}: bad Port {value[:20]!r}")
+    return int(value)
