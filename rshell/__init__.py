@@ -3,6 +3,8 @@
     import rshell
     with rshell.connect("host:7722") as conn:
         r = conn.run("uname -a", timeout=10)
+    with rshell.Group("web[01-20],@db") as fleet:
+        results = fleet.run("uptime")        # host -> Result, or the error that stopped it
 
 Names are imported lazily (PEP 562) so that ``import rshell`` costs almost
 nothing on the CLI's cold path.
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
         ProtocolError,
         RshellError,
     )
+    from rshell.fleet.group import Group, HostResults
     from rshell.result import Copied, Result
 
 _EXPORTS = {
@@ -41,12 +44,14 @@ _EXPORTS = {
     "CommandTimeout": "rshell.errors",
     "CopyFailed": "rshell.errors",
     "Copied": "rshell.result",
+    "Group": "rshell.fleet.group",
+    "HostResults": "rshell.fleet.group",
 }
 
 __all__ = [
     "AuthenticationFailed", "CommandFailed", "CommandTimeout", "Connection", "ConnectionFailed",
-    "Copied", "CopyFailed", "HostKeyError", "ProtocolError", "Result", "RshellError", "connect",
-    "__version__",
+    "Copied", "CopyFailed", "Group", "HostKeyError", "HostResults", "ProtocolError", "Result",
+    "RshellError", "connect", "__version__",
 ]
 
 

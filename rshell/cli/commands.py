@@ -238,14 +238,11 @@ def client_command(
 
 
 def _is_fleet(targets: list[str], hosts_files: tuple[str, ...], inventory: str | None) -> bool:
-    """Several targets, or a form that names hosts rather than one host
-    (a list, a range, a group, -H, --inventory): the fleet's output, even
-    when it comes to one host, so a script sees one format."""
-    if len(targets) > 1 or hosts_files or inventory or targets[0].startswith("@"):
-        return True
-    from rshell.fleet.targets import expand
+    """Several targets, -H, --inventory, or a target written as several
+    (fleet.targets.names_several): the fleet's output."""
+    from rshell.fleet.targets import names_several
 
-    return expand(targets[0]) != targets
+    return len(targets) > 1 or bool(hosts_files or inventory) or names_several(targets[0])
 
 
 def _mode(argv: tuple[str, ...], command: str | None, batch: str | None,

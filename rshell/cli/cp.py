@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rshell.cli.common import open_client
-from rshell.errors import CopyFailed, UsageError
+from rshell.client.screen import visible
+from rshell.errors import CopyFailed, RshellError, UsageError
 from rshell.result import Copied
 from rshell.transfer.operands import Operand, split_operands
 
@@ -32,8 +33,11 @@ def copy(args: Sequence[str], *, recursive: bool, preserve: bool, port: int | No
         raise UsageError("the sources must all be on one host (or all local)")
     target = remote.target
     assert target is not None
-    if target.startswith("@"):
-        raise UsageError(f"{target}: groups of hosts come with fleets (not in this version)")
+    from rshell.fleet.targets import names_several
+
+    if names_several(target):
+        return _fleet_copy(target, sources, dest, recursive=recursive, preserve=preserve,
+                           port=port, connect=connect)
     bar = None if quiet or not _stderr_is_terminal() else _Bar()
     try:
         with open_client(target, port=port, **connect) as conn:
@@ -50,6 +54,32 @@ def copy(args: Sequence[str], *, recursive: bool, preserve: bool, port: int | No
     if bar is not None:
         bar.close()
     return 0 if copied.ok else 1
+
+
+def _fleet_copy(target: str, sources: Sequence[Operand], dest: Operand, *, recursive: bool,
+                preserve: bool, port: int | None, connect: dict[str, Any]) -> int:
+    """``rshell cp FILE @web:/tmp/`` or ``rshell cp @web:/var/log/syslog logs/``
+    (``logs/syslog.HOST``): every host through ``rshell.Group``, one line per
+    failed file or host, the fleet's summary and exit status."""
+    from rshell.cli.common import warn
+    from rshell.cli.fleet import fleet_status, summarize
+    from rshell.fleet.group import Group
+
+    with Group(target, port=port, on_warning=warn, **connect) as group:
+        paths = [s.path for s in sources]
+        if dest.is_remote:
+            results = group.put(paths, dest.path, recursive=recursive, preserve=preserve)
+        else:
+            results = group.get(paths, dest.path, recursive=recursive, preserve=preserve)
+    for host, value in results.items():
+        if isinstance(value, RshellError):
+            sys.stderr.write(f"rshell cp: {visible(host)}: {visible(str(value))}\n")
+        else:
+            for path, reason in value.failures:
+                sys.stderr.write(f"rshell cp: {visible(host)}: {visible(path)}: "
+                                 f"{visible(reason)}\n")
+    summarize(results)
+    return fleet_status(results)
 
 
 def _failed(exc: CopyFailed, remote: Operand) -> int:

@@ -295,6 +295,12 @@ def run_fleet(group: Group, commands: Sequence[str] | None, *, output: Output,
     output.finish(results)
     if not quiet and not (brief and results.ok):
         summarize(results)
+    return fleet_status(results)
+
+
+def fleet_status(results: HostResults[Any]) -> int:
+    """SPEC §11: 0 if everything succeeded everywhere; 255 if a host could
+    not be reached or authenticated; else 1."""
     if results.unreachable:
         return EXIT_CONNECTION
     return 0 if results.ok else 1

@@ -46,6 +46,13 @@ def expand(text: str, groups: Mapping[str, Sequence[str]] | None = None) -> list
     return _Expander(groups or {}).expand(text, "")
 
 
+def names_several(target: str) -> bool:
+    """Whether a target is written as hosts rather than a host (a list, a
+    range, a group): such a target gets a fleet's output and exit status
+    even when it comes to one host, so a script sees one format."""
+    return target.startswith("@") or expand(target) != [target]
+
+
 def expand_all(
     args: Sequence[str],
     groups: Mapping[str, Sequence[str]] | None = None,
