@@ -1,5 +1,6 @@
-"""The daemon: listeners (a ``ThreadingTCPServer`` each, a thread per connection)
-and the registry of live connections that a stop ends.
+"""The daemon: listeners (a ``ThreadingTCPServer`` each, a thread per connection),
+the one accept loop that serves them all, and the registry of live
+connections that a stop ends.
 
 ``Listener`` is what every listener shares, native or SSH: socketserver's
 class variables, IPv6-only binding, admission control in ``process_request``
@@ -9,6 +10,14 @@ connection's own thread, never on the accept loop, then ``Session``); the SSH
 listener (rshell.ssh.server) adds its own.  ``Daemon`` holds them all, with
 one ``Admission`` and one registry: ``stop`` asks every live connection of
 either kind to finish within the grace.
+
+One thread accepts for every listener (``Daemon.start``): an epoll loop
+(exec.loop) over every listening socket and a wake-up eventfd, calling
+socketserver's own accept path on readiness.  socketserver's
+``serve_forever`` would cost a thread per listener, and its ``shutdown``
+waits for each loop in turn to notice the stop: with hundreds of ``--bind``
+addresses (issue 15's fleets on loopback) a stop took seconds, growing with
+the square of their number.  Here a stop is one wake-up, whatever the number.
 
 Must not import click, paramiko or the client side.
 """
@@ -24,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from rshell.exec.loop import READ, Loop
 from rshell.paths import format_hostport
 from rshell.protocol.messages import Error, encode
 from rshell.server.admission import (
@@ -82,6 +92,16 @@ class Listener(socketserver.ThreadingTCPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("unhandled error serving %s %s", self.kind, client_address)
+
+    def accept_ready(self, _mask: int = READ) -> None:
+        """One connection, now that the socket is readable: socketserver's own
+        accept, ``verify_request`` and ``process_request`` (``serve_forever``'s
+        step), called by the Daemon's accept loop.  Whatever goes wrong with
+        one listener is logged and never ends the loop the others share."""
+        try:
+            self._handle_request_noblock()  # type: ignore[attr-defined]
+        except Exception:
+            log.exception("unhandled error accepting on %s %s", self.kind, self.address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Admission control before any thread or TLS."""
@@ -217,7 +237,9 @@ class Daemon:
         self._cond = threading.Condition()
         self._stopping = False
         self.listeners: list[Listener] = [RshellServer(b, self) for b in binds]
-        self._threads: list[threading.Thread] = []
+        #: The accept loop and its thread, from ``start`` on.
+        self._doors: Loop | None = None
+        self._accepter: threading.Thread | None = None
 
     @property
     def addresses(self) -> list[str]:
@@ -225,19 +247,36 @@ class Daemon:
         return [srv.address for srv in self.listeners if isinstance(srv, RshellServer)]
 
     def add(self, listener: Listener) -> None:
-        """Another listener (SSH) under the same admission and registry."""
+        """Another listener (SSH) under the same admission and registry; before ``start``."""
+        if self._doors is not None:
+            raise RuntimeError("listeners are added before the daemon starts")
         self.listeners.append(listener)
 
-    def start(self, poll_interval: float = 0.5) -> None:
-        """An accept thread per listener; ``poll_interval`` is how often each
-        looks for a stop (socketserver's ``shutdown`` waits up to that long)."""
+    def start(self, poll_interval: float | None = None) -> None:
+        """Accept on every listener, in one thread (see the module docstring).
+
+        ``poll_interval`` is ignored: nothing polls for a stop any more (a
+        stop wakes the loop).  It is kept for callers written for
+        socketserver's ``serve_forever``."""
+        doors = self._doors = Loop()
         for srv in self.listeners:
-            t = threading.Thread(
-                target=srv.serve_forever, kwargs={"poll_interval": poll_interval},
-                name=f"accept {srv.kind} {srv.address}", daemon=True,
-            )
-            t.start()
-            self._threads.append(t)
+            doors.set(srv.fileno(), READ, srv.accept_ready)
+
+        def woken(_mask: int) -> None:
+            doors.drain_wake()  # a stop sets ``closing`` before it wakes us
+
+        doors.set(doors.wake_fd, READ, woken)
+        self._accepter = threading.Thread(
+            target=self._accept, args=(doors,),
+            name=f"accept ({len(self.listeners)} listeners)", daemon=True)
+        self._accepter.start()
+
+    def _accept(self, doors: Loop) -> None:
+        try:
+            while not doors.closing:
+                doors.poll(None)
+        finally:
+            doors.close()
 
     def tracking(self, conn: Stoppable) -> _Tracked:
         """``with daemon.tracking(conn):`` while the connection lives; one that
@@ -252,11 +291,18 @@ class Daemon:
     def close_doors(self) -> None:
         """Refuse every new connection from now on, at the kernel: a listening
         socket shut for reading refuses connects at once (and resets those not
-        yet accepted), where waiting for each accept loop to notice a stop
-        would leave the door open for up to its poll interval."""
+        yet accepted), without waiting for the accept loop to see the stop.
+
+        The loop is told first (``closing``, then its wake-up): a shut socket
+        reads as ready, and the loop, once told, takes no more than the one
+        accept in hand before it ends, instead of spinning on them."""
         with self._cond:
             self._stopping = True
         self.admission.close()
+        doors = self._doors
+        if doors is not None:
+            doors.closing = True
+            doors.wake()
         for srv in self.listeners:
             try:
                 srv.socket.shutdown(socket.SHUT_RD)
@@ -268,8 +314,12 @@ class Daemon:
         ``grace`` seconds, then terminate them; return once every connection
         has ended."""
         self.close_doors()
+        if self._accepter is not None:
+            # Milliseconds: at most the accept in hand (admission, a thread's start).
+            self._accepter.join(5.0)
+            if self._accepter.is_alive():
+                log.warning("the accept loop did not end; closing its sockets anyway")
         for srv in self.listeners:
-            srv.shutdown()
             srv.server_close()
         with self._cond:
             live = list(self._live)
