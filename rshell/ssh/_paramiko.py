@@ -255,3 +255,23 @@ def rekey_as_openssh(transport: paramiko.Transport) -> None:
     the transport thread, which waits for the key exchange it alone can
     finish (paramiko issue #822, open since 2016)."""
     transport.packetizer.REKEY_BYTES = REKEY_BYTES
+
+
+class AnsweringSFTPServer(paramiko.SFTPServer):
+    """paramiko's SFTP server, knowing when a request is being answered
+    (its private ``_process``): a stop must not close the channel between a
+    file's close and the answer to it.  ``answering`` is written by the SFTP
+    thread only; ``answered()`` is called after each answer went out."""
+
+    answering = False
+
+    def _process(self, t: int, request_number: int, msg: paramiko.Message) -> None:
+        self.answering = True
+        try:
+            super()._process(t, request_number, msg)
+        finally:
+            self.answering = False
+            self.answered()
+
+    def answered(self) -> None:
+        """After each request's answer (or failure)."""

@@ -45,7 +45,7 @@ import paramiko
 
 from rshell.exec.loop import READ
 from rshell.exec.policy import transfer_refusal
-from rshell.ssh._paramiko import FAILURES, unwatch_channel
+from rshell.ssh._paramiko import FAILURES, AnsweringSFTPServer, unwatch_channel
 
 if TYPE_CHECKING:
     from rshell.exec.policy import Login
@@ -127,7 +127,7 @@ def serve(conn: Connection, driver: ChannelDriver) -> None:
         session.start()
         while not session.over.is_set():
             at = driver.shutdown_at
-            if at is not None and (not session.files.open_files or time.monotonic() >= at):
+            if at is not None and (session.idle() or time.monotonic() >= at):
                 conn.end("shutdown: server is shutting down")
                 conn.record.log(logging.INFO, "%s: sftp session closed: server shutting down",
                                 conn.peer, event="subsystem-end", subsystem="sftp")
@@ -145,7 +145,7 @@ def _drain(driver: ChannelDriver) -> None:
     driver.drain_wake()
 
 
-class _Session(paramiko.SFTPServer):
+class _Session(AnsweringSFTPServer):
     """paramiko's SFTP server over ``LocalFiles``; ``over`` set at its end."""
 
     def __init__(self, channel: paramiko.Channel, conn: Connection,
@@ -158,6 +158,17 @@ class _Session(paramiko.SFTPServer):
         self.files: LocalFiles = self.server
         #: Set (and the supervisor woken) once the session is over.
         self.over = threading.Event()
+
+    def idle(self) -> bool:
+        """No file open and no request being answered: a stop may close the
+        channel now (a file's close is answered before its channel goes)."""
+        # In this order: a close in progress has set ``answering`` before it
+        # lowers ``open_files``, so seeing no file open and then no answer
+        # pending means the close was answered.
+        return not self.files.open_files and not self.answering
+
+    def answered(self) -> None:
+        self.wake()  # a stop waiting for the last file's close: its answer is out
 
     def finish_subsystem(self) -> None:
         """Before the client sees the channel close: the files it left open
@@ -371,8 +382,7 @@ class OpenFile(paramiko.SFTPHandle):
             os.close(fd)
         except OSError as exc:
             self.error = self.error or exc.strerror
-        self.files.open_files -= 1
-        self.files.wake()
+        self.files.open_files -= 1  # the supervisor is woken once the close is answered
         if self.files.ended:
             self.error = self.error or "session ended before the file was closed"
         if not (self.writes or self.reads):
