@@ -268,3 +268,11 @@ def test_order_and_dedup_across_arguments(args: list[list[str]]) -> None:
     flat = [name for arg in args for name in arg]
     assert expand_all([",".join(arg) for arg in args]) == dedup(flat)
     assert expand(",".join(",".join(arg) for arg in args)) == dedup(flat)
+
+
+def test_groups_nested_too_deep_are_one_line_not_a_recursion_error() -> None:
+    groups = {f"g{n}": [f"@g{n + 1}"] for n in range(700)}
+    groups["g700"] = ["leaf"]
+    with pytest.raises(UsageError, match="nested more than 100 deep"):
+        expand("@g0", groups)
+    assert expand("@g650", groups) == ["leaf"]

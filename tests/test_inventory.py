@@ -117,24 +117,24 @@ def test_a_realistic_inventory(tmp_path: Path) -> None:
                 "db-a.example.com", "db-b.example.com", "db-c.example.com", "one.example.com",
                 "host1", "host2", "host3", "host4"),
     }
-    everyone = HostEntry(port=22)  # [all:vars] reaches every host
-    southeast = HostEntry(port=22, user="southeast")
+    everyone = HostEntry(ssh_port=22)  # [all:vars] reaches every host
+    southeast = HostEntry(ssh_port=22, user="southeast")
     assert hosts == {
         "mail.example.com": everyone,
-        "badwolf.example.com": HostEntry(port=5309),
-        "jumper": HostEntry(address="192.0.2.50", port=5555),
+        "badwolf.example.com": HostEntry(ssh_port=5309),
+        "jumper": HostEntry(address="192.0.2.50", ssh_port=5555),
         "www01.example.com": everyone,
         "www02.example.com": everyone,
         "www03.example.com": everyone,
-        "foo.example.com": HostEntry(port=22, user="deploy"),
+        "foo.example.com": HostEntry(ssh_port=22, user="deploy"),
         "db-a.example.com": everyone,
         "db-b.example.com": everyone,
         "db-c.example.com": everyone,
-        "one.example.com": HostEntry(address="10.0.0.1", port=22),
+        "one.example.com": HostEntry(address="10.0.0.1", ssh_port=22),
         "host1": southeast,
         "host2": southeast,
-        "host3": HostEntry(port=22, user="legacy"),  # ansible_ssh_user wins, as in Ansible
-        "host4": HostEntry(port=2222, transport="ssh"),
+        "host3": HostEntry(ssh_port=22, user="legacy"),  # ansible_ssh_user wins, as in Ansible
+        "host4": HostEntry(ssh_port=2222, transport="ssh"),
     }
 
 
@@ -195,7 +195,8 @@ def test_host_lines_are_split_as_ansible_splits_them(tmp_path: Path) -> None:
         "q3\tansible_port=7 ansible_port=8\n"  # the last one wins
     ))
     assert hosts == {"q1": HostEntry(user="dep"), "q2": HostEntry(address="10.0.0.2"),
-                     "2001:db8::5": HostEntry(port=2200, user="v6"), "q3": HostEntry(port=8)}
+                     "2001:db8::5": HostEntry(ssh_port=2200, user="v6"),
+                     "q3": HostEntry(ssh_port=8)}
     assert groups["all"] == ("q1", "q2", "2001:db8::5", "fe80::1%eth0", "q3")
     assert expand("@all", groups) == list(groups["all"])  # targets reads them back
 
@@ -204,7 +205,7 @@ def test_vars_lines_take_comments_and_spaces(tmp_path: Path) -> None:
     hosts, _ = read_text(tmp_path, (
         "[g]\nh\n[g:vars]\nansible_port = 2022 # the ssh port\n"
         "ansible_user='ops' ; ops team\nansible_host = h.example.com\nmotd = two words\n"))
-    assert hosts == {"h": HostEntry(address="h.example.com", port=2022, user="ops")}
+    assert hosts == {"h": HostEntry(address="h.example.com", ssh_port=2022, user="ops")}
 
 
 # ---- variable precedence -----------------------------------------------------------
@@ -213,7 +214,8 @@ def test_vars_lines_take_comments_and_spaces(tmp_path: Path) -> None:
 def test_a_hosts_own_variables_win(tmp_path: Path) -> None:
     hosts, _ = read_text(tmp_path, "[g]\nh1 ansible_user=mine\nh2\n[g:vars]\n"
                                    "ansible_user=group\nansible_port=2\n")
-    assert hosts == {"h1": HostEntry(port=2, user="mine"), "h2": HostEntry(port=2, user="group")}
+    assert hosts == {"h1": HostEntry(ssh_port=2, user="mine"),
+                     "h2": HostEntry(ssh_port=2, user="group")}
 
 
 def test_a_child_groups_variables_win_over_its_parents(tmp_path: Path) -> None:
@@ -221,7 +223,7 @@ def test_a_child_groups_variables_win_over_its_parents(tmp_path: Path) -> None:
         "[parent:children]\nchild\n[parent:vars]\nansible_user=parent\nansible_port=1\n"
         "[child]\nh\n[child:vars]\nansible_user=child\n[all:vars]\nansible_user=all\n"
         "ansible_host=everywhere.example\n"))
-    assert hosts == {"h": HostEntry(address="everywhere.example", port=1, user="child")}
+    assert hosts == {"h": HostEntry(address="everywhere.example", ssh_port=1, user="child")}
 
 
 def test_depth_is_the_longest_chain_from_all(tmp_path: Path) -> None:
@@ -246,7 +248,7 @@ def test_old_ssh_names_win_over_the_new_ones_wherever_set(tmp_path: Path) -> Non
     resolved through the groups, then the old name, if set, wins."""
     hosts, _ = read_text(tmp_path, "[g]\nh ansible_host=own.example\n[g:vars]\n"
                                    "ansible_ssh_host=old.example\nansible_ssh_port=2200\n")
-    assert hosts["h"] == HostEntry(address="old.example", port=2200)
+    assert hosts["h"] == HostEntry(address="old.example", ssh_port=2200)
 
 
 def test_host_port_counts_where_a_host_first_appears(tmp_path: Path) -> None:
@@ -254,8 +256,8 @@ def test_host_port_counts_where_a_host_first_appears(tmp_path: Path) -> None:
     ``:port`` does not change it, its ``ansible_port=`` does."""
     hosts, _ = read_text(tmp_path, "h1:2201\nh2 ansible_user=u\n"
                                    "[g]\nh1:2202\nh2:2203\nh1 ansible_port=2204\n")
-    assert hosts == {"h1": HostEntry(port=2204), "h2": HostEntry(user="u")}
-    assert read_text(tmp_path, "h:2201 ansible_port=2205\n")[0]["h"].port == 2205
+    assert hosts == {"h1": HostEntry(ssh_port=2204), "h2": HostEntry(user="u")}
+    assert read_text(tmp_path, "h:2201 ansible_port=2205\n")[0]["h"].ssh_port == 2205
 
 
 def test_a_hosts_variables_stay_its_own_when_a_group_shares_its_name(tmp_path: Path) -> None:
@@ -263,7 +265,7 @@ def test_a_hosts_variables_stay_its_own_when_a_group_shares_its_name(tmp_path: P
     groups first), silently; here the host keeps them, as written."""
     hosts, groups = read_text(tmp_path, "[web]\nweb ansible_port=2201\n[web:vars]\n"
                                         "ansible_user=g\n")
-    assert hosts == {"web": HostEntry(port=2201, user="g")}
+    assert hosts == {"web": HostEntry(ssh_port=2201, user="g")}
     assert expand("@web", groups) == ["web"]
 
 
@@ -290,7 +292,7 @@ def test_range_examples(tmp_path: Path, pattern: str, names: list[str]) -> None:
     hosts, groups = read_text(tmp_path, f"[g]\n{pattern}\n")
     assert list(groups["g"]) == names
     if pattern.endswith(":2222"):
-        assert set(hosts) == set(names) and {e.port for e in hosts.values()} == {2222}
+        assert set(hosts) == set(names) and {e.ssh_port for e in hosts.values()} == {2222}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=FIXTURE)
@@ -491,10 +493,10 @@ def fleet_inventory(tmp_path: Path, port: int) -> Path:
     path = tmp_path / "fleet.ini"
     path.write_text(
         "[web]\n"
-        f"alpha ansible_host=127.0.0.1 ansible_port={port}\n"
-        f"beta ansible_host=127.0.0.1 ansible_port={port}\n"
+        f"alpha ansible_host=127.0.0.1 rshell_port={port} ansible_port=22\n"
+        f"beta ansible_host=127.0.0.1 rshell_port={port}\n"
         "[db]\ngamma ansible_host=127.0.0.1   # its port from [db:vars]\n"
-        f"[db:vars]\nansible_port={port}\n"
+        f"[db:vars]\nrshell_port={port}\n"
         "[fleet:children]\nweb\ndb\n"
     )
     return path
@@ -538,3 +540,27 @@ def test_the_client_does_not_import_the_fleet() -> None:
     assert not {name for name in imported if name.startswith("rshell.fleet")}
     assert {name for name in imported if name.startswith("rshell.")} == {
         "rshell.client.config", "rshell.errors"}
+
+
+def test_ansibles_port_is_sshds_and_rshell_port_is_rshells(tmp_path: Path) -> None:
+    """An inventory's ansible_port names sshd's port: a host that goes over
+    SSH is dialled there, one that speaks rshell on its rshell_port (else the
+    defaults'), never on port 22 by mistake."""
+    from rshell.client.config import parse, resolve
+
+    hosts, groups = read_text(tmp_path, "a ansible_port=2222\n"
+                                        "b ansible_port=2222 rshell_transport=ssh\n"
+                                        "c ansible_port=2222 rshell_port=7000\n")
+    config = parse({"defaults": {"port": 7722}}, "config.toml").merged(hosts, groups)
+    assert resolve("a", config).target == "a:7722"
+    assert resolve("b", config).target == "ssh://b:2222"
+    assert resolve("c", config).target == "c:7000"
+
+
+def test_an_inventory_entry_merges_over_config_tomls_field_by_field(tmp_path: Path) -> None:
+    from rshell.client.config import parse
+
+    config = parse({"hosts": {"web1": {"identity": "/keys/web", "port": 7000}}}, "config.toml")
+    hosts, groups = read_text(tmp_path, "web1 ansible_host=10.0.0.5\n")
+    merged = config.merged(hosts, groups).hosts["web1"]
+    assert merged == HostEntry(address="10.0.0.5", port=7000, identity="/keys/web")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class HostEntry:
     identity: str | None = None
     transport: str | None = None
     user: str | None = None
+    #: sshd's port where it differs from ``port`` (an inventory's ``ansible_port``).
+    ssh_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,15 @@ class Config:
     def merged(self, hosts: Mapping[str, HostEntry],
                groups: Mapping[str, tuple[str, ...]]) -> Config:
         """This config with ``hosts`` and ``groups`` (an inventory's) taking
-        precedence over its own of the same name."""
-        return Config(self.defaults, self.parallel, {**self.hosts, **hosts},
-                      {**self.groups, **groups}, self.source)
+        precedence over its own of the same name, field by field for a host
+        (an inventory's address keeps config.toml's identity)."""
+        merged = dict(self.hosts)
+        for name, entry in hosts.items():
+            old = merged.get(name)
+            merged[name] = entry if old is None else replace(
+                old, **{k: v for k, v in vars(entry).items() if v is not None})
+        return Config(self.defaults, self.parallel, merged, {**self.groups, **groups},
+                      self.source)
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,8 @@ def resolve(target: str, config: Config, *, port: int | None = None,
         return Resolved(target, port or _default_port(target, d.port), identity)
     entry = entry or HostEntry()
     address = entry.address or host
-    chosen = port or written or entry.port or (d.port if transport == "rshell" else None)
+    own = entry.ssh_port or entry.port if transport == "ssh" else entry.port
+    chosen = port or written or own or (d.port if transport == "rshell" else None)
     hostport = format_hostport(address, chosen) if chosen else _bare(address)
     if transport == "ssh":
         user = entry.user or d.user

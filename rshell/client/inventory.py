@@ -15,7 +15,10 @@ padding kept); the implicit ``all`` and ``ungrouped``; a child or a
 
 Read: ``ansible_host``, ``ansible_port``, ``ansible_user`` (the old
 ``ansible_ssh_*`` names winning when set, as in Ansible's ssh plugin) and
-rshell's ``rshell_transport``; every other variable is ignored.  Precedence
+rshell's ``rshell_transport`` and ``rshell_port``; every other variable is
+ignored.  Ansible's port (and ``host:port``) is sshd's: it is the
+``ssh_port``, used only when the host goes over SSH; ``rshell_port`` is
+rshell-server's.  Precedence
 is Ansible's: the host's own, then its groups' (directly or as a child's
 member) applied by depth (longest chain from ``all``), then
 ``ansible_group_priority``, then name, the later winning; ``all`` first.
@@ -64,7 +67,8 @@ Value = str | int
 #: HostEntry field -> the variables that set it; of those set, the last wins.
 _FIELDS: dict[str, tuple[str, ...]] = {
     "address": ("ansible_host", "ansible_ssh_host"),
-    "port": ("ansible_port", "ansible_ssh_port"),
+    "ssh_port": ("ansible_port", "ansible_ssh_port"),
+    "port": ("rshell_port",),
     "user": ("ansible_user", "ansible_ssh_user"),
     "transport": ("rshell_transport",),
 }
@@ -436,9 +440,10 @@ def _entry(variables: dict[str, Value]) -> HostEntry | None:
     if not got:
         return None
     text = {name: value for name, value in got.items() if isinstance(value, str)}
-    port = got.get("port")
+    port, ssh_port = got.get("port"), got.get("ssh_port")
     return HostEntry(address=text.get("address"), port=port if isinstance(port, int) else None,
-                     transport=text.get("transport"), user=text.get("user"))
+                     transport=text.get("transport"), user=text.get("user"),
+                     ssh_port=ssh_port if isinstance(ssh_port, int) else None)
 
 
 def _scalar(raw: str, in_section: bool) -> str:

@@ -27,6 +27,8 @@ MAX_HOSTS = 100_000
 MAX_RANGE = 100_000
 #: Longest number a range may hold (a name's longer digit runs are never folded).
 MAX_DIGITS = 20
+#: Deepest groups may nest (a group of a group of ...): the expansion recurses.
+MAX_DEPTH = 100
 #: Largest host file read, so ``-H /dev/zero`` is an error, not a hang.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
@@ -131,6 +133,8 @@ class _Expander:
             return self.done[name]
         if not name:
             raise UsageError(f"empty group name '@'{where}")
+        if len(self.chain) >= MAX_DEPTH:
+            raise UsageError(f"group @{name}{where} is nested more than {MAX_DEPTH} deep")
         if name in self.chain:
             loop = " -> ".join(f"@{n}" for n in [*self.chain[self.chain.index(name):], name])
             raise UsageError(f"group @{name} includes itself: {loop}")
