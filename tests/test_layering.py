@@ -51,6 +51,9 @@ FORBIDDEN: list[tuple[str, str]] = [
     ("rshell.transfer", "rshell.server"), ("rshell.transfer", "rshell.exec"),
     ("rshell.transfer", "rshell.client"), ("rshell.transfer", "rshell.cli"),
     ("rshell.fleet", "rshell.server"), ("rshell.fleet", "rshell.exec"),
+    # a fleet is hosts through the one client contract; the client knows no fleet
+    ("rshell.fleet", "rshell.cli"), ("rshell.client", "rshell.fleet"),
+    ("rshell.fleet", "rshell.ssh"), ("rshell.fleet", "rshell.transport"),
 ]
 EXEMPT = {"rshell.cli.server"}
 
