@@ -117,6 +117,11 @@ class Output:
         for lines in self._streams.pop(host, ()):
             lines.flush()
 
+    def unreachable(self, host: str, error: RshellError, commands: Sequence[str]) -> None:
+        """``host`` could not be reached (or its connection broke): one line."""
+        self.ended(host)
+        self.say(host, str(error))
+
     def say(self, host: str, line: str) -> None:
         """A line of ours about ``host`` (an error), on stderr with its prefix."""
         self.err.write(self._prefix[host][1] + f"rshell: {visible(line)}\n".encode())
@@ -200,6 +205,13 @@ class Json(Output):
     def ended(self, host: str) -> None:
         pass
 
+    def unreachable(self, host: str, error: RshellError, commands: Sequence[str]) -> None:
+        """Said on stderr, and an object for the first command not run (with
+        ``error``), so a script reading stdout has one for every host."""
+        super().unreachable(host, error, commands)
+        if commands:
+            self.result(Result(commands[0], None, error=str(error), host=host))
+
 
 def run_on_fleet(targets: list[str], *, hosts_files: Sequence[str], inventory: str | None,
                  parallel: int | None, command: str | None, lines: Any, gather: bool,
@@ -282,8 +294,7 @@ def run_fleet(group: Group, commands: Sequence[str] | None, *, output: Output,
 
     def on_done(host: str, value: object) -> None:
         if isinstance(value, RshellError):
-            output.ended(host)
-            output.say(host, str(value))
+            output.unreachable(host, value, todo)
         if progress is not None:
             progress.step()
 

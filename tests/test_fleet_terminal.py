@@ -1,0 +1,103 @@
+"""Several targets on a terminal, through the real ``rshell`` on a pseudo-terminal
+(pexpect): the fleet prompt (each line on every host, output gathered, each
+host keeping its own ``cd``), the progress line where output is not
+streamed, and a colour per host in the live prefixes.  And ``rshell cp`` to
+and from a group, through the real CLI."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.support.cli import cli
+from tests.support.servers import ServerProcess
+
+Spawn = Callable[..., pexpect.spawn]
+
+
+@pytest.fixture
+def two(start_server: Callable[..., ServerProcess]) -> list[ServerProcess]:
+    return [start_server(), start_server()]
+
+
+def test_the_fleet_prompt_runs_each_line_on_every_host_and_gathers(
+    two: list[ServerProcess], terminals: Spawn,
+) -> None:
+    a, b = (s.address for s in two)
+    child = terminals(f"{a},{b}")
+    prompt = re.escape("rshell ") + r"\S+> "
+    child.expect(prompt)
+    child.sendline("cd /tmp")
+    child.expect(prompt)
+    child.sendline("pwd; echo mark-$((6*7))")  # the typed line never says mark-42
+    child.expect(r"-{15,}\r\n(\S+) \(2\)\r\n-{15,}\r\n/tmp\r\nmark-42\r\n")
+    folded = child.match.group(1)  # both hosts, folded: 127.0.0.1:[PORT,PORT]
+    assert folded.startswith("127.0.0.1:[") and all(
+        s.rsplit(":", 1)[1] in folded for s in (a, b)), folded
+    child.expect(prompt)
+    child.sendline("exit 3")  # a failed line: the summary names the hosts
+    child.expect(r"rshell: 2 hosts: 0 succeeded; 2 failed: \S+")
+    child.expect(prompt)
+    child.sendeof()
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert child.exitstatus == 1  # the last line's status
+
+
+def test_a_group_streams_with_a_colour_per_host_on_a_terminal(
+    two: list[ServerProcess], terminals: Spawn,
+) -> None:
+    a, b = (s.address for s in two)
+    child = terminals(f"{a},{b}", "-c", "echo out-$((1+1))")
+    child.expect(pexpect.EOF, timeout=20)
+    text = child.before
+    child.close()
+    assert child.exitstatus == 0, text
+    for address in (a, b):
+        assert re.search(r"\x1b\[3\dm" + re.escape(f"{address}:") + r" *\x1b\[0m *out-2", text), \
+            text
+
+
+def test_gathered_output_shows_progress_on_a_terminal_and_clears_it(
+    two: list[ServerProcess], terminals: Spawn,
+) -> None:
+    a, b = (s.address for s in two)
+    child = terminals(f"{a},{b}", "-b", "-c", "echo same")
+    child.expect(pexpect.EOF, timeout=20)
+    text = child.before
+    child.close()
+    assert child.exitstatus == 0, text
+    assert "rshell: 2/2 hosts done" in text and "\r\x1b[K" in text
+    assert re.search(r"\(2\)\r\n-+\r\nsame\r\n", text), text
+
+
+def test_cp_to_and_from_a_group_through_the_cli(
+    home: Path, tmp_path: Path, two: list[ServerProcess],
+) -> None:
+    a, b = (s.address for s in two)
+    (home / "config.toml").write_text(f'[groups]\npair = ["{a}", "{b}"]\n')
+    source = tmp_path / "payload.bin"
+    source.write_bytes(bytes(range(256)) * 4096)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    up = cli(home, "cp", "-q", str(source), f"@pair:{remote}/")
+    assert up.returncode == 0, up.stderr
+    assert b"rshell: 2 hosts: 2 succeeded" in up.stderr
+    assert (remote / "payload.bin").read_bytes() == source.read_bytes()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    down = cli(home, "cp", "-q", f"@pair:{remote}/payload.bin", f"{logs}/")
+    assert down.returncode == 0, down.stderr
+    assert sorted(p.name for p in logs.iterdir()) == sorted(
+        f"payload.bin.{address}" for address in (a, b))
+    assert all(p.read_bytes() == source.read_bytes() for p in logs.iterdir())
+    missing = cli(home, "cp", "-q", f"@pair:{remote}/nothing-here", f"{logs}/")
+    assert missing.returncode == 1
+    said = missing.stderr.decode()
+    for address in (a, b):
+        assert f"rshell cp: {address}: " in said and "nothing-here" in said
+    assert "2 failed" in said
