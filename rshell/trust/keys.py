@@ -268,7 +268,8 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = 
     try:
         st = path.stat()
         cached = _loaded.get(str(path))
-        if cached is not None and cached[0] == _stamp(st):
+        if cached is not None and cached[0] == _stamp(st) and _unlocks(cached[2], passphrase,
+                                                                         path):
             return cached[1]  # a fleet's thousand connections load and decrypt it once
         data = path.read_bytes()
     except FileNotFoundError:
@@ -286,7 +287,15 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = 
             f"permissions {stat.S_IMODE(st.st_mode):04o} for {path} are too open: a private "
             "key must not be accessible by others (chmod 600 it)"
         )
-    key = _plain_ed25519(data) or _load_private(data, path, passphrase)
+    answers: list[str] = []
+
+    def asked(prompt: str) -> str | None:
+        answer = passphrase(prompt) if passphrase is not None else None
+        if answer is not None:
+            answers.append(answer)
+        return answer
+
+    key = _plain_ed25519(data) or _load_private(data, path, asked)
     if not isinstance(key, ed25519.Ed25519PrivateKey) and _rsa_too_small(key):
         raise KeyFileError(f"{path}: RSA key of {key.key_size} bits is too small")
     comment = ""
@@ -297,12 +306,27 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase | None = 
     except (OSError, UnicodeDecodeError):
         comment = ""
     identity = Identity(key, public_line(key.public_key(), comment), str(path))
-    _loaded[str(path)] = (_stamp(st), identity)
+    _loaded[str(path)] = (_stamp(st), identity, answers[-1] if answers else None)
     return identity
 
 
-#: path -> (the file's stamp, its identity): loaded once per process while unchanged.
-_loaded: dict[str, tuple[tuple[int, ...], Identity]] = {}
+#: path -> (the file's stamp, its identity, the passphrase that opened it):
+#: loaded once per process while unchanged, and handed again only to a
+#: caller who gives the same passphrase (none for a key without one).
+_loaded: dict[str, tuple[tuple[int, ...], Identity, str | None]] = {}
+
+
+def _unlocks(secret: str | None, passphrase: Passphrase | None, path: Path) -> bool:
+    """Whether this caller could open the key as it was opened: asked the
+    way a first load asks (a fleet's callback answers from its memory)."""
+    if secret is None:
+        return True
+    if passphrase is None:
+        return False
+    import hmac
+
+    answer = passphrase(f"Enter passphrase for key '{path}': ")
+    return answer is not None and hmac.compare_digest(answer.encode(), secret.encode())
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
