@@ -490,9 +490,6 @@ def test_a_file_failing_on_one_host_is_that_host_failed(rig: Rig, tmp_path: Path
     assert (rig.small_files[0] / "part" / "blocked.txt").read_text() == "new\n"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a copy the server refuses as a whole on a host "
-                   "it reached (put to 'missing/': CopyFailed with copied=None) is re-raised "
-                   "by fleet.group._copied and lands in .unreachable instead of .failed")
 def test_a_copy_refused_on_a_reached_host_is_failed_not_unreachable(rig: Rig,
                                                                     tmp_path: Path) -> None:
     for files in rig.small_files[:2]:

@@ -244,23 +244,16 @@ def test_user_is_allowed_where_the_transport_may_be_ssh() -> None:
     assert c.hosts["a"].user == "deploy"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parse() accepts `user` on a host with no transport "
-                   "while [defaults] leaves it rshell; the user is then silently ignored")
 def test_user_on_a_host_that_resolves_to_rshell_is_refused() -> None:
     message = refused("[hosts.web1]\naddress = '10.0.0.5'\nuser = 'deploy'\n")
     assert message.startswith(f"{SOURCE}: hosts.web1.user: ")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an address with a port ('10.0.0.5:2222') passes "
-                   "the 'without port' rule (':' is taken for IPv6) and resolves to "
-                   "'[10.0.0.5:2222]:PORT'")
 def test_an_address_with_a_port_is_refused() -> None:
     message = refused("[hosts.web1]\naddress = '10.0.0.5:2222'\n")
     assert message.startswith(f"{SOURCE}: hosts.web1.address: ")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a quoted TOML key holding a newline is put raw "
-                   "into the ConfigError, which is then two lines")
 @pytest.mark.parametrize("text", ['"a\\nb" = 1\n', '[hosts."a\\nb"]\n',
                                   '[hosts.web1]\n"x\\ny" = 1\n'])
 def test_a_key_with_a_newline_is_still_one_line(text: str) -> None:
@@ -467,9 +460,6 @@ def test_ssh_targets_are_untouched_but_get_the_default_identity(fleet: Config,
     assert resolve("ssh://web1", fleet, port=2, identity="/i") == Resolved("ssh://web1", 2, "/i")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a written port contradicting port= is a "
-                   "UsageError for a plain host ('port 3333 contradicts the port in ...') but "
-                   "resolve() silently prefers port= for an alias ('web1:2222', port=3333)")
 def test_a_written_port_contradicting_port_is_the_same_usage_error_for_an_alias(
         home: Path) -> None:
     closed = free_port()
@@ -500,7 +490,7 @@ def test_an_alias_resolves_to_its_address_and_the_first_port_given(
     c = Config(HostEntry(port=default_port), hosts={name: HostEntry(address, entry_port)})
     target = name if written is None else f"{name}:{written}"
     if explicit is not None and written is not None and explicit != written:
-        return  # a contradiction: see the xfail above
+        return  # a contradiction: a UsageError (test_a_written_port_contradicting_...)
     got = resolve(target, c, port=explicit)
     assert got.port is None
     host, port = parse_hostport(got.target, 0, listen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rshell.errors import ConfigError
+from rshell.errors import ConfigError, UsageError
 from rshell.paths import format_hostport, parse_hostport, rshell_home
 
 TRANSPORTS = ("rshell", "ssh")
@@ -97,6 +97,8 @@ def resolve(target: str, config: Config, *, port: int | None = None,
     host, written = (target, None) if entry is not None else _split(target)
     if entry is None:
         entry = config.hosts.get(host)
+    if entry is not None and port is not None and written is not None and port != written:
+        raise UsageError(f"port {port} contradicts the port in {target!r}")
     transport = (entry and entry.transport) or d.transport or "rshell"
     identity = identity or _expand((entry and entry.identity) or d.identity)
     if entry is None and transport == "rshell":
@@ -136,6 +138,16 @@ def _bare(address: str) -> str:
 
 def _expand(path: str | None) -> str | None:
     return os.path.expanduser(path) if path else None
+
+
+def _is_ipv6(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 # ---- loading ---------------------------------------------------------------------
@@ -191,10 +203,14 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     hosts_table = data.get("hosts", {})
     check.table(hosts_table, "hosts")
     hosts = {}
+    default_transport = defaults.get("transport") if isinstance(defaults, dict) else None
     for name, entry in hosts_table.items():
         check.name(name, f"hosts.{name}")
         check.table(entry, f"hosts.{name}")
         hosts[name] = check.entry(entry, f"hosts.{name}.")
+        if hosts[name].user and (hosts[name].transport or default_transport) != "ssh":
+            check.fail(f"hosts.{name}.user", 'applies only to transport = "ssh" (set it here '
+                       "or in [defaults]); an rshell server runs commands as its own account")
     groups_table = data.get("groups", {})
     check.table(groups_table, "groups")
     groups = {}
@@ -218,7 +234,9 @@ class _Checker:
         self.source = source
 
     def fail(self, key: str, problem: str) -> None:
-        raise ConfigError(f"{self.source}: {key}: {problem}")
+        from rshell.client.screen import visible
+
+        raise ConfigError(f"{self.source}: {visible(key)}: {problem}")  # one line, whatever the key
 
     def table(self, value: object, key: str) -> None:
         if not isinstance(value, dict):
@@ -252,9 +270,6 @@ class _Checker:
         transport = table.get("transport")
         if transport is not None and transport not in TRANSPORTS:
             self.fail(prefix + "transport", 'must be "rshell" or "ssh"')
-        if "user" in table and prefix != "defaults." and (transport or "ssh") != "ssh":
-            self.fail(prefix + "user", 'applies only to transport = "ssh" (an rshell '
-                      "server runs commands as the account it runs as)")
         address = table.get("address")
         if address is not None:
             self._address(address, prefix + "address")
@@ -262,5 +277,6 @@ class _Checker:
                          table.get("user"))
 
     def _address(self, address: str, key: str) -> None:
-        if any(c in address for c in "/@ \t") or address.startswith("["):
+        if any(c in address for c in "/@ \t") or address.startswith("[") or (
+                ":" in address and not _is_ipv6(address)):
             self.fail(key, "must be a host name or an IP address, without port or user")

@@ -278,7 +278,5 @@ def _copied(copy: Callable[..., Copied], *args: Any, **kwargs: Any) -> Copied:
 
     try:
         return copy(*args, **kwargs)
-    except CopyFailed as exc:
-        if exc.copied is None:
-            raise
-        return exc.copied
+    except CopyFailed as exc:  # refused as a whole (no such folder): one failure
+        return exc.copied or Copied(0, 0, 0.0, (("", str(exc)),))
