@@ -33,6 +33,7 @@ import pytest
 
 from rshell.fleet.targets import expand
 from tests.conftest import cli, one_line_error
+from tests.support.cli import CLIENT_MODE, RSHELL, base_env
 from tests.support.fleet import (
     StartServer,
     by_host,
@@ -46,6 +47,11 @@ from tests.support.fleet import (
     stderr_lines,
     summary,
 )
+
+
+def cli_argv() -> list[str]:
+    return [RSHELL, *CLIENT_MODE]
+
 
 # ---- scale ---------------------------------------------------------------------------
 
@@ -354,9 +360,6 @@ def test_live_lines_and_the_forms_that_name_several_hosts(
         assert summary(proc.stderr).succeeded == 5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: `rshell -H FILE -c CMD` (SPEC §11's own example) exits 2 with \"Missing "
-    "argument 'TARGET'\": client_command's TARGET is required even when -H names the hosts"))
 def test_hosts_file_alone_names_the_fleet(home: Path, start_server: StartServer,
                                           tmp_path: Path) -> None:
     """``rshell -H FILE -c CMD``: the file's hosts, no other target."""
@@ -366,6 +369,37 @@ def test_hosts_file_alone_names_the_fleet(home: Path, start_server: StartServer,
     assert proc.returncode == 0, proc.stderr
     assert by_host(proc.stdout, hosts) == {h: [b"ok"] for h in hosts}
     assert proc.stderr == b"rshell: 3 hosts: 3 succeeded\n"
+
+
+def test_a_silent_failure_says_nothing_per_host_as_with_one_host(
+        home: Path, start_server: StartServer) -> None:
+    """``exit 3`` without a word: the status tells it (the summary names the
+    hosts), no "command error" line per host, as one host prints none."""
+    (servers,) = rig(home, start_server, [3])
+    hosts = servers.addresses
+    proc = cli(home, ",".join(hosts), "-c", "exit 3")
+    assert proc.returncode == 1
+    assert b"command error" not in proc.stderr and proc.stdout == b""
+    assert set(summary(proc.stderr).failed) == set(hosts)
+
+
+def test_a_reader_gone_stops_the_fleet_and_exits_141(
+        home: Path, start_server: StartServer) -> None:
+    """``rshell HOSTS -c 'seq ...' | head -2``: once stdout's reader is gone,
+    the commands get SIGPIPE as a pipe would give it, the client exits 141
+    at once, not after every host's endless output."""
+    (servers,) = rig(home, start_server, [3])
+    reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*cli_argv(), ",".join(servers.addresses), "-c", "yes"], stdout=reader.stdin,
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=base_env(home), timeout=60)
+    assert reader.stdin is not None
+    reader.stdin.close()
+    reader.wait(10)
+    assert proc.returncode == 141, proc.stderr
+    assert time.monotonic() - started < 30  # `yes` never ends: only SIGPIPE stopped it
 
 
 def test_native_and_ssh_targets_in_one_run(home: Path, start_server: StartServer,

@@ -112,7 +112,7 @@ def _connect_flags(f: _Decorated) -> _Decorated:
 
 
 @click.command(context_settings=CONTEXT, no_args_is_help=True)
-@click.argument("target", shell_complete=_complete_target)
+@click.argument("target", required=False, shell_complete=_complete_target)
 @click.argument("argv", nargs=-1)
 @click.option("-c", "command", metavar="COMMAND", help="Run one command and exit.")
 @click.option("-f", "batch", metavar="FILE", help="Run one command per line ('-' for stdin).")
@@ -144,7 +144,7 @@ def _connect_flags(f: _Decorated) -> _Decorated:
 @click.option("--inventory", metavar="FILE", help="An Ansible INI inventory: hosts and groups.")
 @version_option("-V", "--version")
 def client_command(
-    target: str, argv: tuple[str, ...], command: str | None, batch: str | None,
+    target: str | None, argv: tuple[str, ...], command: str | None, batch: str | None,
     port: int | None, identity: str | None, no_tls: bool, no_auth: bool,
     known_hosts: str | None,
     strict_host_keys: bool, accept_new: bool, as_json: bool, fail_fast: bool, quiet: bool,
@@ -170,9 +170,11 @@ def client_command(
       rshell copy-id [-i KEY] HOST  add a public key to HOST's authorized_keys
     """
     joined = bool(click.get_current_context().obj == _JOIN_WORDS)
-    targets = [target]
+    if target is None and not hosts_files:
+        raise UsageError("no host: give TARGET (or -H FILE)")
+    targets = [target] if target is not None else []  # rshell -H FILE -c CMD
     if argv and joined and (command is not None or batch is not None):
-        targets, argv = [target, *argv], ()  # rshell -c CMD HOST HOST...
+        targets, argv = [*targets, *argv], ()  # rshell -c CMD HOST HOST...
     if _is_fleet(targets, hosts_files, inventory):
         if tty:
             raise UsageError("-t applies to one host, not to several")
@@ -189,6 +191,7 @@ def client_command(
                 connect_timeout=connect_timeout, tls=not no_tls, auth=not no_auth))
     if gather or out_dir or parallel:
         raise UsageError("--gather, --out-dir and --parallel apply to several targets")
+    assert target is not None  # one target: _is_fleet said so
     on_tty = _tty_wanted(tty, no_tty, batch, as_json)
     escape_byte = _escape(escape)
     if on_tty and command is None and not argv and batch is None:
@@ -242,7 +245,7 @@ def _is_fleet(targets: list[str], hosts_files: tuple[str, ...], inventory: str |
     (fleet.targets.names_several): the fleet's output."""
     from rshell.fleet.targets import names_several
 
-    return len(targets) > 1 or bool(hosts_files or inventory) or names_several(targets[0])
+    return len(targets) != 1 or bool(hosts_files or inventory) or names_several(targets[0])
 
 
 def _mode(argv: tuple[str, ...], command: str | None, batch: str | None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rshell.cli.output import error_line
 from rshell.client.api import Connection
 from rshell.client.screen import visible
 from rshell.errors import EXIT_CONNECTION, RshellError, UsageError
@@ -31,7 +33,7 @@ from rshell.fleet.group import Group, HostResults, file_name
 from rshell.fleet.targets import fold
 from rshell.result import Result
 
-#: A line longer than this without a newline is written in pieces of this size.
+#: Past this much of a line without a newline, what came is written as a line.
 MAX_LINE = 1 << 20
 #: Most stdin a fleet command may be given (every host gets all of it).
 MAX_STDIN = 64 << 20
@@ -51,12 +53,14 @@ class Sequence_:
 
 class _Writer:
     """Whole writes to one descriptor, one at a time; a reader gone (EPIPE)
-    silences it rather than failing every host."""
+    silences it and calls ``on_broken`` once (the fleet then stops its
+    commands, as a pipe would, and exits 141)."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.lock = threading.Lock()
         self.broken = False
+        self.on_broken: Callable[[], object] | None = None
 
     def write(self, data: bytes) -> None:
         with self.lock:
@@ -68,6 +72,8 @@ class _Writer:
                     view = view[os.write(self.fd, view):]
             except BrokenPipeError:
                 self.broken = True
+                if self.on_broken is not None:
+                    self.on_broken()
 
 
 class _Lines:
@@ -120,11 +126,12 @@ class Output:
     def unreachable(self, host: str, error: RshellError, commands: Sequence[str]) -> None:
         """``host`` could not be reached (or its connection broke): one line."""
         self.ended(host)
-        self.say(host, str(error))
+        self.say(host, f"rshell: {visible(str(error))}")
 
     def say(self, host: str, line: str) -> None:
-        """A line of ours about ``host`` (an error), on stderr with its prefix."""
-        self.err.write(self._prefix[host][1] + f"rshell: {visible(line)}\n".encode())
+        """A line of ours about ``host`` (made visible already), on stderr
+        with its prefix."""
+        self.err.write(self._prefix[host][1] + f"{line}\n".encode("utf-8", "surrogateescape"))
 
     def finish(self, results: HostResults[Any]) -> None:
         pass
@@ -227,7 +234,7 @@ def run_on_fleet(targets: list[str], *, hosts_files: Sequence[str], inventory: s
     stdin = read_stdin() if command is not None else None
     group = Group(targets, parallel=parallel, hosts_files=hosts_files, inventory=inventory,
                   passphrase=_OnePassphrase(), on_warning=warn, **connect)
-    with group, forward_sigint(group.send_signal):
+    with group, forward_sigint(group.send_signal) as forward:
         if command is None and lines is None:
             return prompt(group, timeout=timeout, quiet=quiet)
         output: Output
@@ -237,9 +244,11 @@ def run_on_fleet(targets: list[str], *, hosts_files: Sequence[str], inventory: s
             output = OutDir(group.hosts, out_dir)
         else:
             output = Json(group.hosts) if as_json else Output(group.hosts)
-        return run_fleet(group, [command] if command is not None else None, output=output,
-                         fail_fast=fail_fast, quiet=quiet, timeout=timeout, stdin=stdin,
-                         lines=lines)
+        output.out.on_broken = lambda: forward.send(signal.SIGPIPE)
+        status = run_fleet(group, [command] if command is not None else None, output=output,
+                           fail_fast=fail_fast, quiet=quiet, timeout=timeout, stdin=stdin,
+                           lines=lines)
+        return 141 if output.out.broken else status
 
 
 class _OnePassphrase:
@@ -284,9 +293,10 @@ def run_fleet(group: Group, commands: Sequence[str] | None, *, output: Output,
                 done.append(result)
                 if json_out is not None:
                     json_out.result(result)
-                if result.error and not quiet:
-                    output.say(host, f"command error: {result.error}")
-                if fail_fast and not result.ok:
+                line = None if quiet else error_line(result)  # one host's rule
+                if line is not None:
+                    output.say(host, line)
+                if fail_fast and not result.ok or output.out.broken:
                     break
         finally:
             output.ended(host)

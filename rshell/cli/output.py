@@ -91,10 +91,16 @@ def report_error(result: Result, quiet: bool = False, *,
     only a newline, so the shell's prompt starts on a line of its own."""
     if quiet:
         return
-    line = _server_said(result) or _unexpected_signal(result, sent)
+    line = error_line(result, sent)
     if line is None and result.signal == signal.SIGINT and _stderr_is_terminal():
         line = ""  # the terminal echoed ^C: end its line
     _say(line)
+
+
+def error_line(result: Result, sent: Collection[int] | None = None) -> str | None:
+    """What ``report_error`` says about ``result`` (None: nothing), for a
+    caller that prints it its own way (a fleet, with the host in front)."""
+    return _server_said(result) or _unexpected_signal(result, sent)
 
 
 def report_status(result: Result, *, sent: Collection[int] | None = None) -> None:
