@@ -6,6 +6,7 @@ and from a group, through the real CLI."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -101,3 +102,38 @@ def test_cp_to_and_from_a_group_through_the_cli(
     for address in (a, b):
         assert f"rshell cp: {address}: " in said and "nothing-here" in said
     assert "2 failed" in said
+
+
+def test_a_client_out_of_descriptors_says_so_per_host_not_a_traceback(
+    home: Path, start_server: Callable[..., ServerProcess],
+) -> None:
+    """A Group keeps every host's connection (about four descriptors each):
+    with a hard limit of 64 open files, the hosts past it are ConnectionFailed
+    naming ulimit -n, the others succeed, nothing is raised.  (The server
+    takes no penalties: this client's failures are not its peers'.)"""
+    import subprocess
+    import sys
+
+    srv = start_server(*[a for _ in range(29) for a in ("--bind", "127.0.0.1:0")],
+                       "--per-source-penalties", "no")
+    addresses = re.findall(r"INFO listening on (\S+)", srv.log)
+    while len(addresses) < 30:  # the other listeners' lines follow the first
+        srv.wait_for_log(r"listening on", timeout=10)
+        addresses = re.findall(r"INFO listening on (\S+)", srv.log)
+    for address in addresses[1:]:
+        srv.pin(home, address, srv.fingerprint)
+    script = (
+        "import resource, sys, rshell\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "with rshell.Group(sys.argv[1:]) as g:\n"
+        "    r = g.run('true')\n"
+        "print(len(r.succeeded), len(r.unreachable))\n"
+        "print(r[r.unreachable[0]] if r.unreachable else '')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, *addresses], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "RSHELL_HOME": str(home)})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    counts, reason = proc.stdout.splitlines()[:2]
+    ok, unreachable = map(int, counts.split())
+    assert ok + unreachable == 30 and ok >= 5 and unreachable >= 5, proc.stdout
+    assert "Too many open files" in reason and "ulimit -n" in reason

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rshell.client.api import Connection, connect
 from rshell.client.config import Config, load
-from rshell.errors import RshellError, UsageError
+from rshell.errors import ConnectionFailed, RshellError, UsageError
 from rshell.fleet.targets import expand_all
 from rshell.result import Copied, Result
 
@@ -98,7 +98,7 @@ class Group:
         self._options = connect_options
         self._conns: dict[str, Connection] = {}
         self._lock = threading.Lock()
-        raise_descriptor_limit(min(len(self.hosts), self.parallel) * 8 + 64)
+        raise_descriptor_limit(len(self.hosts) * 6 + 64)  # kept open: four a host
 
     def __enter__(self) -> Group:
         return self
@@ -141,7 +141,12 @@ class Group:
         """
 
         def one(host: str) -> T:
-            conn = self.connection(host)
+            try:
+                conn = self.connection(host)
+            except OSError as exc:  # this process's limits (EMFILE), not the host's fault
+                raise ConnectionFailed(f"cannot connect to {host}: {exc.strerror or exc} "
+                                       "(this client's limit: ulimit -n, or fewer hosts "
+                                       "at once)") from None
             try:
                 return work(host, conn)
             finally:
