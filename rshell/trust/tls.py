@@ -71,8 +71,20 @@ def server_context(key: ed25519.Ed25519PrivateKey, state_dir: Path) -> ssl.SSLCo
     return ctx
 
 
+_client_context: ssl.SSLContext | None = None
+
+
 def client_context() -> ssl.SSLContext:
-    """A TLS 1.3-only client context; the host key is checked by pinning."""
+    """A TLS 1.3-only client context; the host key is checked by pinning.
+    One per process (an SSLContext is shared safely across threads): making
+    one costs a millisecond or two, which a fleet would pay per host."""
+    global _client_context
+    if _client_context is None:
+        _client_context = _new_client_context()
+    return _client_context
+
+
+def _new_client_context() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
