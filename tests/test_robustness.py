@@ -15,6 +15,7 @@ import json
 import random
 import re
 import shlex
+import ssl
 import subprocess
 import sys
 import threading
@@ -282,7 +283,14 @@ def test_random_garbage_flood(start_in_process: Callable[..., InProcessServer]) 
         blobs.append(HEADER.pack(length, kind) + rng.randbytes(sent))
 
     def abuse(blob: bytes) -> bytes:
-        with raw_connect(srv) as sock:
+        try:
+            sock = raw_connect(srv)
+        except (ssl.SSLEOFError, ConnectionResetError):
+            # The auth timeout covers the TLS handshake too: on a loaded
+            # machine twenty at once can outlast its second, and the server
+            # closes them there, before any frame; closed with nothing.
+            return b""
+        with sock:
             sock.sendall(blob)
             return read_until_closed(sock, 1 + CLOSE_DEADLINE)
 
