@@ -28,7 +28,10 @@ errors counted), ``memory`` (server memory per idle authenticated
 connection, 200 held by load.py; sshd's for information), and the
 terminal figures (rshell_bench/terminal.py): ``keystroke`` (a byte's echo
 on an open remote terminal: rshell vs ``ssh -tt`` and asyncssh) and
-``tty_output`` (``cat`` of 100 MiB on a remote pty: rshell vs ``ssh -tt``).
+``tty_output`` (``cat`` of 100 MiB on a remote pty: rshell vs ``ssh -tt``);
+and ``fleet`` (rshell_bench/fleet.py, issue 15: ``echo ok`` on 100 hosts,
+ports of 127.0.0.1, by rshell vs pdsh, parallel-ssh, clush and Ansible
+against sshd, and rshell alone on 10, 100 and 1,000 hosts).
 
 Modes ``plain``/``tls``/``both`` measure rshell against local baselines only:
 ``roundtrip`` (and the spawn floor), ``throughput`` (and the relay ceiling), ``cold`` (vs

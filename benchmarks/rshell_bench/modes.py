@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from . import cold, concurrency, files, memory, roundtrip, stream, terminal
+from . import cold, concurrency, files, fleet, memory, roundtrip, stream, terminal
 from .contenders import SSH_LISTEN, Rig, login_shell, probe_tls, stop_into
 from .core import LOOPBACK, BenchError, Probe, Side, bind, progress
 from .openssh import (
@@ -284,7 +284,7 @@ ALL_FIGURES: dict[str, Callable[..., dict[str, Any]]] = {
     "roundtrip": roundtrip.in_all, "throughput": stream.in_all, "cold": cold.in_all,
     "concurrency": concurrency.in_all, "memory": memory.in_all,
     "keystroke": terminal.keystroke, "tty_output": terminal.tty_output,
-    "file_copy": files.file_copy, "tree_copy": files.tree_copy}
+    "file_copy": files.file_copy, "tree_copy": files.tree_copy, "fleet": fleet.fleet}
 
 
 def run_all(plan: AllPlan, figures: list[str], workdir: Path, bin_dir: Path,

@@ -17,8 +17,9 @@ from .stats import Target
 #: file_copy,tree_copy`` runs them at smoke size.
 COPY_FIGURES = ("file_copy", "tree_copy")
 #: ``keystroke`` and ``tty_output`` (issue 13, terminal.py): mode all only.
+#: ``fleet`` (issue 15, fleet.py): mode all only, in a ``--quick`` run at smoke size.
 FIGURES = ("roundtrip", "throughput", "cold", "concurrency", "memory", "keystroke",
-           "tty_output", *COPY_FIGURES)
+           "tty_output", *COPY_FIGURES, "fleet")
 #: What modes plain and tls measure (rshell against local baselines only).
 NATIVE_FIGURES = ("roundtrip", "throughput", "cold")
 #: What mode ssh measures (the same client against rshell's listener and sshd).
@@ -104,6 +105,12 @@ class AllPlan:
     tree_dirs: int = 100
     tree_samples: int = 5
     copies_in_every: bool = True  # run with every figure (a --quick run's: no)
+    # Issue 15's fleet: every contender on ``fleet_hosts`` hosts, rshell alone on
+    # each of ``fleet_scale``; the SSH tools take seconds a run, so fewer samples.
+    fleet_hosts: int = 100
+    fleet_scale: tuple[int, ...] = (10, 100, 1000)
+    fleet_samples: int = 5
+    fleet_slow_samples: int = 3
 
 
 ALL_FULL = AllPlan()
@@ -111,7 +118,9 @@ ALL_QUICK = AllPlan(rt_samples=4, rt_batch=10, cold_samples=4, tp_size=64 * MiB,
                     tp_slow_samples=1, conc_samples=1, conc_conns=10, conc_commands=5,
                     mem_samples=1, mem_conns=20, warmup=1, key_samples=4, key_batch=20,
                     tty_size=8 * MiB, tty_samples=2, file_size=16 * MiB, file_samples=2,
-                    tree_files=200, tree_dirs=10, tree_samples=2, copies_in_every=False)
+                    tree_files=200, tree_dirs=10, tree_samples=2, copies_in_every=False,
+                    fleet_hosts=10, fleet_scale=(10, 20), fleet_samples=1,
+                    fleet_slow_samples=1)
 
 PlanT = TypeVar("PlanT", Plan, AllPlan)
 

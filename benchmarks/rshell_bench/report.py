@@ -29,6 +29,7 @@ _LABELS = {
     "tty_output": "terminal output",
     "file_copy": "file copy",
     "tree_copy": "tree copy",
+    "fleet": "fleet `echo ok`",
 }
 Row = tuple[str, ...]
 
