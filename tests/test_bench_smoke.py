@@ -112,7 +112,7 @@ def test_bench_tiny_all_mode(tmp_path: Path) -> None:
     assert mode["peers"]["sshd"]["exit"] == 0
     figures = mode["figures"]
     assert list(figures) == ["roundtrip", "throughput", "cold", "concurrency", "memory",
-                             "keystroke", "tty_output"]
+                             "keystroke", "tty_output", "fleet"]
     for name, fig in figures.items():
         assert fig["rounds"] == 1, name
         assert "rshell" in "".join(fig["sides"]), name
