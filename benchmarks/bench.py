@@ -7,7 +7,7 @@ Samples alternate (A B C A B C ...) so that drift (CPU frequency, page cache,
 other load) hits every side alike, and every figure is a median with its
 p10/p90 and min/max spread.
 
-    python benchmarks/bench.py                     # = --mode all: everything (~5-6 min)
+    python benchmarks/bench.py                     # = --mode all: everything (~13 min)
     python benchmarks/bench.py --quick             # the same, smoke-sized (< 1 min)
     python benchmarks/bench.py --mode all --only concurrency,memory
     python benchmarks/bench.py --mode both         # plain, then TLS, local baselines only
