@@ -176,14 +176,25 @@ def _provision_authorized_keys(path: Path) -> None:
     """First start: authorize the current user's rshell key, and nobody else's."""
     import os
 
+    from rshell.errors import KeyFileError
     from rshell.trust import keys
 
     identity = rshell_home() / "id_ed25519"
     if not identity.exists():
-        keys.write_key_pair(identity, keys.generate("ed25519"), keys.default_comment())
-        log.info("generated your rshell key pair %s", identity)
-    line = Path(f"{identity}.pub").read_text().strip()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            keys.write_key_pair(identity, keys.generate("ed25519"), keys.default_comment())
+            log.info("generated your rshell key pair %s", identity)
+        except KeyFileError:
+            if not identity.exists():
+                raise  # not a twin server's first start that made it meanwhile
+    try:
+        line = Path(f"{identity}.pub").read_text().strip()
+    except FileNotFoundError:  # its maker has not written it yet (or it was removed)
+        line = keys.public_line(keys.load_identity(identity).key.public_key(), "")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # a twin server's first start made it meanwhile
     with os.fdopen(fd, "w") as f:
         f.write(line + "\n")
     log.info("created %s holding %s: `rshell localhost` works for this user, and nobody else",

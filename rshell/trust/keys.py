@@ -237,14 +237,28 @@ def write_key_pair(path: Path, key: PrivateKey, comment: str, passphrase: str = 
     )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_whole(path, data)
     except FileExistsError:
         raise KeyFileError(f"{path} already exists; not overwriting it") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
     line = public_line(key.public_key(), comment)
     Path(f"{path}.pub").write_text(line + "\n")
     return line
+
+
+def _create_whole(path: Path, data: bytes) -> None:
+    """``path`` holding ``data``, mode 0600, created only if absent and never
+    seen half-written: written under a temporary name, then linked into
+    place (FileExistsError if ``path`` exists, made meanwhile included)."""
+    import secrets
+
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
 
 
 def default_comment() -> str:
@@ -430,7 +444,12 @@ def load_host_key(path: Path) -> ed25519.Ed25519PrivateKey:
     """The server's host key, generated on first use (mode 0600)."""
     if not path.exists():
         key = ed25519.Ed25519PrivateKey.generate()
-        write_key_pair(path, key, "rshell host key")
+        try:
+            write_key_pair(path, key, "rshell host key")
+        except KeyFileError:
+            if not path.exists():
+                raise
+            # Another server on this state made it meanwhile: that one is it.
     ident = load_identity(path)
     if not isinstance(ident.key, ed25519.Ed25519PrivateKey):
         raise KeyFileError(f"{path}: the host key must be Ed25519")
