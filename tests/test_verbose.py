@@ -114,3 +114,23 @@ def test_v_over_ssh(tmp_path: Path) -> None:
     assert "is known and matches" in again_text
     assert any(ln.startswith("rshell: debug3: paramiko: ") for ln in very.stderr.decode()
                .splitlines()), very.stderr
+
+
+def test_debug_is_silent_while_another_thread_is_still_importing_logging(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet's first ssh:// host imports paramiko, and so logging, in its
+    thread; another host's thread calling debug() then must not touch the
+    half-made module (it crashed a mixed native and ssh:// run with
+    "module 'logging' has no attribute 'getLogger'")."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from rshell.client.options import debug, debugging
+
+    half = types.ModuleType("logging")
+    half.__spec__ = importlib.machinery.ModuleSpec("logging", None)
+    half.__spec__._initializing = True  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "logging", half)
+    debug(1, "nothing to say %s", "yet")
+    assert debugging() is False

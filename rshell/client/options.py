@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from rshell.errors import UsageError
 from rshell.paths import parse_hostport
@@ -83,7 +84,7 @@ def debug(level: int, message: str, *args: object) -> None:
     one-shot does not load it), and if nothing imported it, nothing can
     have configured a handler, so there is nothing to say.
     """
-    logging = sys.modules.get("logging")
+    logging = _logging()
     if logging is not None:
         logger = logging.getLogger(LOGGER)
         if logger.isEnabledFor(11 - level):
@@ -93,5 +94,17 @@ def debug(level: int, message: str, *args: object) -> None:
 def debugging(level: int = 1) -> bool:
     """Whether ``debug(level, ...)`` would say anything: for lines whose
     arguments cost something to gather."""
-    logging = sys.modules.get("logging")
+    logging = _logging()
     return logging is not None and bool(logging.getLogger(LOGGER).isEnabledFor(11 - level))
+
+
+def _logging() -> Any:
+    """``logging`` if something imported it, and it is done importing: in a
+    fleet, one thread may peek while another (a first ssh:// host, whose
+    paramiko imports it) is still inside its import, and a half-made
+    module has no ``getLogger`` yet.  Half-made, nobody configured it:
+    nothing to say."""
+    logging = sys.modules.get("logging")
+    if logging is None or getattr(getattr(logging, "__spec__", None), "_initializing", False):
+        return None
+    return logging
