@@ -142,15 +142,18 @@ def established(ports: set[int]) -> int:
             continue
         if link.startswith("socket:["):
             inodes.add(link[len("socket:["):-1])
-    count = 0
+    # Distinct inodes: the kernel's table is read in pieces while it changes
+    # (connections opening and closing in other threads), and a line can
+    # come twice; counting lines saw four connections where three were.
+    found = set()
     for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
         with open(table) as f:
             for line in f.read().splitlines()[1:]:
                 fields = line.split()
                 remote_port = int(fields[2].rsplit(":", 1)[1], 16)
                 if fields[9] in inodes and remote_port in ports and fields[3] == "01":
-                    count += 1
-    return count
+                    found.add(fields[9])
+    return len(found)
 
 
 def port_of(host: str) -> int:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from rshell.transfer.send import Progress
 
 Callback = Callable[[bytes | memoryview], object]
-__all__ = ["AskHost", "Callback", "Connection", "Passphrase", "RunStream", "connect"]
+__all__ = ["AskHost", "Callback", "Connection", "Passphrase", "RunStream", "connect", "preload"]
 
 
 def connect(
@@ -101,6 +101,23 @@ def connect(
 
         backend = open_native(target, options, policy)
     return Connection(backend)
+
+
+#: What opening a connection imports on its way, per backend.
+_NATIVE_MODULES = ("rshell.client.handshake", "rshell.client.native", "rshell.trust.keys",
+                   "rshell.trust.known_hosts", "rshell.trust.tls", "rshell.client.screen")
+_SSH_MODULES = ("rshell.ssh.client", "rshell.ssh.identity", "rshell.ssh.files")
+
+
+def preload(*, native: bool = True, ssh: bool = False) -> None:
+    """Import now, in this thread, what ``connect`` would import lazily: a
+    fleet's threads then never import the same modules at once (each would
+    wait on the import lock, and one could see a module another is still
+    making)."""
+    import importlib
+
+    for name in (_NATIVE_MODULES if native else ()) + (_SSH_MODULES if ssh else ()):
+        importlib.import_module(name)
 
 
 class Connection:

@@ -20,8 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from rshell.client.api import Connection, connect
-from rshell.client.config import Config, load
+from rshell.client.api import Connection, connect, preload
+from rshell.client.config import Config, load, resolve
 from rshell.errors import ConnectionFailed, RshellError, UsageError
 from rshell.fleet.targets import expand_all
 from rshell.result import Copied, Result
@@ -98,6 +98,7 @@ class Group:
         self._options = connect_options
         self._conns: dict[str, Connection] = {}
         self._lock = threading.Lock()
+        self._preloaded = False
         raise_descriptor_limit(len(self.hosts) * 6 + 64)  # kept open: four a host
 
     def __enter__(self) -> Group:
@@ -155,7 +156,17 @@ class Group:
                         self._conns.pop(host, None)
                     conn.close()
 
+        self._preload()
         return HostResults(fan_out(self.hosts, one, self.parallel, on_done))
+
+    def _preload(self) -> None:
+        """The backends' modules, imported here before the threads start."""
+        if self._preloaded:
+            return
+        targets = [resolve(h, self.config).target for h in self.hosts]
+        ssh = [t.startswith("ssh://") for t in targets]
+        preload(native=not all(ssh), ssh=any(ssh))
+        self._preloaded = True
 
     def run(self, command: str, *, on_stdout: HostCallback | None = None,
             on_stderr: HostCallback | None = None, on_done: OnDone | None = None,
