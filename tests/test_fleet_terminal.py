@@ -137,3 +137,19 @@ def test_a_client_out_of_descriptors_says_so_per_host_not_a_traceback(
     ok, unreachable = map(int, counts.split())
     assert ok + unreachable == 30 and ok >= 5 and unreachable >= 5, proc.stdout
     assert "Too many open files" in reason and "ulimit -n" in reason
+
+
+def test_fingerprint_and_copy_id_take_an_alias(
+    home: Path, two: list[ServerProcess],
+) -> None:
+    """An alias works wherever a target does: ``rshell fingerprint web1``
+    asks the alias's address, ``rshell copy-id web1`` logs in there."""
+    srv = two[0]
+    (home / "config.toml").write_text(
+        f'[hosts.web1]\naddress = "127.0.0.1"\nport = {srv.port}\n')
+    shown = cli(home, "fingerprint", "web1")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.decode().startswith(f"127.0.0.1:{srv.port} ")
+    assert srv.fingerprint in shown.stdout.decode()
+    copied = cli(home, "copy-id", "-n", "web1")
+    assert copied.returncode == 0, copied.stderr

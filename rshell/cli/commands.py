@@ -386,10 +386,14 @@ def fingerprint_command(what: str | None, port: int | None, connect_timeout: flo
         # A .pub file's comment is whatever its sender wrote: shown, not obeyed.
         click.echo(f"{bits} {keys.fingerprint(key)} {visible(comment or 'no comment')} ({name})")
         return 0
+    from rshell.client.config import load, resolve
     from rshell.client.probe import host_key_of
     from rshell.paths import format_hostport, parse_hostport
 
-    host, p = parse_hostport(what, port or DEFAULT_PORT)
+    target = resolve(what, load(), port=port)  # an alias too, as everywhere
+    if target.target.startswith("ssh://"):
+        raise UsageError(f"{what} is an ssh host: ask it with ssh-keyscan")
+    host, p = parse_hostport(target.target, target.port or DEFAULT_PORT)
     key = host_key_of(host, p, connect_timeout)
     bits, name = keys.describe(key)
     click.echo(f"{visible(format_hostport(host, p))} {bits} {keys.fingerprint(key)} ({name})")
