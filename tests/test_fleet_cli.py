@@ -38,6 +38,7 @@ from tests.support.fleet import (
     StartServer,
     by_host,
     closed_port,
+    closed_ports,
     free_port_run,
     home_with,
     hosts_file,
@@ -130,7 +131,7 @@ def test_faults_are_each_hosts_own_and_summarized(
     # wins (the first pin of an address is the one that counts).
     (home / "known_hosts").write_text("".join(f"{a} {other}\n" for a in wrong_key) + pins)
     before = (home / "known_hosts").read_bytes()
-    down = [closed_port() for _ in range(10)]
+    down = closed_ports(10)
     with silent_listeners(10) as silent:
         hosts = [*ok_hosts[:30], *down, *wrong_key, *slow.addresses, *silent, *ok_hosts[30:]]
         proc = cli(home, hosts[0], "-H", hosts_file(tmp_path / "hosts", hosts),

@@ -108,10 +108,31 @@ def hosts_file(path: Path, hosts: Sequence[str]) -> str:
 
 
 def closed_port() -> str:
-    """A loopback address where nothing listens (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    """A loopback address where nothing listens (see ``closed_ports``)."""
+    return closed_ports(1)[0]
+
+
+def closed_ports(count: int) -> list[str]:
+    """``count`` distinct loopback addresses where nothing listens: free now,
+    and below the ephemeral range, so no port-0 bind made meanwhile (a
+    silent listener, a server) can take one.  (Ports bound with port 0 and
+    closed again can come back twice, or be handed to the next port-0 bind:
+    a "down" host that was a duplicate, or listening, made a run of 100
+    hosts count 99.)"""
+    chosen: set[int] = set()
+    for _ in range(100 * count):
+        port = random.randrange(24000, 32000)
+        if port in chosen:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.add(port)
+        if len(chosen) == count:
+            return [f"127.0.0.1:{port}" for port in sorted(chosen)]
+    raise AssertionError(f"no {count} free ports")
 
 
 def free_port_run(count: int) -> int:
