@@ -41,7 +41,7 @@ _COLOURS = (b"\x1b[32m", b"\x1b[33m", b"\x1b[34m", b"\x1b[35m", b"\x1b[36m", b"\
 
 
 @dataclass
-class Sequence_:
+class HostBatch:
     """A host's batch: its results, in order; ``ok`` when every command was."""
 
     results: list[Result]
@@ -104,11 +104,12 @@ class Output:
 
     def __init__(self, hosts: Sequence[str]) -> None:
         self.out, self.err = _Writer(1), _Writer(2)
-        width = max(len(h) for h in hosts) + 2
+        width = max(len(visible(h)) for h in hosts) + 2
         self._prefix: dict[str, tuple[bytes, bytes]] = {}
         paint = (_colour_wanted(1), _colour_wanted(2))
         for n, host in enumerate(hosts):
-            text = f"{host}:".ljust(width).encode("utf-8", "surrogateescape")
+            # A name from a file (an inventory, -H) is shown, never obeyed.
+            text = f"{visible(host)}:".ljust(width).encode("utf-8", "surrogateescape")
             coloured = _COLOURS[n % len(_COLOURS)] + text + b"\x1b[0m"
             self._prefix[host] = (coloured if paint[0] else text, coloured if paint[1] else text)
         self._streams: dict[str, tuple[_Lines, _Lines]] = {}
@@ -166,7 +167,7 @@ class Gathered(Output):
             hosts.sort(key=self._order.__getitem__)
             if not data and all(isinstance(results.get(h), RshellError) for h in hosts):
                 continue  # unreachable: said already, and in the summary
-            title = fold(hosts) + (f" ({len(hosts)})" if len(hosts) > 1 else "")
+            title = visible(fold(hosts)) + (f" ({len(hosts)})" if len(hosts) > 1 else "")
             rule = "-" * max(15, min(len(title), 79))
             head = f"{rule}\n{title}\n{rule}\n".encode("utf-8", "surrogateescape")
             self.out.write(head + data + (b"" if not data or data.endswith(b"\n") else b"\n"))
@@ -282,7 +283,7 @@ def run_fleet(group: Group, commands: Sequence[str] | None, *, output: Output,
     progress = _Progress(len(group.hosts)) if _progress_wanted(output) else None
     json_out = output if isinstance(output, Json) else None
 
-    def work(host: str, conn: Connection) -> Result | Sequence_:
+    def work(host: str, conn: Connection) -> Result | HostBatch:
         out, err = output.streams(host)
         done: list[Result] = []
         try:
@@ -300,7 +301,7 @@ def run_fleet(group: Group, commands: Sequence[str] | None, *, output: Output,
                     break
         finally:
             output.ended(host)
-        return done[0] if commands is not None and len(done) == 1 else Sequence_(done)
+        return done[0] if commands is not None and len(done) == 1 else HostBatch(done)
 
     def on_done(host: str, value: object) -> None:
         if isinstance(value, RshellError):
@@ -333,7 +334,7 @@ def prompt(group: Group, *, timeout: float | None, quiet: bool) -> int:
     last line's."""
     import readline  # noqa: F401 - line editing for input()
 
-    label = fold(group.hosts)
+    label = visible(fold(group.hosts))
     label = label if len(label) <= 30 else f"{len(group.hosts)} hosts"
     status = 0
     while True:
