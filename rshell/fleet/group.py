@@ -12,6 +12,7 @@ Must not import rshell.server, rshell.exec, rshell.cli or click.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import threading
@@ -144,10 +145,11 @@ class Group:
         def one(host: str) -> T:
             try:
                 conn = self.connection(host)
-            except OSError as exc:  # this process's limits (EMFILE), not the host's fault
-                raise ConnectionFailed(f"cannot connect to {host}: {exc.strerror or exc} "
-                                       "(this client's limit: ulimit -n, or fewer hosts "
-                                       "at once)") from None
+            except OSError as exc:  # a local failure (EMFILE): this host's, not all of them
+                hint = (" (this client's limit: ulimit -n, or fewer hosts at once)"
+                        if exc.errno in (errno.EMFILE, errno.ENFILE) else "")
+                raise ConnectionFailed(
+                    f"cannot connect to {host}: {exc.strerror or exc}{hint}") from None
             try:
                 return work(host, conn)
             finally:
