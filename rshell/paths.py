@@ -19,6 +19,11 @@ def rshell_home() -> Path:
     return Path(env) if env else Path.home() / ".config" / "rshell"
 
 
+def config_file() -> Path:
+    """``$RSHELL_HOME/config.toml``: aliases, groups, defaults (client.config)."""
+    return rshell_home() / "config.toml"
+
+
 def parse_hostport(
     text: str, default_port: int = DEFAULT_PORT, *, listen: bool = False
 ) -> tuple[str, int]:

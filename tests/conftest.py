@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.cli import (
     BIN,
@@ -30,6 +31,14 @@ from tests.support.cli import (
 )
 from tests.support.procs import kill_group, kill_pid, started_by_rshell
 from tests.support.servers import SERVER_MODE, InProcessServer, ServerProcess, connect
+
+# Property tests judge results, never speed: on a loaded machine (the suite
+# "passes under load") hypothesis's own timing checks, a slow example or
+# slow data generation, would fail a correct test.
+settings.register_profile(
+    "rshell", deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("rshell")
 
 # The developer's ssh-agent must not decide a test: keys it holds would be
 # offered (-i, agent, key files: as ssh).  A test that wants an agent starts

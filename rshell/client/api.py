@@ -37,6 +37,7 @@ from rshell.client.hostkeys import HostKeyPolicy
 from rshell.client.options import CONNECT_TIMEOUT, AskHost, ConnectOptions, Passphrase
 from rshell.client.stdin import StdinSource, pump_for
 from rshell.errors import CommandFailed, ConnectionFailed, RshellError, UsageError
+from rshell.paths import config_file
 from rshell.result import Result, silent_failure
 
 if TYPE_CHECKING:
@@ -80,13 +81,15 @@ def connect(
     ``--no-auth`` server); a server that asks for none while we offer one is
     reported through ``on_warning`` (default: stderr).
     """
-    from rshell.client.config import load, resolve
+    if config is not None or os.path.exists(config_file()):
+        # Only then: the module costs a cold one-shot 4 ms (its dataclasses).
+        from rshell.client.config import load, resolve
 
-    resolved = resolve(target, config or load(), port=port,
-                       identity=os.fspath(identity) if identity is not None else None)
-    target, port = resolved.target, resolved.port
+        resolved = resolve(target, config or load(), port=port,
+                           identity=os.fspath(identity) if identity is not None else None)
+        target, port, identity = resolved.target, resolved.port, resolved.identity
     options = ConnectOptions(
-        port=port, identity=resolved.identity, passphrase=passphrase, known_hosts=known_hosts,
+        port=port, identity=identity, passphrase=passphrase, known_hosts=known_hosts,
         strict_host_keys=strict_host_keys, accept_new=accept_new, ask=ask,
         connect_timeout=connect_timeout, tls=tls, auth=auth, on_warning=on_warning,
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rshell.errors import ConfigError, UsageError
-from rshell.paths import format_hostport, parse_hostport, rshell_home
+from rshell.paths import config_file, format_hostport, parse_hostport
 
 TRANSPORTS = ("rshell", "ssh")
 #: How many hosts a fleet runs at once unless told.
@@ -155,16 +155,12 @@ def _is_ipv6(text: str) -> bool:
 _cache: dict[str, tuple[tuple[int, int], Config]] = {}
 
 
-def config_path() -> Path:
-    return rshell_home() / "config.toml"
-
-
 def load(path: str | os.PathLike[str] | None = None) -> Config:
     """The config at ``path`` (default ``$RSHELL_HOME/config.toml``); an empty
     one when the default file does not exist.  Parsed again only when the
     file changes."""
     explicit = path is not None
-    where = Path(path) if path is not None else config_path()
+    where = Path(path) if path is not None else config_file()
     try:
         st = os.stat(where)
     except FileNotFoundError:
