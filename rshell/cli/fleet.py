@@ -112,7 +112,8 @@ class Output:
             text = f"{visible(host)}:".ljust(width).encode("utf-8", "surrogateescape")
             coloured = _COLOURS[n % len(_COLOURS)] + text + b"\x1b[0m"
             self._prefix[host] = (coloured if paint[0] else text, coloured if paint[1] else text)
-        self._streams: dict[str, tuple[_Lines, _Lines]] = {}
+        #: Each streaming host's line cutters, flushed when it ends.
+        self._streams: dict[str, tuple[_Lines, ...]] = {}
 
     def streams(self, host: str) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
         out, err = self._prefix[host]
@@ -151,7 +152,8 @@ class Gathered(Output):
 
     def streams(self, host: str) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
         kept = self._kept.setdefault(host, [])
-        return (lambda data: kept.append(bytes(data))), super().streams(host)[1]
+        err = self._streams[host] = (_Lines(self.err, self._prefix[host][1]),)
+        return (lambda data: kept.append(bytes(data))), err[0]
 
     def ended(self, host: str) -> None:
         super().ended(host)
