@@ -47,10 +47,15 @@ HIGH_WATER = 4 * CHUNK
 _DRAIN_ROUNDS = 4
 _DEFAULT_PIPE_SIZE = 65536
 _SMALL_READ = _DEFAULT_PIPE_SIZE
-#: Reads joined into one chunk from a terminal (at most 4 KiB each), once a
-#: read brought this much (a keystroke's echo is alone: no read more for it).
-_GATHER_READS = 16
-_GATHER_FROM = 1024
+#: A terminal hands out at most 4 KiB a read.  While its reads come back
+#: this big, it is read again and again, each read sent at once, up to
+#: ``_TTY_ROUNDS`` reads per wake-up; a smaller read (a keystroke's echo)
+#: ends the turn without a read that would find nothing.
+_TTY_FULL = 1024
+_TTY_ROUNDS = 64
+#: A terminal's read buffer: what one read can bring, so that a slow client's
+#: queue of small chunks does not hold a 64 KiB buffer each.
+_TTY_READ = 4096
 
 #: Signals a client may deliver to its command.
 ALLOWED_SIGNALS = frozenset({
@@ -307,6 +312,9 @@ class Command:
     def _read_output(self, fd: int, kind: int) -> None:
         """Move what the pipe holds to the sink, a few chunks per wake-up."""
         sink, child = self.sink, self.child
+        if child.on_terminal:
+            self._read_terminal(fd, kind)
+            return
         for _ in range(_DRAIN_ROUNDS):
             if sink.queued >= HIGH_WATER:
                 return
@@ -314,12 +322,25 @@ class Command:
             if moved < CHUNK or fd not in (child.stdout, child.stderr):
                 return  # drained, or the pipe was closed (EOF, output limit)
 
+    def _read_terminal(self, fd: int, kind: int) -> None:
+        """sshd's way with a pty: each read sent at once, the next read while
+        the peer takes it.  Joining reads into one chunk was slower (the
+        second read mostly finds the line discipline not yet refilled), and
+        so was a turn of the session's loop per read (its bookkeeping is
+        the time in which the writer and the pty's worker wait)."""
+        sink, child = self.sink, self.child
+        for _ in range(_TTY_ROUNDS):
+            if sink.queued >= HIGH_WATER or self._pull(fd, kind) < _TTY_FULL \
+                    or fd != child.stdout:
+                return
+
     def _pull(self, fd: int, kind: int) -> int:
         """One chunk from ``fd`` into the sink: bytes moved (0: none now or EOF)."""
         head = self.sink.headroom
         # Small first: most commands print little, and an idle session should
         # hold no megabyte; a pipe that fills gets the big buffer from then on.
-        buf = self._spare or bytearray(head + (CHUNK if self.big else _SMALL_READ))
+        buf = self._spare or bytearray(head + (
+            _TTY_READ if self.child.on_terminal else CHUNK if self.big else _SMALL_READ))
         self._spare = None
         try:
             n = os.readv(fd, [memoryview(buf)[head:]])
@@ -334,8 +355,6 @@ class Command:
             self._spare = buf
             self._close_output(fd)
             return 0
-        if self.child.on_terminal and n >= _GATHER_FROM:
-            n = self._gather(fd, buf, head, n)
         got = n
         if n == _DEFAULT_PIPE_SIZE and not self.big:
             Child.widen(fd)
@@ -353,25 +372,6 @@ class Command:
         if self.sink.output(kind, buf, n) and (len(buf) > head + _SMALL_READ) == self.big:
             self._spare = buf  # the kernel has it all: reuse the buffer
         return got
-
-    def _gather(self, fd: int, buf: bytearray, head: int, n: int) -> int:
-        """A terminal hands out at most 4 KiB a read (its line discipline's
-        buffer): what is already there joins the chunk, so a screenful costs
-        one frame and one send, not one per 4 KiB.  Asked only after a read
-        of ``_GATHER_FROM`` bytes or more: a keystroke's echo goes alone, at
-        no read more."""
-        view = memoryview(buf)
-        for _ in range(_GATHER_READS):
-            if head + n >= len(buf):
-                break
-            try:
-                more = os.readv(fd, [view[head + n:]])
-            except OSError:  # nothing more now; the end (EIO) is read again next time
-                break
-            if not more:
-                break
-            n += more
-        return n
 
     def _count(self, kind: int, n: int) -> None:
         if kind == STDOUT:
