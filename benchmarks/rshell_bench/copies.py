@@ -211,6 +211,14 @@ def removed(box: Path) -> None:
     os.sync()
 
 
+def set_aside(box: Path, kept: Path) -> None:
+    """``box`` moved under ``kept`` (a new name each time) and the disk left
+    with nothing pending, as ``removed`` does, but with nothing freed."""
+    kept.mkdir(exist_ok=True)
+    box.rename(kept / f"{box.name}-{len(os.listdir(kept))}")
+    os.sync()
+
+
 # ---- peak memory ------------------------------------------------------------------------
 
 
