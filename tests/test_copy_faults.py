@@ -568,3 +568,22 @@ def test_stream_out_of_order_fails_cleanly(home: Path, tmp_path: Path,
     assert entries(dest) == {}
     _outside_untouched(tmp_path, dest, sentinel)
     assert capfd.readouterr().err == ""
+
+
+def test_a_name_twice_in_a_new_directory_ends_as_the_last_one(
+        home: Path, tmp_path: Path, landing: tuple[Path, Path],
+        hostile: Callable[[list[Message]], HostileServer]) -> None:
+    """In a directory the copy made, a file is linked in under its own name;
+    the same name sent again replaces it (as in any directory), and a file
+    over a directory of its name fails in one line: nothing beside them."""
+    dest, _ = landing
+    srv = hostile([*_dir("d", _file("x", b"one\n"), _file("x", b"two\n"), _dir("sub"),
+                         _file("sub", b"three\n"), _good("after")), TransferEnd(4, 0, 0)])
+    with pytest.raises(CopyFailed) as failed:
+        _get(srv, ["d"], dest)
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith("d/sub: ")
+    assert sorted(os.listdir(dest / "d")) == ["after", "sub", "x"]
+    assert (dest / "d" / "x").read_bytes() == b"two\n"
+    assert (dest / "d" / "sub").is_dir() and os.listdir(dest / "d" / "sub") == []
+    assert (dest / "d" / "after").read_bytes() == b"good after\n"

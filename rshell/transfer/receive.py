@@ -48,6 +48,9 @@ _WRITEBACK = 8 << 20
 #: (each holds a descriptor until then).
 _BATCH_FILES = 64
 _BATCH_BYTES = 32 << 20
+#: Space is reserved up front (a full disk says so at once) for files this big;
+#: a smaller one gets its blocks as it is written, which fails as early.
+_ALLOCATE_FROM = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -77,6 +80,9 @@ class _File:
     entry: Entry
     temp: str | None  # the named temporary file, where O_TMPFILE is missing
     digest: hashlib._Hash
+    #: In a directory this copy made: no old file to keep the mode of, nothing
+    #: to rename over (the file is linked in under its own name).
+    fresh: bool = False
     got: int = 0
     flushed: int = 0  # bytes handed to the disk's writeback so far
     sha256: str = ""
@@ -333,9 +339,9 @@ class Receiver:
             temp = _temp_name(name)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600, dir_fd=level.fd)
-        f = _File(fd, level.fd, name, rel, e, temp, hashlib.sha256())
+        f = _File(fd, level.fd, name, rel, e, temp, hashlib.sha256(), level.new)
         self._file = f
-        if e.size:
+        if e.size >= _ALLOCATE_FROM:
             try:
                 os.posix_fallocate(fd, 0, e.size)  # a full disk says so now, not at 99 %
             except OSError as exc:
@@ -349,9 +355,13 @@ class Receiver:
         self._discard(f)
         self._failed(f.rel, reason, f.got)
 
-    def _mode(self, dir_fd: int, name: str, e: Entry) -> int:
+    def _mode(self, f: _File) -> int:
+        e = f.entry
         if self.preserve:
             return e.mode & 0o777
+        if f.fresh:
+            return e.mode & 0o777 & ~self._umask
+        dir_fd, name = f.dir_fd, f.name
         try:
             old = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISREG(old.st_mode):
@@ -362,7 +372,7 @@ class Receiver:
 
     def _settle(self, f: _File) -> None:
         """A complete, checked file gets its mode and times (before it is synced)."""
-        os.fchmod(f.fd, self._mode(f.dir_fd, f.name, f.entry))
+        os.fchmod(f.fd, self._mode(f))
         if self.preserve:
             os.utime(f.fd, (f.entry.atime, f.entry.mtime))
 
@@ -394,6 +404,16 @@ class Receiver:
 
     def _rename(self, f: _File) -> None:
         temp = f.temp
+        if temp is None and f.fresh:  # an unnamed file where no target can be yet
+            try:
+                os.link(f"/proc/self/fd/{f.fd}", f.name, dst_dir_fd=f.dir_fd,
+                        follow_symlinks=True)
+            except FileExistsError:
+                pass  # the same name twice in one directory: replaced, as anywhere
+            else:
+                os.close(f.fd)
+                f.fd = -1
+                return
         if temp is None:  # an unnamed file: give it a name beside the target first
             temp = _temp_name(f.name)
             os.link(f"/proc/self/fd/{f.fd}", temp, dst_dir_fd=f.dir_fd, follow_symlinks=True)
