@@ -6,7 +6,9 @@ One ``Receiver`` serves an upload's server and a download's client.
 - Nothing half-written: a file is written to an unnamed temporary file in
   its directory (``O_TMPFILE``: a crash or kill leaves nothing behind), its
   SHA-256 and size checked against the sender's, fsynced, then linked in
-  under a temporary name and renamed over the target in one step.  Where
+  under a temporary name and renamed over the target in one step (in a
+  directory the copy made, where no target can be, linked in under its own
+  name at once: as atomic, one call fewer).  Where
   the filesystem has no ``O_TMPFILE``, a named ``.NAME.rshell-XXXX.part``
   is used and removed on every failure.  The old file stays whole until the
   rename.
