@@ -103,6 +103,12 @@ def _setup_logging(fmt: str) -> Callable[[], None]:
     formatter: logging.Formatter = _JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s rshell-server %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"
     )
+    # Neither format shows the caller or process: not computing them for each
+    # record is the logging HOWTO's "Optimization" advice, and a copy of many
+    # small files logs one record per file.  (The thread's name stays: it
+    # names the peer of paramiko's lines, ssh/_paramiko.py.)
+    logging._srcfile = None
+    logging.logProcesses = logging.logMultiprocessing = False
     records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
     writer = _LogWriter(records, formatter)
     root = logging.getLogger("rshell")
