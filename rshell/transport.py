@@ -53,6 +53,27 @@ def peer_ip(sock: socket.socket) -> str:
         return ""
 
 
+#: Small frames queued together are sent as one buffer of up to this many
+#: bytes: one send, a few TLS records instead of one each, and one wake-up of
+#: the peer's loop instead of one per frame (a tree of small files is three
+#: frames a file).  Only frames that fit are copied; a big one goes as it is.
+_JOIN = 64 * 1024
+
+
+def _join(out: deque[bytes | bytearray | memoryview]) -> bytes:
+    """The head of ``out`` and the frames after it that fit in ``_JOIN``, as
+    one buffer in their place.  The unsent head stays its first bytes, as a
+    TLS write retried after it would have blocked requires."""
+    parts = [out.popleft()]
+    size = len(parts[0])
+    while out and size + len(out[0]) <= _JOIN:
+        size += len(out[0])
+        parts.append(out.popleft())
+    joined = b"".join(parts)
+    out.appendleft(joined)
+    return joined
+
+
 class Stream:
     """A connected socket in non-blocking mode, with an outgoing queue.
 
@@ -97,12 +118,15 @@ class Stream:
         self.queued += len(data)
 
     def flush(self) -> bool:
-        """Send as much as the kernel takes without blocking; True if all sent."""
+        """Send as much as the kernel takes without blocking; True if all sent.
+        Small frames queued together go out joined (see ``_JOIN``)."""
         out = self._out
         send = self.sock.send
         try:
             while out:
                 head = out[0]
+                if len(head) < _JOIN and len(out) > 1 and len(head) + len(out[1]) <= _JOIN:
+                    head = _join(out)
                 try:
                     n = send(head)
                 except _WOULD_BLOCK:

@@ -275,7 +275,9 @@ class NativeBackend:
 
     # ---- the wire ------------------------------------------------------------------
 
-    def write(self, msg: Message) -> None:
+    def write(self, msg: Message, flush: bool = True) -> None:
+        """Frame and queue ``msg``; sent now unless ``flush`` is False (more
+        frames follow at once, and go out joined: transport._JOIN)."""
         assert self.stream is not None
         try:
             frame = self.proto.send(msg)
@@ -284,7 +286,8 @@ class NativeBackend:
                 raise UsageError(str(exc)) from None
             raise
         self.stream.write(frame)
-        self.stream.flush()
+        if flush:
+            self.stream.flush()
 
     def until_message(self, deadline: float | None, what: str) -> Message:
         while True:

@@ -48,7 +48,7 @@ class NativeBackend(Protocol):
     stream: Stream | None
     proto: ClientProtocol
 
-    def write(self, msg: Message) -> None: ...
+    def write(self, msg: Message, flush: bool = True) -> None: ...
     def poll(self, deadline: float | None, busy: bool = False, what: str = "command",
              on_wake: Callable[[], object] | None = None,
              until: float | None = None) -> Message | None: ...
@@ -59,6 +59,8 @@ class NativeBackend(Protocol):
 
 #: Stop reading files while this much waits for the socket.
 HIGH_WATER = 4 << 20
+#: An upload's frames are sent once this much is queued (Done sends the rest).
+_SEND_AT = 64 << 10
 
 
 def _usable(b: NativeBackend) -> None:
@@ -91,11 +93,13 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
         for event in sender.events():
             if isinstance(event, Verdict):
                 continue  # a local source that could not be read: the sender keeps it
+            # Sent once a batch worth a send has gathered (a tree of small
+            # files is three small frames a file), or a big file's chunk is in.
             if isinstance(event, (Entry, EntryEnd)):
-                b.write(event)
+                b.write(event, flush=stream.queued >= _SEND_AT)
             else:
                 stream.write(event.frame())
-                if stream.flush():
+                if stream.queued >= _SEND_AT and stream.flush():
                     sender.recycle(event.buf)
             while stream.queued >= HIGH_WATER:  # the server's pace; its verdicts meanwhile
                 waited = b.poll(None, what="copy")
