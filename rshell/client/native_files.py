@@ -33,6 +33,7 @@ from rshell.protocol.files import (
 )
 from rshell.protocol.messages import Message
 from rshell.protocol.states import ClientProtocol, State
+from rshell.transfer.send import SEND_AT
 from rshell.transport import Stream
 
 if TYPE_CHECKING:
@@ -59,8 +60,6 @@ class NativeBackend(Protocol):
 
 #: Stop reading files while this much waits for the socket.
 HIGH_WATER = 4 << 20
-#: An upload's frames are sent once this much is queued (Done sends the rest).
-_SEND_AT = 64 << 10
 
 
 def _usable(b: NativeBackend) -> None:
@@ -93,13 +92,12 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
         for event in sender.events():
             if isinstance(event, Verdict):
                 continue  # a local source that could not be read: the sender keeps it
-            # Sent once a batch worth a send has gathered (a tree of small
-            # files is three small frames a file), or a big file's chunk is in.
+            # Sent once SEND_AT is queued: a tree's small frames go out joined.
             if isinstance(event, (Entry, EntryEnd)):
-                b.write(event, flush=stream.queued >= _SEND_AT)
+                b.write(event, flush=stream.queued >= SEND_AT)
             else:
                 stream.write(event.frame())
-                if stream.queued >= _SEND_AT and stream.flush():
+                if stream.queued >= SEND_AT and stream.flush():
                     sender.recycle(event.buf)
             while stream.queued >= HIGH_WATER:  # the server's pace; its verdicts meanwhile
                 waited = b.poll(None, what="copy")

@@ -16,7 +16,8 @@ Never imports client/ or cli/.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Generator
+from typing import Protocol
 
 from rshell.errors import LocalProtocolError
 from rshell.exec.command import HIGH_WATER
@@ -37,10 +38,15 @@ from rshell.protocol.frames import HEADER_SIZE
 from rshell.protocol.messages import Message
 from rshell.transfer.names import home_path
 from rshell.transfer.receive import DestinationError, Receiver
-from rshell.transfer.send import Chunk, Event, Sender, source_name
+from rshell.transfer.send import SEND_AT, Chunk, Event, Sender, source_name
 from rshell.transport import Stream
 
-Send = Callable[[Message], None]
+
+class Send(Protocol):
+    """The session's way to send a message: now, or (``flush`` False) queued
+    to go out with the ones after it."""
+
+    def __call__(self, msg: Message, flush: bool = True) -> None: ...
 
 
 def refused(login: Login, record: Recorder, send: Send, direction: str, what: str) -> bool:
@@ -134,10 +140,10 @@ class Download:
         for event in self.events:
             if isinstance(event, Chunk):
                 stream.write(event.frame())
-                if stream.flush():
+                if stream.queued >= SEND_AT and stream.flush():
                     sender.recycle(event.buf)  # the kernel has it all: read into it again
             else:
-                self.send(event)
+                self.send(event, flush=stream.queued >= SEND_AT)
             if stream.queued >= HIGH_WATER:
                 return False
         self.send(TransferEnd(sender.files, sender.size, len(sender.failures)))

@@ -359,9 +359,10 @@ class Session(Loop):
         if self.on_authenticated is not None:
             self.on_authenticated()
 
-    def _send(self, msg: Message) -> None:
+    def _send(self, msg: Message, flush: bool = True) -> None:
         self.stream.write(self.proto.send(msg))
-        self.stream.flush()
+        if flush:
+            self.stream.flush()
 
     def _send_fatal(self, msg: Error) -> None:
         try:
