@@ -252,6 +252,9 @@ def _b64(data: bytes) -> str:
 #: encoder per call or sniffing the encoding of bytes.
 _json_str = json.encoder.encode_basestring_ascii
 _raw_decode = json.JSONDecoder().raw_decode
+#: ``json.dumps(obj, separators=(",", ":"))`` without a new encoder per call
+#: (dumps makes one whenever an option is given: a tree's two entries a file).
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 _JSON_SPACE = " \t\n\r"
 
 
@@ -301,7 +304,7 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, (StdinEof, Done)):
         return encode_frame(kind)
     if kind in _FILE_JSON:
-        return encode_frame(kind, json.dumps(to_json(msg), separators=(",", ":")).encode())  # type: ignore[arg-type]
+        return encode_frame(kind, _dumps(to_json(msg)).encode())  # type: ignore[arg-type]
     if isinstance(msg, Signal):
         return encode_frame(kind, _U8.pack(msg.signum))
     if isinstance(msg, StdinAck):
@@ -320,7 +323,7 @@ def encode(msg: Message) -> bytes:
         elif isinstance(value, tuple):
             value = list(value)
         obj[name] = value
-    return encode_frame(kind, json.dumps(obj, separators=(",", ":")).encode())
+    return encode_frame(kind, _dumps(obj).encode())
 
 
 class _Fields:
