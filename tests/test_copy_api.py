@@ -633,6 +633,32 @@ def test_each_file_copied_is_audited_with_its_digest(
     assert all(e["event"] == "transfer" and e["session"] for e in events)
 
 
+def test_the_log_gives_a_copys_totals_and_no_line_per_file(
+    site: Site, native: Target, rshell_ssh: Target, request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """A tree is thousands of files: each is an audit event (above), and the
+    log says each copy's totals once, on both wires; a file's own line is
+    for failures only."""
+    room = new_room(native, request)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(5):
+        write(tree / f"f{i}", b"x" * (10 + i))
+    with native.connect() as conn:
+        conn.put(tree, room.rel, recursive=True)
+        conn.get(f"{room.rel}/tree", tmp_path / "back", recursive=True)
+    with rshell_ssh.connect() as conn:
+        conn.put(tree, f"{room.rel}/tree", recursive=True)  # into it: tree/tree
+    srv = site.srv
+    srv.wait_for_log(rf"upload '{re.escape(str(room.path))}': 5 file\(s\), 60 bytes via=rshell")
+    srv.wait_for_log(rf"download '{re.escape(str(room.path / 'tree'))}': 5 file\(s\), "
+                     r"60 bytes via=rshell")
+    srv.wait_for_log(rf"upload '{re.escape(str(site.files))}': 5 file\(s\), 60 bytes via=ssh")
+    assert sorted(os.listdir(room.path / "tree")) == ["f0", "f1", "f2", "f3", "f4", "tree"]
+    assert not re.search(rf"{re.escape(str(room.path))}/\S*f\d' \d+ bytes", srv.log), srv.log
+
+
 def test_an_sftp_refusal_on_the_ssh_listener_writes_nothing(
     site: Site, rshell_ssh: Target, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

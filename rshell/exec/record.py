@@ -111,13 +111,23 @@ class Recorder:
     def transferred(self, direction: str, path: str, size: int, sha256: str | None,
                     error: str | None = None) -> None:
         """One file copied (``direction``: ``upload`` into this host, ``download``
-        out of it), or refused or failed (``error``), whichever wire carried it."""
+        out of it), or refused or failed (``error``), whichever wire carried it.
+        Every file is an audit event; in the log a failure is a warning, a file
+        copied a debug line (a tree is thousands: ``copied`` says the totals)."""
         fields = {"direction": direction, "path": path, "bytes": size, "sha256": sha256,
                   "error": error}
-        self.log(logging.INFO if error is None else logging.WARNING,
+        self.log(logging.DEBUG if error is None else logging.WARNING,
                  "%s: %s %r %d bytes%s via=%s", self.peer, direction, path, size,
                  f" failed: {error}" if error else "", self.via, event="transfer", **fields)
         self.event("transfer", **fields)
+
+    def copied(self, direction: str, where: str, files: int, size: int, failed: int) -> None:
+        """A copy's totals, one log line: what ``transferred`` reported file by
+        file (a native transfer at its end, an SFTP session at its close)."""
+        self.log(logging.INFO, "%s: %s %r: %d file(s), %d bytes%s via=%s", self.peer,
+                 direction, where, files, size, f", {failed} failed" if failed else "",
+                 self.via, event="copy", direction=direction, path=where, files=files,
+                 bytes=size, failed=failed)
 
     def swept(self, escaped: list[int]) -> None:
         """Processes that left their command's group, killed as the session ended."""

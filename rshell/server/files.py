@@ -71,6 +71,7 @@ class Upload:
         self.send, self.record = send, record
         self.receiver = Receiver(home_path(put.path, login.home), preserve=put.preserve,
                                  many=put.many, on_file=self._on_file, shown=put.path or "~")
+        self.reported = False
 
     def start(self) -> bool:
         """PutReady, or the TransferEnd that refuses the destination: True if open."""
@@ -101,7 +102,7 @@ class Upload:
                 receiver.end(msg)
             else:
                 assert isinstance(msg, Done)
-                receiver.close()
+                self.close()
                 self.send(TransferEnd(receiver.files, receiver.size, len(receiver.failures)))
                 return True
         except DestinationError as exc:  # a stream out of order: the client's bug
@@ -109,8 +110,14 @@ class Upload:
         return False
 
     def close(self) -> None:
-        """Files that arrived whole are committed; one half-received is dropped."""
-        self.receiver.close()
+        """Files that arrived whole are committed; one half-received is dropped.
+        The totals are logged once."""
+        receiver = self.receiver
+        receiver.close()
+        if not self.reported:
+            self.reported = True
+            self.record.copied("upload", receiver.dest, receiver.files, receiver.size,
+                               len(receiver.failures))
 
     def abort(self, reason: str) -> None:
         """The server stops it: closed, and the client told why."""
@@ -129,6 +136,8 @@ class Download:
         self.sender = Sender(sources, recursive=get.recursive, preserve=get.preserve,
                              headroom=HEADER_SIZE, on_file=self._on_file)
         self.events: Generator[Event, None, None] = self.sender.events()
+        self.where = " ".join(path for path, _, _ in sources)
+        self.reported = False
 
     def _on_file(self, path: str, size: int, sha256: str | None, error: str | None) -> None:
         self.record.transferred("download", path, size, sha256, error)
@@ -146,12 +155,19 @@ class Download:
                 self.send(event, flush=stream.queued >= SEND_AT)
             if stream.queued >= HIGH_WATER:
                 return False
+        self.close()
         self.send(TransferEnd(sender.files, sender.size, len(sender.failures)))
         return True
 
     def close(self) -> None:
-        """The file being read is closed (the generator's own ``finally``)."""
+        """The file being read is closed (the generator's own ``finally``); the
+        totals are logged once."""
         self.events.close()
+        if not self.reported:
+            self.reported = True
+            sender = self.sender
+            self.record.copied("download", self.where, sender.files, sender.size,
+                               len(sender.failures))
 
     def abort(self, reason: str) -> None:
         """The server stops it: closed, and the client told why."""

@@ -203,10 +203,16 @@ class LocalFiles(paramiko.SFTPServerInterface):
         #: The session is over: a file still open was cut off, not closed.
         self.ended = False
         self.open_files = 0  # files open now (read by the supervisor's thread)
+        #: Files, bytes and failures by direction, logged at the session's end.
+        self.totals: dict[str, list[int]] = {}
 
     def path(self, name: str) -> str:
         """Where ``name`` is: relative to the session's home, or absolute."""
         return os.path.join(self.home, name) if name else self.home
+
+    def session_ended(self) -> None:
+        for direction, (files, size, failed) in sorted(self.totals.items()):
+            self.conn.record.copied(direction, self.home, files, size, failed)
 
     def session_started(self) -> None:
         self.conn.record.log(logging.INFO, "%s: sftp session in %s", self.conn.peer, self.home,
@@ -387,9 +393,13 @@ class OpenFile(paramiko.SFTPHandle):
             self.error = self.error or "session ended before the file was closed"
         if not (self.writes or self.reads):
             return  # opened, never read: nothing crossed
+        direction = "upload" if self.writes else "download"
         self.files.conn.record.transferred(
-            "upload" if self.writes else "download", self.where, self.moved,
+            direction, self.where, self.moved,
             self.digest.hexdigest() if self.digest is not None else None, self.error)
+        totals = self.files.totals.setdefault(direction, [0, 0, 0])
+        totals[0 if self.error is None else 2] += 1
+        totals[1] += self.moved
 
 
 class _Entry(paramiko.SFTPAttributes):
