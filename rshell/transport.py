@@ -82,7 +82,7 @@ class Stream:
     ``pending`` (TLS bytes already decrypted, invisible to select), ``close``.
     """
 
-    __slots__ = ("sock", "tls", "_out", "queued", "peer")
+    __slots__ = ("sock", "tls", "_out", "queued", "peer", "_mark")
 
     def __init__(self, sock: socket.socket, peer: str = "") -> None:
         sock.setblocking(False)
@@ -91,6 +91,7 @@ class Stream:
         self._out: deque[bytes | bytearray | memoryview] = deque()
         self.queued = 0
         self.peer = peer
+        self._mark = 0  # what was queued after flush_every's last flush
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -140,6 +141,19 @@ class Stream:
             with edge(f"writing to {self.peer}"):
                 raise exc
         return True
+
+    def flush_every(self, size: int) -> bool:
+        """``flush()`` once ``size`` bytes more are queued than after the last
+        one; True if everything is sent.  A burst of small frames then goes
+        out joined, and a full socket is not tried again for every frame."""
+        queued = self.queued
+        if queued < self._mark:
+            self._mark = queued  # sent meanwhile, by a flush elsewhere
+        if queued - self._mark < size:
+            return False
+        done = self.flush()
+        self._mark = self.queued
+        return done
 
     def close(self) -> None:
         try:

@@ -58,6 +58,25 @@ def test_frames_join_up_to_the_limit_and_a_lone_frame_is_not_copied() -> None:
         assert _packets(theirs) == [b"".join(frames[:3]), frames[3]]
 
 
+def test_flush_every_sends_once_enough_more_is_queued() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        stream = Stream(ours)
+        frames = [bytes([65 + i]) * 300 for i in range(4)]
+        for frame in frames[:3]:
+            stream.write(frame)
+            assert not stream.flush_every(1000)  # 300, 600, 900: not yet
+        assert _packets(theirs) == []
+        stream.write(frames[3])
+        assert stream.flush_every(1000) and stream.queued == 0
+        assert _packets(theirs) == [b"".join(frames)]
+        stream.write(b"x" * 999)
+        assert not stream.flush_every(1000)
+        assert stream.flush() and _packets(theirs) == [b"x" * 999]
+        stream.write(b"y" * 600)  # counted from the queue the last flush left: 0
+        assert not stream.flush_every(1000) and _packets(theirs) == []
+
+
 def test_joining_after_a_blocked_tls_send_keeps_every_byte_in_order(tmp_path: Path) -> None:
     """The peer reads nothing until the socket is full, so sends would block
     mid-frame; the frames queued meanwhile join the unsent rest.  Every byte

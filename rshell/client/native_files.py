@@ -92,12 +92,13 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
         for event in sender.events():
             if isinstance(event, Verdict):
                 continue  # a local source that could not be read: the sender keeps it
-            # Sent once SEND_AT is queued: a tree's small frames go out joined.
+            # Sent once SEND_AT more is queued: a tree's small frames go out joined.
             if isinstance(event, (Entry, EntryEnd)):
-                b.write(event, flush=stream.queued >= SEND_AT)
+                b.write(event, flush=False)
+                stream.flush_every(SEND_AT)
             else:
                 stream.write(event.frame())
-                if stream.queued >= SEND_AT and stream.flush():
+                if stream.flush_every(SEND_AT):
                     sender.recycle(event.buf)
             while stream.queued >= HIGH_WATER:  # the server's pace; its verdicts meanwhile
                 waited = b.poll(None, what="copy")

@@ -149,10 +149,11 @@ class Download:
         for event in self.events:
             if isinstance(event, Chunk):
                 stream.write(event.frame())
-                if stream.queued >= SEND_AT and stream.flush():
+                if stream.flush_every(SEND_AT):
                     sender.recycle(event.buf)  # the kernel has it all: read into it again
             else:
-                self.send(event, flush=stream.queued >= SEND_AT)
+                self.send(event, flush=False)
+                stream.flush_every(SEND_AT)
             if stream.queued >= HIGH_WATER:
                 return False
         self.close()

@@ -26,9 +26,9 @@ from rshell.protocol.messages import MessageType
 
 #: Bytes read per chunk: the largest frame's payload.
 CHUNK = 1 << 20
-#: A transfer's frames are sent once this much is queued, so that a tree's
-#: small frames go out joined (transport._JOIN); the end of the transfer
-#: sends the rest.
+#: A transfer's frames are sent each time this much more is queued
+#: (transport.Stream.flush_every), so that a tree's small frames go out
+#: joined (transport._JOIN); the end of the transfer sends the rest.
 SEND_AT = 64 << 10
 _FILE_DATA = int(MessageType.FILE_DATA)
 
