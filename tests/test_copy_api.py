@@ -314,6 +314,27 @@ def test_put_without_preserve_gives_a_new_file_the_source_mode_less_the_umask(
     assert got == {n: m & ~REMOTE_UMASK for n, m in modes.items()}
 
 
+def test_a_tree_into_a_new_folder_gives_each_file_its_mode_less_the_umask_both_ways(
+    target: Target, room: Room, tmp_path: Path
+) -> None:
+    """Files in folders the copy makes (their names linked in at once, made
+    with their final mode on the native wire): the sender's bits less the
+    receiving side's umask, read-only and executable ones too."""
+    modes = {"a": 0o757, "b": 0o600, "c": 0o666, "d": 0o444}
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for n, m in modes.items():
+        write(tree / "sub" / n, n.encode(), m)
+    with target.connect() as conn:
+        conn.put(tree, room.rel, recursive=True)
+        conn.get(f"{room.rel}/tree", tmp_path / "back", recursive=True)
+    up = {n: (room.path / "tree" / "sub" / n).stat().st_mode & 0o7777 for n in modes}
+    assert up == {n: m & ~REMOTE_UMASK for n, m in modes.items()}
+    down = {n: (tmp_path / "back" / "sub" / n).stat().st_mode & 0o7777 for n in modes}
+    assert down == {n: m & ~REMOTE_UMASK & ~umask() for n, m in modes.items()}
+    assert (tmp_path / "back" / "sub" / "d").read_bytes() == b"d"
+
+
 def test_get_without_preserve_gives_a_new_file_the_source_mode_less_the_umask(
     target: Target, room: Room, tmp_path: Path
 ) -> None:

@@ -85,6 +85,8 @@ class _File:
     #: In a directory this copy made: no old file to keep the mode of, nothing
     #: to rename over (the file is linked in under its own name).
     fresh: bool = False
+    #: Made with its final mode (see _begin): no fchmod at the end.
+    moded: bool = False
     got: int = 0
     flushed: int = 0  # bytes handed to the disk's writeback so far
     sha256: str = ""
@@ -333,15 +335,21 @@ class Receiver:
 
     def _begin(self, level: _Level, name: str, rel: str, e: Entry) -> None:
         temp = None
+        # An unnamed file has no path anyone could open it by, so in a
+        # directory this copy made it is created with its final mode (the
+        # sender's bits less the umask, which open applies): one call fewer.
+        moded = level.new and not self.preserve
         try:
-            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=level.fd)
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
+                         e.mode & 0o777 if moded else 0o600, dir_fd=level.fd)
         except OSError as exc:
+            moded = False
             if exc.errno not in _NO_TMPFILE:
                 raise
             temp = _temp_name(name)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600, dir_fd=level.fd)
-        f = _File(fd, level.fd, name, rel, e, temp, hashlib.sha256(), level.new)
+        f = _File(fd, level.fd, name, rel, e, temp, hashlib.sha256(), level.new, moded)
         self._file = f
         if e.size >= _ALLOCATE_FROM:
             try:
@@ -374,7 +382,8 @@ class Receiver:
 
     def _settle(self, f: _File) -> None:
         """A complete, checked file gets its mode and times (before it is synced)."""
-        os.fchmod(f.fd, self._mode(f))
+        if not f.moded:
+            os.fchmod(f.fd, self._mode(f))
         if self.preserve:
             os.utime(f.fd, (f.entry.atime, f.entry.mtime))
 
