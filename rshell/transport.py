@@ -126,7 +126,7 @@ class Stream:
         try:
             while out:
                 head = out[0]
-                if len(head) < _JOIN and len(out) > 1 and len(head) + len(out[1]) <= _JOIN:
+                if len(out) > 1 and len(head) + len(out[1]) <= _JOIN:
                     head = _join(out)
                 try:
                     n = send(head)

@@ -12,14 +12,27 @@ import os
 import select
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from rshell.transport import _JOIN, Stream
 from rshell.trust import tls
 
 DEADLINE = 20.0
+
+
+@pytest.fixture
+def seqpacket() -> Iterator[tuple[Stream, socket.socket]]:
+    """A Stream on one end of a SOCK_SEQPACKET pair (buffers of 1 MiB), and
+    the other end, where each send arrives as one packet."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        yield Stream(ours), theirs
 
 
 def _packets(sock: socket.socket) -> list[bytes]:
@@ -30,51 +43,44 @@ def _packets(sock: socket.socket) -> list[bytes]:
     return got
 
 
-def test_small_frames_go_out_in_one_send_and_a_big_one_alone() -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours, theirs:
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        stream = Stream(ours)
-        small = [bytes([i]) * 100 for i in range(3)]
-        big = b"B" * _JOIN
-        for frame in (*small, big, b"after"):
-            stream.write(frame)
-        assert stream.flush() and stream.queued == 0
-        assert _packets(theirs) == [b"".join(small), big, b"after"]
+def test_small_frames_go_out_in_one_send_and_a_big_one_alone(
+        seqpacket: tuple[Stream, socket.socket]) -> None:
+    stream, theirs = seqpacket
+    small = [bytes([i]) * 100 for i in range(3)]
+    big = b"B" * _JOIN
+    for frame in (*small, big, b"after"):
+        stream.write(frame)
+    assert stream.flush() and stream.queued == 0
+    assert _packets(theirs) == [b"".join(small), big, b"after"]
 
 
-def test_frames_join_up_to_the_limit_and_a_lone_frame_is_not_copied() -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours, theirs:
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        stream = Stream(ours)
-        third = _JOIN // 3
-        frames = [bytes([65 + i]) * third for i in range(4)]
-        for frame in frames:
-            stream.write(frame)
-        assert stream.flush()
-        assert _packets(theirs) == [b"".join(frames[:3]), frames[3]]
+def test_frames_join_up_to_the_limit_and_a_lone_frame_is_not_copied(
+        seqpacket: tuple[Stream, socket.socket]) -> None:
+    stream, theirs = seqpacket
+    third = _JOIN // 3
+    frames = [bytes([65 + i]) * third for i in range(4)]
+    for frame in frames:
+        stream.write(frame)
+    assert stream.flush()
+    assert _packets(theirs) == [b"".join(frames[:3]), frames[3]]
 
 
-def test_flush_every_sends_once_enough_more_is_queued() -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours, theirs:
-        stream = Stream(ours)
-        frames = [bytes([65 + i]) * 300 for i in range(4)]
-        for frame in frames[:3]:
-            stream.write(frame)
-            assert not stream.flush_every(1000)  # 300, 600, 900: not yet
-        assert _packets(theirs) == []
-        stream.write(frames[3])
-        assert stream.flush_every(1000) and stream.queued == 0
-        assert _packets(theirs) == [b"".join(frames)]
-        stream.write(b"x" * 999)
-        assert not stream.flush_every(1000)
-        assert stream.flush() and _packets(theirs) == [b"x" * 999]
-        stream.write(b"y" * 600)  # counted from the queue the last flush left: 0
-        assert not stream.flush_every(1000) and _packets(theirs) == []
+def test_flush_every_sends_once_enough_more_is_queued(
+        seqpacket: tuple[Stream, socket.socket]) -> None:
+    stream, theirs = seqpacket
+    frames = [bytes([65 + i]) * 300 for i in range(4)]
+    for frame in frames[:3]:
+        stream.write(frame)
+        assert not stream.flush_every(1000)  # 300, 600, 900: not yet
+    assert _packets(theirs) == []
+    stream.write(frames[3])
+    assert stream.flush_every(1000) and stream.queued == 0
+    assert _packets(theirs) == [b"".join(frames)]
+    stream.write(b"x" * 999)
+    assert not stream.flush_every(1000)
+    assert stream.flush() and _packets(theirs) == [b"x" * 999]
+    stream.write(b"y" * 600)  # counted from the queue the last flush left: 0
+    assert not stream.flush_every(1000) and _packets(theirs) == []
 
 
 def test_joining_after_a_blocked_tls_send_keeps_every_byte_in_order(tmp_path: Path) -> None:
