@@ -36,6 +36,7 @@ from rshell.protocol.files import (
     TransferEnd,
     Verdict,
 )
+from rshell.protocol.files import to_json as files_to_json
 from rshell.protocol.frames import HEADER_SIZE, encode_frame
 from rshell.protocol.messages import (
     PROTOCOL_VERSION,
@@ -207,10 +208,44 @@ def test_property_run_fast_path_is_byte_identical(msg: Run) -> None:
     assert split_frame(encode(msg))[1] == generic_json(msg)
 
 
+#: What an Entry may carry (no NUL; a time within what a signed 64-bit time_t holds).
+names = texts.filter(lambda text: "\0" not in text)
+times = st.floats(-1e12, 1e12) | st.sampled_from([x for x in EDGE_FLOATS if abs(x) < 2**63])
+
+
+def generic_file_json(msg: Entry | EntryEnd) -> bytes:
+    """What the reference encoder emits for a file message (protocol/files.py's
+    JSON object, via json.dumps)."""
+    return json.dumps(files_to_json(msg), separators=(",", ":")).encode()
+
+
+@settings(max_examples=300)
+@given(st.builds(Entry, st.sampled_from(["file", "dir", "link", "end"]), names,
+                 st.integers(0, 2**63 - 1), st.integers(0, 0o7777), times, times, names))
+@example(Entry("file", "\ud800 \u2028\U0001f600", 0, 0o644, -0.0, 5e-324, ""))
+def test_property_entry_fast_path_is_byte_identical(msg: Entry) -> None:
+    """Entry and EntryEnd are formatted without json.dumps (two a file: a tree
+    of small files is mostly these); the bytes must be the generic encoder's."""
+    assert _fast_json(msg) is not None, "the fast path was not taken"
+    assert split_frame(encode(msg))[1] == generic_file_json(msg)
+    assert round_trip(msg) == msg
+
+
+@settings(max_examples=200)
+@given(st.builds(EntryEnd, texts, st.none() | texts))
+def test_property_entry_end_fast_path_is_byte_identical(msg: EntryEnd) -> None:
+    assert _fast_json(msg) is not None, "the fast path was not taken"
+    assert split_frame(encode(msg))[1] == generic_file_json(msg)
+    assert round_trip(msg) == msg
+
+
 def test_fast_path_leaves_odd_values_to_the_generic_encoder() -> None:
     """A bool where an int belongs goes through json.dumps and stays detectable."""
     for msg in (Exit(True, cwd="/"), Run("x", timeout=True), Run("x", env={"A": "1"})):
         assert split_frame(encode(msg))[1] == generic_json(msg)
+    for entry in (Entry("file", size=True), Entry("file", mtime=float("nan"))):
+        assert _fast_json(entry) is None
+        assert split_frame(encode(entry))[1] == generic_file_json(entry)
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-32"])
