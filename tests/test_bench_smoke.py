@@ -139,6 +139,9 @@ def test_bench_tiny_all_mode(tmp_path: Path) -> None:
     keys = {(c["rshell"], c["peer"]): c["targets"] for c in figures["keystroke"]["comparisons"]}
     for pair in (("rshell_api", "ssh"), ("rshell_api", "asyncssh"), ("rshell_cli", "ssh")):
         assert [(t["op"], t["value"]) for t in keys[pair]] == [("<", 1.0)], pair
+    # The bare Python relays (bounds.KeyRelay), over TLS and TCP, measured beside ssh.
+    for pair in (("relay_tls", "ssh"), ("relay_tcp", "ssh"), ("rshell_cli", "relay_tls")):
+        assert keys[pair] == [], pair
     assert figures["keystroke"]["batch"] == 3
     assert figures["keystroke"]["sides"]["rshell_api"]["per_keystroke_ms"]["n"] == 3
     tty = figures["tty_output"]

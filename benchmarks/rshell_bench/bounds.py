@@ -1,9 +1,11 @@
 """The bounds rshell is measured against, each in a process of its own (as
 rshell's server is), started from the entry script's hidden modes: the raw
 sender (``--raw-sender``: a byte count from a buffer over raw TCP or TLS, or
-a command's output relayed from a pipe, the relay ceiling) and the spawn floor
-(``--floor-server``: the least a Python server can do per command).  Also the
-stream's generator commands, and the throwaway certificate of the TLS sender.
+a command's output relayed from a pipe, the relay ceiling), the spawn floor
+(``--floor-server``: the least a Python server can do per command) and the
+keystroke relay (``--key-relay`` and ``--key-relay-client``: the least a
+Python client and server can do per keystroke, over TCP or TLS).  Also the
+stream's generator commands, and the throwaway certificate of the TLS peers.
 """
 
 from __future__ import annotations
@@ -185,11 +187,7 @@ def raw_sender_main(cert: str | None, key: str | None) -> int:
     transfer).  With a command, the relay ceiling: run it as rshell's server
     does (``/bin/sh -c``, stdout a pipe), and relay the pipe to the socket."""
     srv = socket.create_server((LOOPBACK, 0))
-    ctx = None
-    if cert and key:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.load_cert_chain(cert, key)
+    ctx = server_context(cert, key)
     print(srv.getsockname()[1], flush=True)
     view = memoryview(bytearray(max(RAW_CHUNK, RELAY_PIPE)))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -218,6 +216,17 @@ def raw_sender_main(cert: str | None, key: str | None) -> int:
             pass  # the receiver went away; serve the next one
         finally:
             conn.close()
+
+
+def server_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """TLS 1.3 with the throwaway certificate, as rshell's server speaks it; None
+    without one (raw TCP)."""
+    if not (cert and key):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def recv_exact(conn: socket.socket, size: int) -> bytes:
@@ -365,6 +374,132 @@ def floor_spawn(command: str, buf: bytearray) -> int:
             os.close(fd)
     return os.waitstatus_to_exitcode(status)
 
+
+
+# ---- the keystroke relay: the least a Python client and server can do per keystroke ------
+
+
+class KeyRelay:
+    """The keystroke's floor: this script in ``--key-relay`` mode, in its own
+    process, runs ``command`` on a pty for each connection and relays bytes
+    between the pty and the socket; ``client_argv`` is its client (on a local
+    pty, as ``rshell -tt`` is), which relays its terminal, raw, to the socket.
+    Nothing else either side: no framing, protocol, authentication, limits,
+    logging or escapes.  Over TLS 1.3 (``tls_files``) or raw TCP."""
+
+    def __init__(self, command: str, tls_files: tuple[Path, Path] | None) -> None:
+        argv = [sys.executable, str(ENTRY), "--key-relay", command]
+        self.client = [sys.executable, str(ENTRY)]
+        if tls_files is not None:
+            cert, key = tls_files
+            argv += ["--raw-cert", str(cert), "--raw-key", str(key)]
+            self.client += ["--raw-cert", str(cert)]
+        self.proc, port = start_helper(argv, "keystroke relay")
+        self.client += ["--key-relay-client", str(port)]
+
+    def stop(self) -> None:
+        stop_process(self.proc, 5.0)
+
+
+#: What the keystroke relay is, for the JSON and the table's notes.
+KEY_RELAY_WHAT = ("a bare relay, client and server in Python (bench.py --key-relay-client "
+                  "on a local pty, raw; --key-relay running the command on a pty): one epoll "
+                  "loop each side, os.read/os.write on the terminal, recv_into/sendall on the "
+                  "socket (TCP_NODELAY both ends); no framing, protocol, authentication, "
+                  "limits, logging or escapes")
+
+
+def key_relay_main(command: str, cert: str | None, key: str | None) -> int:
+    """Accept, run ``command`` on a pty, relay until either side ends; the next."""
+    srv = socket.create_server((LOOPBACK, 0))
+    ctx = server_context(cert, key)
+    print(srv.getsockname()[1], flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if ctx is not None:
+                conn = ctx.wrap_socket(conn, server_side=True)
+            relay_pty(command, conn)
+        except OSError:
+            pass  # the client went away; serve the next one
+        finally:
+            conn.close()
+
+
+def relay_pty(command: str, conn: socket.socket) -> None:
+    import pty
+
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the pty is its terminal
+        try:
+            os.execv("/bin/sh", ["/bin/sh", "-c", command])
+        finally:
+            os._exit(127)
+    try:
+        relay(conn, master, master)
+    finally:
+        os.close(master)  # the command gets SIGHUP
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+
+
+def relay(conn: socket.socket, read_fd: int, write_fd: int) -> None:
+    """Bytes from ``read_fd`` to ``conn`` and back to ``write_fd``, until either
+    ends (EOF, or EIO from a pty whose other side closed)."""
+    poller = select.epoll()
+    sock_fd = conn.fileno()
+    poller.register(sock_fd, select.EPOLLIN)
+    poller.register(read_fd, select.EPOLLIN)
+    buf = bytearray(64 * 1024)
+    view = memoryview(buf)
+    try:
+        while True:
+            for fd, _ in poller.poll():
+                if fd == sock_fd:
+                    n = conn.recv_into(buf)
+                    if not n:
+                        return
+                    done = 0
+                    while done < n:
+                        done += os.write(write_fd, view[done:n])
+                else:
+                    data = os.read(read_fd, 64 * 1024)
+                    if not data:
+                        return
+                    conn.sendall(data)
+    except OSError:
+        return
+    finally:
+        poller.close()
+
+
+def key_relay_client_main(port: int, cert: str | None) -> int:
+    """The relay's client: this terminal raw (as ``rshell -tt`` makes it), its
+    keystrokes to the socket and what comes back to stdout."""
+    import termios
+    import tty
+
+    conn = socket.create_connection((LOOPBACK, port), timeout=30)
+    conn.settimeout(None)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_verify_locations(cert)
+        conn = ctx.wrap_socket(conn, server_hostname="localhost")
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+    try:
+        relay(conn, 0, 1)
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        conn.close()
+    return 0
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .bounds import floor_server_main, raw_sender_main
+from .bounds import floor_server_main, key_relay_client_main, key_relay_main, raw_sender_main
 from .core import BENCH_DIR, BenchError, GiB, MiB
 from .modes import run_all, run_native, run_ssh
 from .plans import (
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-cert", help=argparse.SUPPRESS)
     p.add_argument("--raw-key", help=argparse.SUPPRESS)
     p.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--key-relay", metavar="COMMAND", help=argparse.SUPPRESS)
+    p.add_argument("--key-relay-client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return p
 
 
@@ -151,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return raw_sender_main(args.raw_cert, args.raw_key)
     if args.floor_server:
         return floor_server_main()
+    if args.key_relay is not None:
+        return key_relay_main(args.key_relay, args.raw_cert, args.raw_key)
+    if args.key_relay_client is not None:
+        return key_relay_client_main(args.key_relay_client, args.raw_cert)
     names = MODE_SETS[args.mode]
     started = time.monotonic()
     results = new_results(argv, plan_for(names[0], args))

@@ -12,9 +12,11 @@ Owns both figures' contenders and samples: rshell's API (``conn.terminal``,
 ``conn.run(pty=True)``) and its backend driven in this thread (what the
 Terminal's thread hand-off costs), the rshell CLI and OpenSSH's ``ssh``,
 each ``-tt`` on a local pty of its own (``LocalPty``), asyncssh with a
-``term_type``, and the same program on a local pty with no network (the
-floor of a keystroke, the ceiling of a pty's output).  Samples go through
-the one sampler (core.run_rounds).
+``term_type``, the same program on a local pty with no network (the
+floor of a keystroke, the ceiling of a pty's output), and a bare Python
+relay over TLS and over TCP (bounds.KeyRelay: what Python and TLS cost a
+keystroke before any protocol).  Samples go through the one sampler
+(core.run_rounds).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .bounds import KEY_RELAY_WHAT, KeyRelay, make_cert
 from .contenders import open_connection, rshell_stream
 from .core import BenchError, MiB, Probe, Side, bind, progress, run_rounds
 from .plans import MODES
@@ -178,6 +181,18 @@ def pty_echo(argv: list[str], rig: AllRig, what: str,
     return timed_keys(term.key)
 
 
+def relay_echo(rig: AllRig, tls: bool, closers: list[Callable[[], Any]]) -> Batch:
+    """The keystroke relay (bounds.KeyRelay), its client on a local pty."""
+    certs = None
+    if tls:
+        where = rig.workdir / "key-relay"
+        where.mkdir(exist_ok=True)
+        certs = make_cert(where)
+    relay = KeyRelay(ECHO, certs)
+    closers.append(relay.stop)
+    return pty_echo(relay.client, rig, f"Python relay ({'TLS' if tls else 'TCP'})", closers)
+
+
 def api_echo(conn: Any, closers: list[Callable[[], Any]]) -> Batch:
     """``conn.terminal``: ``write`` then ``read`` (the headline: rshell's API)."""
     term = conn.terminal(ECHO, term=TERM, size=(COLS, ROWS))
@@ -290,6 +305,10 @@ def keystroke(rig: AllRig) -> dict[str, Any]:
         (peer_side(rig, "ssh", Side("ssh", "ssh -tt (OpenSSH)", "ssh -tt ... 127.0.0.1 ECHO, "
                                     "whole client on a local pty", n=n)),
          lambda: pty_echo(ssh_tt(rig, ECHO), rig, "ssh -tt", closers)),
+        (Side("relay_tls", "Python relay, TLS", KEY_RELAY_WHAT + "; TLS 1.3, as rshell",
+              n=n), lambda: relay_echo(rig, True, closers)),
+        (Side("relay_tcp", "Python relay, TCP", KEY_RELAY_WHAT + "; raw TCP", n=n),
+         lambda: relay_echo(rig, False, closers)),
         (peer_side(rig, "asyncssh", Side("asyncssh", "asyncssh", "create_process(ECHO, "
                                          "term_type='xterm'); stdin.write(b'x'); await "
                                          "stdout.read(64)", n=n)),
@@ -319,12 +338,20 @@ def keystroke_figure(rig: AllRig, sides: list[Side], rounds: int,
             by[name].extra["per_keystroke_ms"] = spread([t * 1e3 for t in times])
     api, ssh, cli = by["rshell_api"], by["ssh"], by["rshell_cli"]
     lower = [Target("<", 1.0, ISSUE13)]
+    tls, tcp = by["relay_tls"], by["relay_tcp"]
     comparisons = [compare(api, ssh, lower), compare(api, by["asyncssh"], lower),
                    compare(cli, ssh, lower), compare(by["rshell_backend"], api, []),
-                   compare(api, by["local"], [])]
+                   compare(api, by["local"], []), compare(tls, ssh, []),
+                   compare(tcp, ssh, []), compare(cli, tls, [])]
     per = [f"{s.label} {pk['median']:.3f} [{pk['p10']:.3f}-{pk['p90']:.3f}]" for s in sides
            if (pk := s.extra.get("per_keystroke_ms"))]
     notes = ["per keystroke, ms, median [p10-p90]: " + ", ".join(per)] if per else []
+    if tls.samples and tcp.samples and cli.samples:
+        crypto = statistics.median(tls.samples) - statistics.median(tcp.samples)
+        ours = statistics.median(cli.samples) - statistics.median(tls.samples)
+        notes.append(f"TLS in Python, per keystroke (relay TLS - relay TCP): "
+                     f"{crypto * 1e3:+.0f} us; rshell's own (rshell -tt - relay TLS): "
+                     f"{ours * 1e3:+.0f} us")
     if api.samples and by["rshell_backend"].samples:
         hand = statistics.median(api.samples) - statistics.median(by["rshell_backend"].samples)
         notes.append(f"the Terminal object's thread hand-off (API - backend): {hand * 1e3:+.0f} "
