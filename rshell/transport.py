@@ -53,6 +53,14 @@ def peer_ip(sock: socket.socket) -> str:
         return ""
 
 
+#: A read that brought this much (a whole TLS record, the most one read can
+#: give) may have more behind it: the owner reads again at once, up to READS
+#: times a turn, rather than after another turn of its loop and its poll (one
+#: turn a 16 KiB record was a big copy's main cost).  A smaller read, a
+#: keystroke say, ends the turn with no extra read.
+READ_ON = 16 << 10
+READS = 64
+
 #: Small frames queued together are sent as one buffer of up to this many
 #: bytes: one send, a few TLS records instead of one each, and one wake-up of
 #: the peer's loop instead of one per frame (a tree of small files is three

@@ -61,7 +61,7 @@ from rshell.protocol.messages import (
 )
 from rshell.protocol.messages import Pty as WirePty
 from rshell.protocol.states import ClientProtocol, State
-from rshell.transport import Stream
+from rshell.transport import READ_ON, READS, Stream
 
 _READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
 #: Stop pulling stdin while this much is queued for the server.
@@ -334,11 +334,16 @@ class NativeBackend:
             if sock_fd not in ready:
                 return None
         decoder = self.proto.decoder
-        n = stream.recv_into(decoder.writable())
-        if n is None:  # EOF is an input: the messages before it still count
-            self.proto.receive_eof()
-        else:
+        for _ in range(READS):
+            n = stream.recv_into(decoder.writable())
+            if n is None:  # EOF is an input: the messages before it still count
+                self.proto.receive_eof()
+                break
             decoder.commit(n)
+            msg = self._next_event()
+            # No message yet after a full read: read on (transport.READ_ON).
+            if msg is not None or n < READ_ON:
+                return msg
         return self._next_event()
 
     def _next_event(self) -> Message | None:

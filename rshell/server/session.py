@@ -50,7 +50,7 @@ from rshell.protocol.signing import NONCE_SIZE
 from rshell.protocol.states import ServerProtocol, State
 from rshell.server.files import Download, Upload, refused
 from rshell.server.settings import Settings, new_marker
-from rshell.transport import Stream, peer_ip
+from rshell.transport import READ_ON, READS, Stream, peer_ip
 
 log = logging.getLogger("rshell.server")
 _STDOUT, _STDERR = int(MessageType.STDOUT), int(MessageType.STDERR)
@@ -205,22 +205,29 @@ class Session(Loop):
             return
         proto = self.proto
         decoder = proto.decoder
-        n = stream.recv_into(decoder.writable())
-        if n is None:  # EOF is an input: what came before it still counts
-            proto.receive_eof()
-        elif not n:
-            return
-        else:
-            decoder.commit(n)
-            if self.idle_deadline is not None:
-                self.idle_deadline = time.monotonic() + self.settings.idle_timeout
-        while not self.closing:
-            msg = proto.next_event()
-            if msg is None:
+        reads = 0
+        while True:
+            n = stream.recv_into(decoder.writable())
+            if n is None:  # EOF is an input: what came before it still counts
+                proto.receive_eof()
+            elif not n:
                 break
-            if isinstance(msg, Closed):
-                raise ConnectionFailed("client disconnected")
-            self._dispatch(msg)
+            else:
+                decoder.commit(n)
+            reads += 1
+            while not self.closing:
+                msg = proto.next_event()
+                if msg is None:
+                    break
+                if isinstance(msg, Closed):
+                    raise ConnectionFailed("client disconnected")
+                self._dispatch(msg)
+            if n is None or n < READ_ON or self.closing or reads >= READS:
+                break
+        if not reads:
+            return
+        if self.idle_deadline is not None:
+            self.idle_deadline = time.monotonic() + self.settings.idle_timeout
         stream.flush()
 
     def _dispatch(self, msg: Message) -> None:
