@@ -60,30 +60,54 @@ log = logging.getLogger("rshell.server")
 _CHUNK = 64 * 1024
 #: Channel data taken for a command's stdin beyond what its pipe holds.
 _STDIN_AHEAD = 1 << 20
+#: Stdout held within one loop turn, at most (paramiko's largest packet).
+_HOLD = 32 * 1024
 #: A line of the line session: as long as a native frame may be.
 MAX_LINE = MAX_PAYLOAD
 
 
 class ChannelSink:
     """Command output to an SSH channel, as far as its window allows now; the
-    rest waits (bounded by the engine's HIGH_WATER) for a window-adjust."""
+    rest waits (bounded by the engine's HIGH_WATER) for a window-adjust.
+
+    Small stdout chunks of one loop turn (a terminal's reads are at most
+    4 KiB each) are held and sent together when the turn ends (``flush``,
+    from ChannelDriver.poll): one paramiko packet of up to _HOLD bytes
+    instead of one per read, each of which costs paramiko's Python."""
 
     headroom = 0
 
     def __init__(self, channel: paramiko.Channel) -> None:
         self.channel = channel
         self.pending: deque[tuple[int, bytes]] = deque()
+        self.held = bytearray()  # this turn's small stdout, not yet sent
         self.queued = 0
 
     def output(self, kind: int, buf: bytearray, n: int) -> bool:
         view = memoryview(buf)[:n]
+        if kind == STDOUT and len(self.held) + n <= _HOLD:
+            self.held += view
+            self.queued += n
+            return True
+        self._release()  # what was held goes first, in order
         sent = self._send(kind, view) if not self.pending else 0
         if sent < n:
             self.pending.append((kind, bytes(view[sent:])))
             self.queued += n - sent
         return True  # paramiko copied what it sent; the rest was copied here
 
+    def _release(self) -> None:
+        """What was held joins the channel's queue, sent as far as the window allows."""
+        if not self.held:
+            return
+        data, self.held = bytes(self.held), bytearray()
+        sent = self._send(STDOUT, memoryview(data)) if not self.pending else 0
+        self.queued -= sent
+        if sent < len(data):
+            self.pending.append((STDOUT, data[sent:]))
+
     def flush(self) -> None:
+        self._release()
         while self.pending:
             kind, data = self.pending[0]
             sent = self._send(kind, memoryview(data))
@@ -130,6 +154,11 @@ class ChannelDriver(Loop):
         self.idle_reason: str | None = None
         self.chan_fd = channel.fileno()  # readable: data, EOF or close from the client
         watch_channel(channel, self.wake)
+
+    def poll(self, timeout: float | None) -> None:
+        """A loop turn; what it held for the channel is sent at its end."""
+        super().poll(timeout)
+        self.sink.flush()
 
     # ---- from other threads -------------------------------------------------------
 
@@ -366,6 +395,7 @@ class ChannelDriver(Loop):
         """Wait until the client took what is queued: it goes before the exit
         status.  A client gone ends the wait (the wake-up raises), and so does
         a stop's end (the grace and the kill grace spent)."""
+        self.sink.flush()  # what this turn held first: nothing else may wake the wait
         while self.sink.queued:
             stop = self.shutdown_at
             if stop is None:
