@@ -60,4 +60,6 @@ def test_bench_copy_figures_smoke(tmp_path: Path) -> None:
         assert 0 < memory["client_small_peak_mib"] and 0 < memory["server_before_mib"]
         assert memory["server_peak_mib"] >= memory["server_before_mib"]
     assert {(c["rshell"], c["peer"]) for c in tree["comparisons"]} == {
-        ("rshell", "scp"), ("rshell", "rsync")}
+        ("rshell", "scp"), ("rshell", "rsync"), ("rshell", "rsync_fsync")}
+    fsync = {(c["rshell"], c["peer"]): c for c in tree["comparisons"]}[("rshell", "rsync_fsync")]
+    assert fsync["targets"] == []  # information: rsync syncing every file, as rshell cp does

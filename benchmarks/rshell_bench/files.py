@@ -23,6 +23,7 @@ import os
 import shlex
 import shutil
 import statistics
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,10 +134,19 @@ class Tools:
                              *self.ssh_options, LOOPBACK]])
         return build
 
-    def rsync(self) -> Build:
+    def rsync(self, fsync: bool = False) -> Build:
         ssh = shlex.join(self.ssh)
-        return lambda src, dst: Command([[self.exe["rsync"], "-a", "-e", ssh, f"{src}/",
+        flags = ["-a", "--fsync"] if fsync else ["-a"]
+        return lambda src, dst: Command([[self.exe["rsync"], *flags, "-e", ssh, f"{src}/",
                                           f"{LOOPBACK}:{dst}/"]])
+
+    def rsync_fsync_missing(self) -> str | None:
+        """Why ``rsync --fsync`` cannot be had (rsync before 3.2.4), or None."""
+        if "rsync" in self.missing:
+            return self.missing["rsync"]
+        said = subprocess.run([self.exe["rsync"], "--help"], capture_output=True, text=True,
+                              check=False).stdout
+        return None if "--fsync" in said else "this rsync has no --fsync (3.2.4 or later has)"
 
 
 # ---- one side: copies into a fresh folder, timed, checked, removed ----------------------
@@ -365,7 +375,8 @@ def one_copy(tools: Tools, make: Build, payload: Payload, root: Path,
 
 def tree_copy(rig: AllRig) -> dict[str, Any]:
     """The tree uploaded whole to a fresh destination by rshell cp -r, scp -r
-    and rsync -a (target: rshell at least 3 x scp -r, and ahead of rsync)."""
+    and rsync -a (target: rshell at least 3 x scp -r, and ahead of rsync); and
+    rsync -a --fsync, which syncs every file as rshell cp does (info)."""
     plan, data = rig.plan, rig.workdir / "copy-data"
     data.mkdir(exist_ok=True)
     progress(f"all: tree copy: making {plan.tree_files} files of {TREE_FILE} bytes in "
@@ -391,16 +402,22 @@ def tree_copy(rig: AllRig) -> dict[str, Any]:
                  "(SFTP protocol)", "scp", lambda: tools.scp(True, recursive=True)),
             side("rsync", "rsync -a", "rsync -a -e 'ssh -p PORT <its options>' TREE/ "
                  "127.0.0.1:DEST/", "rsync", tools.rsync),
+            side("rsync_fsync", "rsync -a --fsync", "rsync -a --fsync -e 'ssh -p PORT <its "
+                 "options>' TREE/ 127.0.0.1:DEST/: every file synced, as rshell cp syncs",
+                 "rsync", lambda: tools.rsync(fsync=True)),
         ]
+        if (why := tools.rsync_fsync_missing()) is not None:
+            sides[-1].error = why
         progress(f"all: tree copy, {n} rounds of {tree.files} files: "
                  + ", ".join(s.label for s in sides))
         rounds = run_rounds(sides, "tree copy", 1)
     finally:
         for path in (*(payload.path for payload in payloads), kept):
             shutil.rmtree(path, ignore_errors=True)
-    rsh, scp, rsync = sides
+    rsh, scp, rsync, rsync_fsync = sides
     comparisons = [compare(rsh, scp, [Target(">=", 3.0, ISSUE14)]),
-                   compare(rsh, rsync, [Target(">", 1.0, ISSUE14)])]
+                   compare(rsh, rsync, [Target(">", 1.0, ISSUE14)]),
+                   compare(rsh, rsync_fsync, [])]
     took = [f"{s.label} {statistics.median(s.extra['seconds']):.2f}" for s in sides
             if s.extra.get("seconds")]
     notes = [f"{tree.files} files of {TREE_FILE} bytes in {plan.tree_dirs} folders "
