@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,34 +187,42 @@ def raw_sender_main(cert: str | None, key: str | None) -> int:
     With no command, from one preallocated buffer with ``sendall`` (the raw
     transfer).  With a command, the relay ceiling: run it as rshell's server
     does (``/bin/sh -c``, stdout a pipe), and relay the pipe to the socket."""
+    view = memoryview(bytearray(max(RAW_CHUNK, RELAY_PIPE)))
+
+    def transfer(conn: socket.socket) -> None:
+        head = recv_exact(conn, _REQUEST.size)
+        if len(head) < _REQUEST.size:
+            return
+        left, cmd_len = _REQUEST.unpack(head)
+        command = recv_exact(conn, cmd_len).decode()
+        if command:
+            relay_command(command, conn, view[:RELAY_PIPE])
+            return
+        while left:
+            n = min(left, RAW_CHUNK)
+            conn.sendall(view[:n])
+            left -= n
+    return serve(cert, key, transfer)
+
+
+def serve(cert: str | None, key: str | None, handle: Callable[[socket.socket], None]) -> int:
+    """Print the port, then accept and ``handle`` one connection at a time, over
+    TLS with a certificate; until SIGTERM.  Every connection gets TCP_NODELAY,
+    as rshell's sockets do: over TLS, where each 16 KiB record is a write of
+    its own, it is faster, and a baseline must be the best Python can do."""
     srv = socket.create_server((LOOPBACK, 0))
     ctx = server_context(cert, key)
     print(srv.getsockname()[1], flush=True)
-    view = memoryview(bytearray(max(RAW_CHUNK, RELAY_PIPE)))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         conn, _ = srv.accept()
-        # Every transfer gets TCP_NODELAY, as rshell's sockets do: over TLS,
-        # where each 16 KiB record is a write of its own, it is faster, and a
-        # baseline must be the best a raw Python transfer can do.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if ctx is not None:
                 conn = ctx.wrap_socket(conn, server_side=True)
-            head = recv_exact(conn, _REQUEST.size)
-            if len(head) < _REQUEST.size:
-                continue
-            left, cmd_len = _REQUEST.unpack(head)
-            command = recv_exact(conn, cmd_len).decode()
-            if command:
-                relay_command(command, conn, view[:RELAY_PIPE])
-                continue
-            while left:
-                n = min(left, RAW_CHUNK)
-                conn.sendall(view[:n])
-                left -= n
+            handle(conn)
         except OSError:
-            pass  # the receiver went away; serve the next one
+            pass  # the peer went away; serve the next one
         finally:
             conn.close()
 
@@ -411,21 +420,7 @@ KEY_RELAY_WHAT = ("a bare relay, client and server in Python (bench.py --key-rel
 
 def key_relay_main(command: str, cert: str | None, key: str | None) -> int:
     """Accept, run ``command`` on a pty, relay until either side ends; the next."""
-    srv = socket.create_server((LOOPBACK, 0))
-    ctx = server_context(cert, key)
-    print(srv.getsockname()[1], flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
-        conn, _ = srv.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            if ctx is not None:
-                conn = ctx.wrap_socket(conn, server_side=True)
-            relay_pty(command, conn)
-        except OSError:
-            pass  # the client went away; serve the next one
-        finally:
-            conn.close()
+    return serve(cert, key, lambda conn: relay_pty(command, conn))
 
 
 def relay_pty(command: str, conn: socket.socket) -> None:
