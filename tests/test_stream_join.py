@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import select
 import socket
+import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,27 +84,41 @@ def test_flush_every_sends_once_enough_more_is_queued(
     assert not stream.flush_every(1000) and _packets(theirs) == []
 
 
+def tls_peer(tmp_path: Path, serve: Callable[[ssl.SSLSocket], None],
+             tickets: int = 2) -> tuple[socket.socket, threading.Thread]:
+    """A listener on loopback and a thread that accepts one connection, speaks
+    rshell's server TLS on it (``tickets``: TLS 1.3 session tickets sent) and
+    hands it to ``serve``."""
+    ctx = tls.server_context(ed25519.Ed25519PrivateKey.generate(), tmp_path)
+    ctx.num_tickets = tickets
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as peer:
+            serve(peer)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return listener, thread
+
+
 def test_joining_after_a_blocked_tls_send_keeps_every_byte_in_order(tmp_path: Path) -> None:
     """The peer reads nothing until the socket is full, so sends would block
     mid-frame; the frames queued meanwhile join the unsent rest.  Every byte
     arrives once, in order, and OpenSSL accepts each retry."""
-    server_ctx = tls.server_context(ed25519.Ed25519PrivateKey.generate(), tmp_path)
-    listener = socket.create_server(("127.0.0.1", 0))
     received = bytearray()
     started = threading.Event()
     go = threading.Event()
 
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with server_ctx.wrap_socket(conn, server_side=True) as peer:
-            peer.settimeout(DEADLINE)
-            started.set()
-            go.wait(DEADLINE)
-            while chunk := peer.recv(1 << 16):
-                received.extend(chunk)
+    def serve(peer: ssl.SSLSocket) -> None:
+        peer.settimeout(DEADLINE)
+        started.set()
+        go.wait(DEADLINE)
+        while chunk := peer.recv(1 << 16):
+            received.extend(chunk)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    listener, thread = tls_peer(tmp_path, serve)
     raw = socket.create_connection(listener.getsockname(), timeout=DEADLINE)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 14)
     sock = tls.client_context().wrap_socket(raw)

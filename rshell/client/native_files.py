@@ -33,7 +33,7 @@ from rshell.protocol.files import (
 )
 from rshell.protocol.messages import Message
 from rshell.protocol.states import ClientProtocol, State
-from rshell.transfer.send import SEND_AT
+from rshell.transfer.send import send_event
 from rshell.transport import Stream
 
 if TYPE_CHECKING:
@@ -89,17 +89,14 @@ def put(b: NativeBackend, sender: Sender, remote: str, *, recursive: bool,
         assert isinstance(msg, PutReady)
         stream = b.stream
         assert stream is not None
+
+        def queue(msg: Message) -> None:
+            b.write(msg, flush=False)
+
         for event in sender.events():
             if isinstance(event, Verdict):
                 continue  # a local source that could not be read: the sender keeps it
-            # Sent once SEND_AT more is queued: a tree's small frames go out joined.
-            if isinstance(event, (Entry, EntryEnd)):
-                b.write(event, flush=False)
-                stream.flush_every(SEND_AT)
-            else:
-                stream.write(event.frame())
-                if stream.flush_every(SEND_AT):
-                    sender.recycle(event.buf)
+            send_event(stream, sender, event, queue)
             while stream.queued >= HIGH_WATER:  # the server's pace; its verdicts meanwhile
                 waited = b.poll(None, what="copy")
                 if waited is not None and _early(waited, tally):

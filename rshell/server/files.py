@@ -38,7 +38,7 @@ from rshell.protocol.frames import HEADER_SIZE
 from rshell.protocol.messages import Message
 from rshell.transfer.names import home_path
 from rshell.transfer.receive import DestinationError, Receiver
-from rshell.transfer.send import SEND_AT, Chunk, Event, Sender, source_name
+from rshell.transfer.send import Event, Sender, send_event, source_name
 from rshell.transport import Stream
 
 
@@ -142,18 +142,15 @@ class Download:
     def _on_file(self, path: str, size: int, sha256: str | None, error: str | None) -> None:
         self.record.transferred("download", path, size, sha256, error)
 
+    def _queue(self, msg: Message) -> None:
+        self.send(msg, flush=False)
+
     def pump(self) -> bool:
         """Send entries until the socket holds HIGH_WATER bytes; True once the
         download is over (TransferEnd sent)."""
         stream, sender = self.stream, self.sender
         for event in self.events:
-            if isinstance(event, Chunk):
-                stream.write(event.frame())
-                if stream.flush_every(SEND_AT):
-                    sender.recycle(event.buf)  # the kernel has it all: read into it again
-            else:
-                self.send(event, flush=False)
-                stream.flush_every(SEND_AT)
+            send_event(stream, sender, event, self._queue)
             if stream.queued >= HIGH_WATER:
                 return False
         self.close()

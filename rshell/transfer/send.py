@@ -19,10 +19,14 @@ import os
 import stat
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rshell.protocol.files import DIR, END, FILE, LINK, Entry, EntryEnd, Verdict
 from rshell.protocol.frames import HEADER_SIZE, pack_header_into
 from rshell.protocol.messages import MessageType
+
+if TYPE_CHECKING:
+    from rshell.transport import Stream
 
 #: Bytes read per chunk: the largest frame's payload.
 CHUNK = 1 << 20
@@ -201,6 +205,22 @@ class Sender:
         if buf is None or len(buf) < self.headroom + want:
             buf = bytearray(self.headroom + want)
         return buf
+
+
+def send_event(stream: Stream, sender: Sender, event: Event,
+               queue: Callable[[Entry | EntryEnd | Verdict], None]) -> None:
+    """One event of a transfer (native wire, either direction) onto ``stream``:
+    a chunk framed in place, a message through ``queue`` (framed and queued,
+    not sent).  They are sent each time SEND_AT more is queued, so a tree's
+    small frames go out joined; a chunk's buffer goes back to ``sender`` only
+    once the kernel has taken everything."""
+    if isinstance(event, Chunk):
+        stream.write(event.frame())
+        if stream.flush_every(SEND_AT):
+            sender.recycle(event.buf)
+    else:
+        queue(event)
+        stream.flush_every(SEND_AT)
 
 
 def source_name(path: str) -> str:
